@@ -1,0 +1,14 @@
+//! pearlsync: keeps a Brightpearl account and its web shops in step. This crate holds all
+//! domain logic and clients; each Lambda's `main.rs` only wires it up.
+
+pub mod backends;
+pub mod brightpearl;
+pub mod channels;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod queue;
+pub mod state;
+pub mod telemetry;
+
+pub use error::{Error, ErrorClass, Result};

@@ -1,0 +1,99 @@
+//! Counts as CloudWatch Embedded Metric Format lines on stdout: CloudWatch turns them into
+//! metrics with no API call. Locally they are kept in memory for reports unless
+//! `PEARLSYNC_METRICS=stdout`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+pub const NAMESPACE: &str = "pearlsync";
+
+/// Metric names, so that dashboards and code agree.
+pub mod names {
+    pub const ORDERS_CREATED: &str = "OrdersCreated";
+    pub const ORDERS_PARKED: &str = "OrdersParked";
+    pub const DUPLICATES: &str = "Duplicates";
+    pub const SKUS_PUSHED: &str = "SkusPushed";
+    pub const BRIGHTPEARL_REQUESTS: &str = "BrightpearlRequests";
+    pub const BRIGHTPEARL_THROTTLES: &str = "BrightpearlThrottles";
+    pub const PURCHASE_ORDERS_CREATED: &str = "PurchaseOrdersCreated";
+    pub const WEBHOOKS_REJECTED: &str = "WebhooksRejected";
+}
+
+pub struct Metrics {
+    function: String,
+    counts: Mutex<BTreeMap<&'static str, f64>>,
+    to_stdout: bool,
+}
+
+impl Metrics {
+    pub fn new(function: impl Into<String>) -> Self {
+        let to_stdout = crate::telemetry::on_lambda()
+            || std::env::var("PEARLSYNC_METRICS").is_ok_and(|v| v.eq_ignore_ascii_case("stdout"));
+        Metrics { function: function.into(), counts: Mutex::new(BTreeMap::new()), to_stdout }
+    }
+
+    pub fn count(&self, name: &'static str, value: u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry(name).or_insert(0.0) += value as f64;
+    }
+
+    pub fn get(&self, name: &str) -> f64 {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied().unwrap_or(0.0)
+    }
+
+    /// The EMF document for the counts so far, or None when nothing was counted.
+    pub fn emf_line(&self, timestamp_ms: i64) -> Option<String> {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.is_empty() {
+            return None;
+        }
+        let metrics: Vec<serde_json::Value> =
+            counts.keys().map(|name| serde_json::json!({"Name": name, "Unit": "Count"})).collect();
+        let mut doc = serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["function"]],
+                    "Metrics": metrics,
+                }]
+            },
+            "function": self.function,
+        });
+        for (name, value) in counts.iter() {
+            doc[*name] = serde_json::json!(value);
+        }
+        Some(doc.to_string())
+    }
+
+    /// Writes the counts as one EMF line (on Lambda) and starts again from zero.
+    pub fn flush(&self) {
+        if let Some(line) = self.emf_line(chrono::Utc::now().timestamp_millis())
+            && self.to_stdout
+        {
+            println!("{line}");
+        }
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_line_declares_every_counted_metric() {
+        let m = Metrics::new("order-writer");
+        assert!(m.emf_line(0).is_none());
+        m.count(names::ORDERS_CREATED, 2);
+        m.count(names::ORDERS_CREATED, 1);
+        m.count(names::DUPLICATES, 4);
+        let doc: serde_json::Value = serde_json::from_str(&m.emf_line(1_700_000_000_000).unwrap()).unwrap();
+        assert_eq!(doc["OrdersCreated"], 3.0);
+        assert_eq!(doc["Duplicates"], 4.0);
+        assert_eq!(doc["function"], "order-writer");
+        let declared = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
+        assert_eq!(declared.len(), 2);
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0], "function");
+    }
+}

@@ -1,0 +1,202 @@
+//! SQS queues. The orders queue is FIFO (group = channel order, dedup = content hash); stock
+//! and purchasing are standard queues. Each has a DLQ through its redrive policy.
+
+use super::{JobQueue, QueueName, ReceivedJob, SEND_BATCH_MAX};
+use crate::error::{Error, Result};
+use crate::queue::Job;
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Failed batch entries that SQS did not blame on us are retried this many rounds.
+const SEND_ROUNDS: u32 = 3;
+
+#[derive(Debug, Clone, Default)]
+pub struct SqsQueueUrls {
+    pub orders: String,
+    pub stock: String,
+    pub purchasing: String,
+}
+
+impl SqsQueueUrls {
+    fn get(&self, queue: QueueName) -> &str {
+        match queue {
+            QueueName::Orders => &self.orders,
+            QueueName::Stock => &self.stock,
+            QueueName::Purchasing => &self.purchasing,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SqsQueue {
+    client: Client,
+    urls: SqsQueueUrls,
+}
+
+fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    op: &str,
+    e: SdkError<E, R>,
+) -> Error {
+    match e.as_service_error() {
+        Some(s) => Error::Queue(format!(
+            "{op}: {} {}",
+            s.code().unwrap_or("unknown"),
+            s.message().unwrap_or_default()
+        )),
+        None => Error::Queue(format!("{op}: {e:?}")),
+    }
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, urls: SqsQueueUrls) -> Self {
+        SqsQueue { client, urls }
+    }
+
+    pub async fn from_env(urls: SqsQueueUrls) -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(Client::new(&config), urls)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn url(&self, queue: QueueName) -> Result<&str> {
+        let url = self.urls.get(queue);
+        if url.is_empty() {
+            return Err(Error::config(
+                format!("{}_QUEUE_URL", queue.as_str().to_uppercase()),
+                "no queue URL configured",
+            ));
+        }
+        Ok(url)
+    }
+
+    fn entry(id: usize, job: &Job, fifo: bool) -> Result<SendMessageBatchRequestEntry> {
+        let mut entry = SendMessageBatchRequestEntry::builder().id(id.to_string()).message_body(job.encode());
+        if fifo {
+            entry = entry.message_group_id(job.group_id()).message_deduplication_id(job.dedup_id());
+        }
+        entry.build().map_err(|e| Error::Queue(e.to_string()))
+    }
+
+    async fn send_batch(&self, queue: QueueName, jobs: &[&Job]) -> Result<()> {
+        let url = self.url(queue)?;
+        let fifo = url.ends_with(".fifo");
+        let mut pending: Vec<usize> = (0..jobs.len()).collect();
+        let mut last_failure = String::new();
+        for round in 0..SEND_ROUNDS {
+            let entries =
+                pending.iter().map(|&i| Self::entry(i, jobs[i], fifo)).collect::<Result<Vec<_>>>()?;
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| sdk_err("SendMessageBatch", e))?;
+            let mut retry = Vec::new();
+            for failed in out.failed() {
+                last_failure = format!(
+                    "entry {}: {} {}",
+                    failed.id(),
+                    failed.code(),
+                    failed.message().unwrap_or_default()
+                );
+                if failed.sender_fault() {
+                    return Err(Error::Queue(format!("SendMessageBatch rejected {last_failure}")));
+                }
+                if let Ok(i) = failed.id().parse::<usize>() {
+                    retry.push(i);
+                }
+            }
+            if retry.is_empty() {
+                return Ok(());
+            }
+            pending = retry;
+            tokio::time::sleep(Duration::from_millis(100 << round)).await;
+        }
+        Err(Error::Queue(format!(
+            "SendMessageBatch: {} entries still failing; last: {last_failure}",
+            pending.len()
+        )))
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqsQueue {
+    async fn send(&self, jobs: &[Job]) -> Result<()> {
+        let mut by_queue: HashMap<QueueName, Vec<&Job>> = HashMap::new();
+        for job in jobs {
+            by_queue.entry(job.queue()).or_default().push(job);
+        }
+        for (queue, jobs) in by_queue {
+            for chunk in jobs.chunks(SEND_BATCH_MAX) {
+                self.send_batch(queue, chunk).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, queue: QueueName, max: usize, wait: Duration) -> Result<Vec<ReceivedJob>> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(self.url(queue)?)
+            .max_number_of_messages(max.clamp(1, SEND_BATCH_MAX) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| sdk_err("ReceiveMessage", e))?;
+        let mut received = Vec::new();
+        for message in out.messages() {
+            let (Some(body), Some(receipt)) = (message.body(), message.receipt_handle()) else { continue };
+            match Job::decode(body) {
+                Ok(job) => received.push(ReceivedJob {
+                    job,
+                    receipt: receipt.to_string(),
+                    message_id: message.message_id().unwrap_or_default().to_string(),
+                    receive_count: message
+                        .attributes()
+                        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(1),
+                }),
+                // Left unacked: after the receive limit the redrive policy moves it to the DLQ.
+                Err(e) => {
+                    tracing::warn!(queue = queue.as_str(), error = %e, "undecodable message left for the DLQ")
+                }
+            }
+        }
+        Ok(received)
+    }
+
+    async fn ack(&self, queue: QueueName, receipt: &str) -> Result<()> {
+        self.client
+            .delete_message()
+            .queue_url(self.url(queue)?)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(|e| sdk_err("DeleteMessage", e))?;
+        Ok(())
+    }
+
+    async fn release(&self, queue: QueueName, receipt: &str) -> Result<()> {
+        self.client
+            .change_message_visibility()
+            .queue_url(self.url(queue)?)
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(|e| sdk_err("ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! Idempotency records over any `StateStore`, with the semantics of the Lambda Powertools
+//! utility: a key is taken IN_PROGRESS with a lock expiry, then COMPLETE with its stored result.
+//! A duplicate sees the result, or learns that the first attempt is still running; a lock
+//! past its expiry (a crashed attempt) is taken over by exactly one caller.
+
+use super::{Condition, Item, Key, PutOutcome, StateStore, now_epoch_millis, now_epoch_seconds};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SORT_KEY: &str = "idempotency";
+/// A lost race on a record that just expired is retried this many times before giving up.
+const CLAIM_ATTEMPTS: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RecordStatus {
+    InProgress,
+    Complete,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    status: RecordStatus,
+    /// Epoch milliseconds; an IN_PROGRESS record past this is a crashed attempt.
+    lock_expires_at: i64,
+    payload_hash: String,
+    #[serde(default)]
+    result: Option<serde_json::Value>,
+}
+
+/// What `begin` found.
+#[derive(Debug)]
+pub enum Claim {
+    /// This caller owns the key: do the work, then `complete` or `release`.
+    Acquired(Lease),
+    /// The work was done before; here is its result.
+    Completed(serde_json::Value),
+    /// Another attempt holds the key until this time (epoch ms): report a concurrent duplicate.
+    InProgress { lock_expires_at: i64 },
+}
+
+#[derive(Debug)]
+#[must_use = "complete or release the lease"]
+pub struct Lease {
+    key: String,
+    version: u64,
+    payload_hash: String,
+}
+
+impl Lease {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+#[derive(Clone)]
+pub struct Idempotency {
+    store: Arc<dyn StateStore>,
+    /// How long a record lives (TTL) after it is written.
+    record_ttl: Duration,
+}
+
+/// Hash of a payload, so that the same key with different input is caught.
+pub fn payload_hash(payload: &serde_json::Value) -> String {
+    let canonical = payload.to_string();
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn record_key(key: &str) -> Key {
+    Key::new(format!("idem#{key}"), SORT_KEY)
+}
+
+impl Idempotency {
+    pub fn new(store: Arc<dyn StateStore>, record_ttl: Duration) -> Self {
+        Idempotency { store, record_ttl }
+    }
+
+    fn item(&self, key: &str, record: &Record, version: u64) -> Result<Item> {
+        let data = serde_json::to_value(record).map_err(|e| Error::State(e.to_string()))?;
+        let k = record_key(key);
+        Ok(Item {
+            pk: k.pk,
+            sk: k.sk,
+            data,
+            version,
+            expires_at: Some(now_epoch_seconds() + self.record_ttl.as_secs() as i64),
+        })
+    }
+
+    /// Claims `key` for this payload until `lock_expires_at` (epoch ms, from the remaining
+    /// Lambda time).
+    pub async fn begin(&self, key: &str, payload: &serde_json::Value, lock_expires_at: i64) -> Result<Claim> {
+        let hash = payload_hash(payload);
+        let fresh = Record {
+            status: RecordStatus::InProgress,
+            lock_expires_at,
+            payload_hash: hash.clone(),
+            result: None,
+        };
+        for _ in 0..CLAIM_ATTEMPTS {
+            let current = match self.store.put(self.item(key, &fresh, 1)?, Condition::Absent).await? {
+                PutOutcome::Written => {
+                    return Ok(Claim::Acquired(Lease {
+                        key: key.to_string(),
+                        version: 1,
+                        payload_hash: hash,
+                    }));
+                }
+                PutOutcome::ConditionFailed { current: Some(current) } => current,
+                // The blocking record expired between the write and its check: try again.
+                PutOutcome::ConditionFailed { current: None } => continue,
+            };
+            let record: Record =
+                serde_json::from_value(current.data.clone()).map_err(|e| Error::State(e.to_string()))?;
+            if record.payload_hash != hash {
+                return Err(Error::IdempotencyPayloadMismatch { key: key.to_string() });
+            }
+            match record.status {
+                RecordStatus::Complete => {
+                    return Ok(Claim::Completed(record.result.unwrap_or(serde_json::Value::Null)));
+                }
+                RecordStatus::InProgress if record.lock_expires_at > now_epoch_millis() => {
+                    return Ok(Claim::InProgress { lock_expires_at: record.lock_expires_at });
+                }
+                RecordStatus::InProgress => {
+                    // A crashed attempt: take the lock over, conditional on the version we saw,
+                    // so that of many callers exactly one wins.
+                    let next = current.version + 1;
+                    match self
+                        .store
+                        .put(self.item(key, &fresh, next)?, Condition::VersionIs(current.version))
+                        .await?
+                    {
+                        PutOutcome::Written => {
+                            return Ok(Claim::Acquired(Lease {
+                                key: key.to_string(),
+                                version: next,
+                                payload_hash: hash,
+                            }));
+                        }
+                        PutOutcome::ConditionFailed { .. } => continue,
+                    }
+                }
+            }
+        }
+        // Every attempt lost a race to another caller, which therefore holds the key now.
+        Ok(Claim::InProgress { lock_expires_at: lock_expires_at.max(now_epoch_millis()) })
+    }
+
+    /// Marks the work done and stores its result for later duplicates.
+    pub async fn complete(&self, lease: Lease, result: &serde_json::Value) -> Result<()> {
+        let record = Record {
+            status: RecordStatus::Complete,
+            lock_expires_at: 0,
+            payload_hash: lease.payload_hash.clone(),
+            result: Some(result.clone()),
+        };
+        let item = self.item(&lease.key, &record, lease.version + 1)?;
+        match self.store.put(item, Condition::VersionIs(lease.version)).await? {
+            PutOutcome::Written => Ok(()),
+            PutOutcome::ConditionFailed { .. } => Err(Error::State(format!(
+                "idempotency lock on {} expired and was taken over before completion",
+                lease.key
+            ))),
+        }
+    }
+
+    /// Gives the key up after a failure, so a retry can run at once.
+    pub async fn release(&self, lease: Lease) -> Result<()> {
+        self.store.delete(&record_key(&lease.key), Condition::VersionIs(lease.version)).await?;
+        Ok(())
+    }
+}
