@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod queue;
+pub mod secret;
 pub mod state;
 pub mod telemetry;
 
