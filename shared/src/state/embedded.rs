@@ -164,7 +164,9 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn batch_get(&self, keys: &[Key]) -> Result<Vec<Item>> {
-        let encoded: Vec<String> = keys.iter().map(|k| encode_key(&k.pk, &k.sk)).collect();
+        let mut encoded: Vec<String> = keys.iter().map(|k| encode_key(&k.pk, &k.sk)).collect();
+        encoded.sort();
+        encoded.dedup();
         self.blocking(move |db| {
             let now = now_epoch_seconds();
             let txn = db.begin_read().map_err(state_err)?;

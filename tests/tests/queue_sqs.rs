@@ -1,0 +1,107 @@
+//! The SQS queue through the real SDK on the local emulator.
+
+use pearlsync::queue::{ChannelKind, Job, JobQueue, OrderEvent, QueueName};
+use pearlsync_tests::emulator;
+use std::time::Duration;
+
+fn order(id: usize, event: OrderEvent) -> Job {
+    Job::ChannelOrder {
+        channel: ChannelKind::Shopify,
+        store: "main".into(),
+        order_id: id.to_string(),
+        event,
+        payload: Some(serde_json::json!({"id": id})),
+    }
+}
+
+async fn drain(queue: &dyn JobQueue, name: QueueName, expect: usize) -> Vec<Job> {
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        if got.len() >= expect {
+            break;
+        }
+        for r in queue.receive(name, 10, Duration::from_secs(1)).await.unwrap() {
+            queue.ack(name, &r.receipt).await.unwrap();
+            got.push(r.job);
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn batches_of_ten_reach_each_queue_and_fifo_keeps_group_order() {
+    let q = emulator::sqs_queues(5, 30).await;
+    let mut jobs: Vec<Job> = (0..12).map(|i| order(i, OrderEvent::Created)).collect();
+    jobs.push(order(3, OrderEvent::Updated));
+    jobs.push(order(3, OrderEvent::Cancelled));
+    jobs.push(Job::StockChanged { product_ids: vec![1, 2, 3] });
+    jobs.push(Job::GoodsIn { goods_in_note_ids: vec![9] });
+    // 14 orders (2 batches) + 1 stock + 1 purchasing.
+    q.queue.send(&jobs).await.unwrap();
+
+    let orders = drain(&q.queue, QueueName::Orders, 14).await;
+    assert_eq!(orders.len(), 14);
+    let order_3: Vec<&Job> = orders
+        .iter()
+        .filter(|j| matches!(j, Job::ChannelOrder { order_id, .. } if order_id == "3"))
+        .collect();
+    assert_eq!(
+        order_3,
+        [&order(3, OrderEvent::Created), &order(3, OrderEvent::Updated), &order(3, OrderEvent::Cancelled)]
+    );
+    assert_eq!(
+        drain(&q.queue, QueueName::Stock, 1).await,
+        [Job::StockChanged { product_ids: vec![1, 2, 3] }]
+    );
+    assert_eq!(
+        drain(&q.queue, QueueName::Purchasing, 1).await,
+        [Job::GoodsIn { goods_in_note_ids: vec![9] }]
+    );
+}
+
+#[tokio::test]
+async fn fifo_deduplicates_the_same_job_sent_twice() {
+    let q = emulator::sqs_queues(5, 30).await;
+    q.queue.send(&[order(1, OrderEvent::Created)]).await.unwrap();
+    q.queue.send(&[order(1, OrderEvent::Created)]).await.unwrap();
+    assert_eq!(drain(&q.queue, QueueName::Orders, 1).await.len(), 1);
+    assert!(q.queue.receive(QueueName::Orders, 10, Duration::from_secs(1)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn released_jobs_are_redelivered_and_reach_the_dlq_after_the_receive_limit() {
+    let q = emulator::sqs_queues(2, 30).await;
+    q.queue.send(&[Job::StockChanged { product_ids: vec![42] }]).await.unwrap();
+    for attempt in 1..=2 {
+        let got = q.queue.receive(QueueName::Stock, 10, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(got.len(), 1, "attempt {attempt}");
+        assert_eq!(got[0].receive_count, attempt);
+        q.queue.release(QueueName::Stock, &got[0].receipt).await.unwrap();
+    }
+    // The third receive moves it to the DLQ instead of delivering it.
+    assert!(q.queue.receive(QueueName::Stock, 10, Duration::from_secs(1)).await.unwrap().is_empty());
+    let dead = q.client.receive_message().queue_url(&q.dead_letter_urls[1]).send().await.unwrap();
+    let bodies: Vec<Job> =
+        dead.messages().iter().filter_map(|m| m.body()).map(|b| Job::decode(b).unwrap()).collect();
+    assert_eq!(bodies, [Job::StockChanged { product_ids: vec![42] }]);
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_not_delivered_as_a_job() {
+    let q = emulator::sqs_queues(5, 30).await;
+    q.client.send_message().queue_url(&q.urls.stock).message_body("{not a job").send().await.unwrap();
+    q.queue.send(&[Job::StockChanged { product_ids: vec![1] }]).await.unwrap();
+    let got = drain(&q.queue, QueueName::Stock, 1).await;
+    assert_eq!(got, [Job::StockChanged { product_ids: vec![1] }]);
+}
+
+#[tokio::test]
+async fn a_missing_queue_url_is_a_named_configuration_error() {
+    let q = emulator::sqs_queues(5, 30).await;
+    let broken = pearlsync::queue::SqsQueue::new(
+        q.client.clone(),
+        pearlsync::queue::SqsQueueUrls { orders: q.urls.orders.clone(), ..Default::default() },
+    );
+    let err = broken.send(&[Job::GoodsIn { goods_in_note_ids: vec![1] }]).await.unwrap_err();
+    assert!(err.to_string().contains("PURCHASING_QUEUE_URL"), "{err}");
+}
