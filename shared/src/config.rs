@@ -134,6 +134,23 @@ impl Config {
         Ok(config)
     }
 
+    /// On Lambda: the TOML document in the SSM SecureString parameter named by
+    /// `PEARLSYNC_CONFIG_SSM`, read through the AWS Parameters and Secrets Lambda Extension
+    /// (so secrets never sit in the template or environment), then the environment on top.
+    /// Without that variable, the same as `load`.
+    pub async fn load_for_lambda() -> Result<Config> {
+        let env = |name: &str| std::env::var(name).ok();
+        let Some(parameter) = env("PEARLSYNC_CONFIG_SSM").filter(|p| !p.trim().is_empty()) else {
+            return Self::load();
+        };
+        let text = fetch_ssm_parameter(&parameter).await?;
+        let mut config = Self::from_toml(&text)
+            .map_err(|e| Error::config("PEARLSYNC_CONFIG_SSM", format!("parameter {parameter}: {e}")))?;
+        config.apply_env(&env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     pub fn from_toml(text: &str) -> Result<Config> {
         toml::from_str(text).map_err(|e| Error::config("config file", e.message().to_string()))
     }
@@ -193,6 +210,49 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Port of the AWS Parameters and Secrets Lambda Extension (its documented default).
+const EXTENSION_PORT_DEFAULT: u16 = 2773;
+
+async fn fetch_ssm_parameter(name: &str) -> Result<String> {
+    let variable = "PEARLSYNC_CONFIG_SSM";
+    let port = std::env::var("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(EXTENSION_PORT_DEFAULT);
+    let token = std::env::var("AWS_SESSION_TOKEN")
+        .map_err(|_| Error::config("AWS_SESSION_TOKEN", "needed to call the parameters extension"))?;
+    let encoded: String = name
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let url =
+        format!("http://localhost:{port}/systemsmanager/parameters/get?name={encoded}&withDecryption=true");
+    let client = reqwest::Client::new();
+    let mut last = String::new();
+    // The extension starts beside the function; give it a moment on a cold start.
+    for attempt in 0..5u64 {
+        match client.get(&url).header("X-Aws-Parameters-Secrets-Token", &token).send().await {
+            Ok(response) if response.status().is_success() => {
+                let body: serde_json::Value = response
+                    .json()
+                    .await
+                    .map_err(|e| Error::config(variable, format!("extension answer: {e}")))?;
+                return body["Parameter"]["Value"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::config(variable, format!("parameter {name} has no value")));
+            }
+            Ok(response) => last = format!("HTTP {}", response.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100 * (attempt + 1))).await;
+    }
+    Err(Error::config(variable, format!("cannot read parameter {name} through the extension: {last}")))
 }
 
 #[cfg(test)]
