@@ -8,6 +8,7 @@ pub mod channels;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod parking;
 pub mod queue;
 pub mod secret;
 pub mod state;
