@@ -47,8 +47,11 @@ async fn push_5001(kind: ChannelKind, expected_writes: u64, write_endpoint: &str
     let ch = sandbox_channel(kind);
     let skus: Vec<String> = (0..5001).map(|i| format!("SKU-{i:05}")).collect();
     sandbox.channels.seed_products(ch, &skus.iter().map(|s| (s.clone(), 0)).collect::<Vec<_>>());
-    let updates: Vec<QuantityUpdate> =
-        skus.iter().enumerate().map(|(i, s)| QuantityUpdate { sku: s.clone(), quantity: i as i64 % 50, last_pushed: Some(0) }).collect();
+    let updates: Vec<QuantityUpdate> = skus
+        .iter()
+        .enumerate()
+        .map(|(i, s)| QuantityUpdate { sku: s.clone(), quantity: i as i64 % 50, last_pushed: Some(0) })
+        .collect();
     let report = channel.set_quantities(&updates).await.unwrap();
     assert_eq!(report.pushed.len(), 5001, "{:?}", &report.failed.first());
     assert!(report.conflicts.is_empty() && report.failed.is_empty());
@@ -62,8 +65,10 @@ async fn push_5001(kind: ChannelKind, expected_writes: u64, write_endpoint: &str
 
     // A second push reuses the SKU cache: only writes go out.
     sandbox.channels.reset_counters(ch);
-    let again: Vec<QuantityUpdate> =
-        updates.iter().map(|u| QuantityUpdate { last_pushed: Some(u.quantity), quantity: u.quantity + 1, ..u.clone() }).collect();
+    let again: Vec<QuantityUpdate> = updates
+        .iter()
+        .map(|u| QuantityUpdate { last_pushed: Some(u.quantity), quantity: u.quantity + 1, ..u.clone() })
+        .collect();
     let report = channel.set_quantities(&again).await.unwrap();
     assert_eq!(report.pushed.len(), 5001);
     assert_eq!(sandbox.channels.counters(ch).total_requests(), expected_writes);
@@ -154,7 +159,11 @@ async fn partial_fulfilment_then_the_rest_and_idempotent_repeat() {
         };
         channel.post_fulfilment(&id, &first).await.unwrap();
         channel.post_fulfilment(&id, &first).await.unwrap();
-        let second = Fulfilment { tracking_number: "TRK-2".into(), lines: vec![("SHIRT".into(), 1), ("HAT".into(), 1)], ..first.clone() };
+        let second = Fulfilment {
+            tracking_number: "TRK-2".into(),
+            lines: vec![("SHIRT".into(), 1), ("HAT".into(), 1)],
+            ..first.clone()
+        };
         channel.post_fulfilment(&id, &second).await.unwrap();
         let recorded = sandbox.channels.fulfilments(ch, &id);
         assert_eq!(recorded.len(), 2, "{kind}: the repeat is skipped");
@@ -172,10 +181,18 @@ async fn woocommerce_without_shipment_tracking_falls_back_to_a_note() {
     let mut config = SandboxConfig::default();
     config.channels.woocommerce_shipment_tracking = false;
     let sandbox = pearlsync_sandbox::start(config).await.unwrap();
-    let channel = build_channel(&store_for(&sandbox, ChannelKind::Woocommerce), Arc::new(EmbeddedStore::in_memory().unwrap()));
+    let channel = build_channel(
+        &store_for(&sandbox, ChannelKind::Woocommerce),
+        Arc::new(EmbeddedStore::in_memory().unwrap()),
+    );
     sandbox.channels.seed_product(Channel::Woocommerce, "SHIRT", 10);
     let (id, _) = sandbox.channels.create_order(Channel::Woocommerce, two_line_order());
-    let f = Fulfilment { tracking_number: "TRK-9".into(), carrier: "DPD".into(), tracking_url: None, lines: vec![("SHIRT".into(), 3)] };
+    let f = Fulfilment {
+        tracking_number: "TRK-9".into(),
+        carrier: "DPD".into(),
+        tracking_url: None,
+        lines: vec![("SHIRT".into(), 3)],
+    };
     channel.post_fulfilment(&id, &f).await.unwrap();
     channel.post_fulfilment(&id, &f).await.unwrap();
     let notes = sandbox.channels.order_notes(Channel::Woocommerce, &id);
@@ -183,18 +200,23 @@ async fn woocommerce_without_shipment_tracking_falls_back_to_a_note() {
     assert!(notes[0].contains("TRK-9") && notes[0].contains("DPD"));
 }
 
+type Received = Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
+
 /// A tiny receiver that records webhook deliveries.
-async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>) {
+async fn receiver() -> (String, Received) {
     use axum::body::Bytes;
     use axum::http::HeaderMap;
-    let seen: Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>> = Arc::default();
+    let seen: Received = Arc::default();
     let store = Arc::clone(&seen);
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: HeaderMap, body: Bytes| {
             let store = Arc::clone(&store);
             async move {
-                let h = headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+                let h = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
                 store.lock().unwrap().push((h, body.to_vec()));
                 "ok"
             }
@@ -215,7 +237,11 @@ async fn sandbox_webhooks_verify_dedup_and_normalise() {
         let (id, _) = sandbox.channels.create_order(ch, two_line_order());
         let (url, seen) = receiver().await;
         let secret = channel.store().webhook_secret.expose().to_string();
-        let options = DeliveryOptions { topics: vec![OrderTopic::Created, OrderTopic::Updated], duplicates: 2, out_of_order: true };
+        let options = DeliveryOptions {
+            topics: vec![OrderTopic::Created, OrderTopic::Updated],
+            duplicates: 2,
+            out_of_order: true,
+        };
         let sent = sandbox.channels.deliver_order_webhook(ch, &id, &url, &secret, &options).await;
         assert_eq!(sent.len(), 6);
         assert!(sent.iter().all(|s| s.status == 200));
@@ -245,7 +271,8 @@ async fn sandbox_webhooks_verify_dedup_and_normalise() {
         if kind != ChannelKind::Bigcommerce {
             assert!(channel.verify_webhook(h, &tampered).is_err());
         }
-        let listed = channel.list_orders_since(chrono::Utc::now() - chrono::Duration::hours(1)).await.unwrap();
+        let listed =
+            channel.list_orders_since(chrono::Utc::now() - chrono::Duration::hours(1)).await.unwrap();
         assert!(listed.iter().any(|(oid, _)| *oid == id), "{kind}");
     }
 }
@@ -274,7 +301,8 @@ async fn webhook_registration_is_idempotent_and_deliverable() {
 async fn batch_maxima_are_enforced_by_the_sandbox() {
     let sandbox = pearlsync_sandbox::start(SandboxConfig::default()).await.unwrap();
     let http = reqwest::Client::new();
-    let items: Vec<serde_json::Value> = (0..101).map(|i| serde_json::json!({"id": i, "stock_quantity": 1})).collect();
+    let items: Vec<serde_json::Value> =
+        (0..101).map(|i| serde_json::json!({"id": i, "stock_quantity": 1})).collect();
     let r = http
         .post(format!("{}/wp-json/wc/v3/products/batch", sandbox.base_url))
         .basic_auth("ck", Some("cs"))
@@ -283,8 +311,9 @@ async fn batch_maxima_are_enforced_by_the_sandbox() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 413);
-    let items: Vec<serde_json::Value> =
-        (0..2001).map(|i| serde_json::json!({"location_id": 1, "sku": format!("S{i}"), "quantity": 1})).collect();
+    let items: Vec<serde_json::Value> = (0..2001)
+        .map(|i| serde_json::json!({"location_id": 1, "sku": format!("S{i}"), "quantity": 1}))
+        .collect();
     let r = http
         .put(format!("{}/stores/sandbox/v3/inventory/adjustments/absolute", sandbox.base_url))
         .header("X-Auth-Token", "t")

@@ -2,7 +2,10 @@
 //! items and absolute adjustments (2,000 items max → 422); v3 hooks; the per-window request
 //! quota with its X-Rate-Limit headers and 429.
 
-use super::{ChannelSandbox, Channel, Gate, Order, OrderTopic, SandboxFulfilment, SandboxWebhook, finish, header_str, money};
+use super::{
+    Channel, ChannelSandbox, Gate, Order, OrderTopic, SandboxFulfilment, SandboxWebhook, finish, header_str,
+    money,
+};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -34,10 +37,17 @@ pub(crate) fn order_json(o: &Order) -> Value {
 }
 
 fn products_json(o: &Order) -> Value {
-    Value::Array(o.lines.iter().map(|l| json!({"id": l.line_id, "order_id": o.id, "sku": l.sku.clone().unwrap_or_default(),
+    Value::Array(
+        o.lines
+            .iter()
+            .map(|l| {
+                json!({"id": l.line_id, "order_id": o.id, "sku": l.sku.clone().unwrap_or_default(),
         "name": l.name, "quantity": l.quantity, "quantity_shipped": l.shipped, "price_ex_tax": money(l.price),
         "total_tax": "0.00", "applied_discounts": [], "order_address_id": o.address_id,
-        "product_id": l.product.map(|p| p.0), "variant_id": l.product.map(|p| p.1)})).collect())
+        "product_id": l.product.map(|p| p.0), "variant_id": l.product.map(|p| p.1)})
+            })
+            .collect(),
+    )
 }
 
 fn addresses_json(o: &Order) -> Value {
@@ -46,12 +56,21 @@ fn addresses_json(o: &Order) -> Value {
         "cost_ex_tax": money(o.shipping()), "cost_tax": "0.00"}])
 }
 
-pub(crate) fn webhook(order_id: &str, topic: OrderTopic, secret: &str, event_id: &str) -> (Vec<(String, String)>, String) {
+pub(crate) fn webhook(
+    order_id: &str,
+    topic: OrderTopic,
+    secret: &str,
+    event_id: &str,
+) -> (Vec<(String, String)>, String) {
     let scope = match topic {
         OrderTopic::Created => "store/order/created",
         OrderTopic::Updated | OrderTopic::Cancelled => "store/order/updated",
     };
-    let hash: String = Sha256::digest(format!("{scope}:{order_id}:{event_id}")).iter().take(20).map(|b| format!("{b:02x}")).collect();
+    let hash: String = Sha256::digest(format!("{scope}:{order_id}:{event_id}"))
+        .iter()
+        .take(20)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let body = json!({"store_id": "1001", "producer": "stores/sandbox", "scope": scope,
         "data": {"type": "order", "id": order_id.parse::<u64>().unwrap_or_default()},
         "hash": hash, "created_at": chrono::Utc::now().timestamp()});
@@ -59,7 +78,8 @@ pub(crate) fn webhook(order_id: &str, topic: OrderTopic, secret: &str, event_id:
 }
 
 pub(crate) fn throttled_answer(reset_ms: u64) -> Response {
-    let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(json!({"status": 429, "title": "Too many requests"}))).into_response();
+    let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(json!({"status": 429, "title": "Too many requests"})))
+        .into_response();
     let h = r.headers_mut();
     h.insert("X-Rate-Limit-Requests-Left", HeaderValue::from_static("0"));
     if let Ok(v) = HeaderValue::from_str(&reset_ms.to_string()) {
@@ -87,7 +107,12 @@ fn quota(sb: &ChannelSandbox) -> Result<(u64, u64), Response> {
     Ok((sb.config.bigcommerce_quota - used - 1, reset))
 }
 
-async fn enter(sb: &ChannelSandbox, hash: &str, endpoint: &str, headers: &HeaderMap) -> Result<(bool, (u64, u64)), Response> {
+async fn enter(
+    sb: &ChannelSandbox,
+    hash: &str,
+    endpoint: &str,
+    headers: &HeaderMap,
+) -> Result<(bool, (u64, u64)), Response> {
     let ok = header_str(headers, "x-auth-token").is_some();
     let lose = match sb.gate(Channel::Bigcommerce, endpoint, ok).await {
         Gate::Answer(r) => return Err(r),
@@ -120,16 +145,25 @@ macro_rules! enter_or_return {
 }
 
 fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!([{"status": 404, "message": "The requested resource was not found."}]))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!([{"status": 404, "message": "The requested resource was not found."}])),
+    )
+        .into_response()
 }
 
-async fn order(State(sb): State<Arc<ChannelSandbox>>, Path((hash, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn order(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path((hash, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let (lose, left) = enter_or_return!(sb, hash, "v2/order", headers);
     let answer = match sb.order_json(Channel::Bigcommerce, &id) {
         Some(mut o) => {
             // v2 gives sub-resource links here, not the lists.
             o["products"] = json!({"url": format!("{}/stores/{hash}/v2/orders/{id}/products", sb.base_url), "resource": format!("/orders/{id}/products")});
-            o["shipping_addresses"] = json!({"url": "", "resource": format!("/orders/{id}/shipping_addresses")});
+            o["shipping_addresses"] =
+                json!({"url": "", "resource": format!("/orders/{id}/shipping_addresses")});
             Json(o).into_response()
         }
         None => not_found(),
@@ -145,17 +179,29 @@ fn with_order(sb: &ChannelSandbox, id: &str, f: impl FnOnce(&Order) -> Value) ->
     }
 }
 
-async fn order_products(State(sb): State<Arc<ChannelSandbox>>, Path((hash, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn order_products(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path((hash, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let (lose, left) = enter_or_return!(sb, hash, "v2/order/products", headers);
     done(lose, left, with_order(&sb, &id, products_json))
 }
 
-async fn order_addresses(State(sb): State<Arc<ChannelSandbox>>, Path((hash, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn order_addresses(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path((hash, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let (lose, left) = enter_or_return!(sb, hash, "v2/order/shipping_addresses", headers);
     done(lose, left, with_order(&sb, &id, addresses_json))
 }
 
-async fn shipments(State(sb): State<Arc<ChannelSandbox>>, Path((hash, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn shipments(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path((hash, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let (lose, left) = enter_or_return!(sb, hash, "v2/order/shipments:get", headers);
     let answer = {
         let shop = sb.shop(Channel::Bigcommerce);
@@ -176,10 +222,14 @@ async fn create_shipment(
     Json(body): Json<Value>,
 ) -> Response {
     let (lose, left) = enter_or_return!(sb, hash, "v2/order/shipments:post", headers);
-    let unprocessable = |m: &str| (StatusCode::UNPROCESSABLE_ENTITY, Json(json!([{"status": 422, "message": m}]))).into_response();
+    let unprocessable = |m: &str| {
+        (StatusCode::UNPROCESSABLE_ENTITY, Json(json!([{"status": 422, "message": m}]))).into_response()
+    };
     let answer = (|| {
         let mut shop = sb.shop(Channel::Bigcommerce);
-        let Some(order) = id.parse().ok().and_then(|id: u64| shop.orders.get_mut(&id)) else { return not_found() };
+        let Some(order) = id.parse().ok().and_then(|id: u64| shop.orders.get_mut(&id)) else {
+            return not_found();
+        };
         if body.get("order_address_id").and_then(Value::as_u64) != Some(order.address_id) {
             return unprocessable("order_address_id is required and must belong to the order");
         }
@@ -187,7 +237,9 @@ async fn create_shipment(
         for item in body.get("items").and_then(Value::as_array).into_iter().flatten() {
             let pid = item.get("order_product_id").and_then(Value::as_u64);
             let quantity = item.get("quantity").and_then(Value::as_u64).unwrap_or(0) as u32;
-            let Some(line) = order.lines.iter().position(|l| Some(l.line_id) == pid) else { return unprocessable("unknown order_product_id") };
+            let Some(line) = order.lines.iter().position(|l| Some(l.line_id) == pid) else {
+                return unprocessable("unknown order_product_id");
+            };
             if quantity == 0 || order.lines[line].shipped + quantity > order.lines[line].quantity {
                 return unprocessable("quantity exceeds what is left to ship");
             }
@@ -210,7 +262,8 @@ async fn create_shipment(
             lines,
         });
         order.updated_at = chrono::Utc::now();
-        (StatusCode::CREATED, Json(json!({"id": order.fulfilments.len(), "order_id": order.id}))).into_response()
+        (StatusCode::CREATED, Json(json!({"id": order.fulfilments.len(), "order_id": order.id})))
+            .into_response()
     })();
     done(lose, left, answer)
 }
@@ -227,10 +280,19 @@ async fn orders(
     let limit: usize = q.get("limit").and_then(|p| p.parse().ok()).unwrap_or(50).clamp(1, 250);
     let list: Vec<Value> = {
         let shop = sb.shop(Channel::Bigcommerce);
-        shop.orders.values().filter(|o| since.is_none_or(|s| o.updated_at >= s)).skip((page - 1) * limit).take(limit)
-            .map(|o| json!({"id": o.id, "date_modified": o.updated_at.to_rfc2822()})).collect()
+        shop.orders
+            .values()
+            .filter(|o| since.is_none_or(|s| o.updated_at >= s))
+            .skip((page - 1) * limit)
+            .take(limit)
+            .map(|o| json!({"id": o.id, "date_modified": o.updated_at.to_rfc2822()}))
+            .collect()
     };
-    let answer = if list.is_empty() { StatusCode::NO_CONTENT.into_response() } else { Json(Value::Array(list)).into_response() };
+    let answer = if list.is_empty() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        Json(Value::Array(list)).into_response()
+    };
     done(lose, left, answer)
 }
 
@@ -248,8 +310,11 @@ async fn variants(
     let skus = split_in(&q, "sku:in");
     let data: Vec<Value> = {
         let shop = sb.shop(Channel::Bigcommerce);
-        shop.products.iter().filter(|p| skus.contains(&p.sku))
-            .map(|p| json!({"id": p.variant_id, "product_id": p.product_id, "sku": p.sku})).collect()
+        shop.products
+            .iter()
+            .filter(|p| skus.contains(&p.sku))
+            .map(|p| json!({"id": p.variant_id, "product_id": p.product_id, "sku": p.sku}))
+            .collect()
     };
     done(lose, left, Json(json!({"data": data, "meta": {}})).into_response())
 }
@@ -273,10 +338,17 @@ async fn inventory_items(
     done(lose, left, Json(json!({"data": data, "meta": {}})).into_response())
 }
 
-async fn absolute(State(sb): State<Arc<ChannelSandbox>>, Path(hash): Path<String>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn absolute(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let (lose, left) = enter_or_return!(sb, hash, "v3/inventory/adjustments/absolute", headers);
     let items = body.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
-    let unprocessable = |m: String| (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"status": 422, "title": m}))).into_response();
+    let unprocessable = |m: String| {
+        (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"status": 422, "title": m}))).into_response()
+    };
     if items.len() > MAX_ITEMS {
         sb.record_oversized(Channel::Bigcommerce);
         return done(lose, left, unprocessable(format!("items: at most {MAX_ITEMS} items per request")));
@@ -294,9 +366,13 @@ async fn absolute(State(sb): State<Arc<ChannelSandbox>>, Path(hash): Path<String
                     || item.get("sku").and_then(Value::as_str) == Some(p.sku.as_str())
             });
             match (ids, loc, quantity, index) {
-                (1, Some(l), Some(q), Some(idx)) if l == sb.config.bigcommerce_location_id => writes.push((idx, q)),
+                (1, Some(l), Some(q), Some(idx)) if l == sb.config.bigcommerce_location_id => {
+                    writes.push((idx, q))
+                }
                 _ => {
-                    problem = Some(format!("items.{i}: needs location_id, quantity and exactly one known identifier"));
+                    problem = Some(format!(
+                        "items.{i}: needs location_id, quantity and exactly one known identifier"
+                    ));
                     break;
                 }
             }
@@ -318,30 +394,60 @@ async fn absolute(State(sb): State<Arc<ChannelSandbox>>, Path(hash): Path<String
     done(lose, left, answer)
 }
 
-async fn hooks(State(sb): State<Arc<ChannelSandbox>>, Path(hash): Path<String>, headers: HeaderMap) -> Response {
+async fn hooks(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let (lose, left) = enter_or_return!(sb, hash, "v3/hooks:get", headers);
-    let data: Vec<Value> = sb.webhooks(Channel::Bigcommerce).iter()
-        .map(|h| json!({"id": h.id, "scope": h.topic, "destination": h.address, "is_active": true})).collect();
+    let data: Vec<Value> = sb
+        .webhooks(Channel::Bigcommerce)
+        .iter()
+        .map(|h| json!({"id": h.id, "scope": h.topic, "destination": h.address, "is_active": true}))
+        .collect();
     done(lose, left, Json(json!({"data": data})).into_response())
 }
 
-async fn create_hook(State(sb): State<Arc<ChannelSandbox>>, Path(hash): Path<String>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn create_hook(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let (lose, left) = enter_or_return!(sb, hash, "v3/hooks:post", headers);
     let scope = body.get("scope").and_then(Value::as_str).unwrap_or("").to_string();
     let destination = body.get("destination").and_then(Value::as_str).unwrap_or("").to_string();
     if scope.is_empty() || destination.is_empty() {
-        return done(lose, left, (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"title": "scope and destination are required"}))).into_response());
+        return done(
+            lose,
+            left,
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"title": "scope and destination are required"})))
+                .into_response(),
+        );
     }
-    let hook_headers = body.get("headers").and_then(Value::as_object).map(|m| {
-        m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()
-    }).unwrap_or_default();
+    let hook_headers = body
+        .get("headers")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default();
     let id = {
         let mut shop = sb.shop(Channel::Bigcommerce);
         let id = shop.next();
-        shop.hooks.push(SandboxWebhook { id, topic: scope.clone(), address: destination.clone(), headers: hook_headers, secret: None });
+        shop.hooks.push(SandboxWebhook {
+            id,
+            topic: scope.clone(),
+            address: destination.clone(),
+            headers: hook_headers,
+            secret: None,
+        });
         id
     };
-    done(lose, left, Json(json!({"data": {"id": id, "scope": scope, "destination": destination, "is_active": true}})).into_response())
+    done(
+        lose,
+        left,
+        Json(json!({"data": {"id": id, "scope": scope, "destination": destination, "is_active": true}}))
+            .into_response(),
+    )
 }
 
 pub(crate) fn routes() -> axum::Router<Arc<ChannelSandbox>> {

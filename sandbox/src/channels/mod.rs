@@ -2,6 +2,9 @@
 //! inventory, orders, fulfilments and webhook subscriptions behind the real paths, with each
 //! API's batch maximum and rate limit, fault injection, and signed webhook deliveries.
 
+// Handlers short-circuit with a ready `Response` as the error; boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
 mod bigcommerce;
 mod shopify;
 mod woocommerce;
@@ -354,12 +357,17 @@ impl ChannelSandbox {
             for l in &new.lines {
                 let line_id = shop.next();
                 let fo_line_id = shop.next();
-                let product = l.sku.as_deref().and_then(|s| shop.by_sku(s)).map(|p| (p.product_id, p.variant_id));
+                let product =
+                    l.sku.as_deref().and_then(|s| shop.by_sku(s)).map(|p| (p.product_id, p.variant_id));
                 lines.push(Line {
                     line_id,
                     fo_line_id,
                     sku: l.sku.clone().filter(|s| !s.is_empty()),
-                    name: if l.name.is_empty() { l.sku.clone().unwrap_or_else(|| "Item".into()) } else { l.name.clone() },
+                    name: if l.name.is_empty() {
+                        l.sku.clone().unwrap_or_else(|| "Item".into())
+                    } else {
+                        l.name.clone()
+                    },
                     quantity: l.quantity,
                     price: l.price,
                     shipped: 0,
@@ -418,12 +426,22 @@ impl ChannelSandbox {
 
     pub fn fulfilments(&self, channel: Channel, order_id: &str) -> Vec<SandboxFulfilment> {
         let shop = self.shop(channel);
-        order_id.parse().ok().and_then(|id: u64| shop.orders.get(&id)).map(|o| o.fulfilments.clone()).unwrap_or_default()
+        order_id
+            .parse()
+            .ok()
+            .and_then(|id: u64| shop.orders.get(&id))
+            .map(|o| o.fulfilments.clone())
+            .unwrap_or_default()
     }
 
     pub fn order_notes(&self, channel: Channel, order_id: &str) -> Vec<String> {
         let shop = self.shop(channel);
-        order_id.parse().ok().and_then(|id: u64| shop.orders.get(&id)).map(|o| o.notes.clone()).unwrap_or_default()
+        order_id
+            .parse()
+            .ok()
+            .and_then(|id: u64| shop.orders.get(&id))
+            .map(|o| o.notes.clone())
+            .unwrap_or_default()
     }
 
     pub fn counters(&self, channel: Channel) -> ChannelCounters {
@@ -467,7 +485,12 @@ impl ChannelSandbox {
     }
 
     /// Sends one event for the order to every subscription registered for its topic.
-    pub async fn deliver_to_subscribers(&self, channel: Channel, order_id: &str, topic: OrderTopic) -> Vec<SentWebhook> {
+    pub async fn deliver_to_subscribers(
+        &self,
+        channel: Channel,
+        order_id: &str,
+        topic: OrderTopic,
+    ) -> Vec<SentWebhook> {
         let wanted = match (channel, topic) {
             (Channel::Shopify, OrderTopic::Created) => "ORDERS_CREATE",
             (Channel::Shopify, OrderTopic::Updated) => "ORDERS_UPDATED",
@@ -478,7 +501,8 @@ impl ChannelSandbox {
             (Channel::Woocommerce, OrderTopic::Updated) => "order.updated",
             (Channel::Woocommerce, OrderTopic::Cancelled) => "order.deleted",
         };
-        let hooks: Vec<SandboxWebhook> = self.webhooks(channel).into_iter().filter(|h| h.topic == wanted).collect();
+        let hooks: Vec<SandboxWebhook> =
+            self.webhooks(channel).into_iter().filter(|h| h.topic == wanted).collect();
         let mut sent = Vec::new();
         for hook in hooks {
             let secret = match channel {
@@ -486,9 +510,13 @@ impl ChannelSandbox {
                 Channel::Woocommerce => hook.secret.clone().unwrap_or_default(),
                 Channel::Bigcommerce => hook.headers.values().next().cloned().unwrap_or_default(),
             };
-            let Some((mut headers, body)) = self.webhook_request(channel, order_id, topic, &secret, 0) else { continue };
+            let Some((mut headers, body)) = self.webhook_request(channel, order_id, topic, &secret, 0) else {
+                continue;
+            };
             if channel == Channel::Bigcommerce {
-                headers.retain(|(k, _)| !hook.headers.contains_key(k) && k != bigcommerce::DEFAULT_SECRET_HEADER);
+                headers.retain(|(k, _)| {
+                    !hook.headers.contains_key(k) && k != bigcommerce::DEFAULT_SECRET_HEADER
+                });
                 headers.extend(hook.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
             sent.push(self.send_webhook(channel, &hook.address, headers, body).await);
@@ -513,7 +541,13 @@ impl ChannelSandbox {
         })
     }
 
-    async fn send_webhook(&self, channel: Channel, url: &str, headers: Vec<(String, String)>, body: String) -> SentWebhook {
+    async fn send_webhook(
+        &self,
+        channel: Channel,
+        url: &str,
+        headers: Vec<(String, String)>,
+        body: String,
+    ) -> SentWebhook {
         let mut request = self.http.post(url).header("Content-Type", "application/json").body(body.clone());
         for (k, v) in &headers {
             request = request.header(k.as_str(), v.as_str());
@@ -533,7 +567,10 @@ impl ChannelSandbox {
     pub(crate) async fn gate(&self, channel: Channel, endpoint: &str, authorised: bool) -> Gate {
         self.shop(channel).counters.requests.entry(endpoint.to_string()).and_modify(|n| *n += 1).or_insert(1);
         if !authorised {
-            return Gate::Answer((StatusCode::UNAUTHORIZED, Json(json!({"errors": "missing or bad credentials"}))).into_response());
+            return Gate::Answer(
+                (StatusCode::UNAUTHORIZED, Json(json!({"errors": "missing or bad credentials"})))
+                    .into_response(),
+            );
         }
         match self.faults(channel).next() {
             None => Gate::Serve { lose: false },
@@ -542,15 +579,17 @@ impl ChannelSandbox {
                 Gate::Answer(match channel {
                     Channel::Shopify => shopify::throttled_answer(self, 0.0),
                     Channel::Bigcommerce => bigcommerce::throttled_answer(50),
-                    Channel::Woocommerce => {
-                        (StatusCode::TOO_MANY_REQUESTS, [("Retry-After", "0.05")], Json(json!({"code": "too_many_requests"})))
-                            .into_response()
-                    }
+                    Channel::Woocommerce => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [("Retry-After", "0.05")],
+                        Json(json!({"code": "too_many_requests"})),
+                    )
+                        .into_response(),
                 })
             }
-            Some(Fault::ServerError) => {
-                Gate::Answer((StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "sandbox fault"}))).into_response())
-            }
+            Some(Fault::ServerError) => Gate::Answer(
+                (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "sandbox fault"}))).into_response(),
+            ),
             Some(Fault::Slow { millis }) => {
                 crate::faults::slow(millis).await;
                 Gate::Serve { lose: false }
@@ -611,7 +650,10 @@ async fn control_seed(
     Json(json!({"seeded": items.len()})).into_response()
 }
 
-async fn control_quantity(State(sb): State<Arc<ChannelSandbox>>, Path((channel, sku)): Path<(String, String)>) -> Response {
+async fn control_quantity(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path((channel, sku)): Path<(String, String)>,
+) -> Response {
     let channel = match channel_of(&channel) {
         Ok(c) => c,
         Err(r) => return r,
@@ -636,7 +678,8 @@ async fn control_set_quantity(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if sb.set_quantity(channel, &sku, body.quantity) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }.into_response()
+    if sb.set_quantity(channel, &sku, body.quantity) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
+        .into_response()
 }
 
 async fn control_create_order(
@@ -673,12 +716,16 @@ async fn control_deliver(
     Json(json!({"sent": sent})).into_response()
 }
 
-async fn control_fulfilments(State(sb): State<Arc<ChannelSandbox>>, Path((channel, id)): Path<(String, String)>) -> Response {
+async fn control_fulfilments(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path((channel, id)): Path<(String, String)>,
+) -> Response {
     let channel = match channel_of(&channel) {
         Ok(c) => c,
         Err(r) => return r,
     };
-    Json(json!({"fulfilments": sb.fulfilments(channel, &id), "notes": sb.order_notes(channel, &id)})).into_response()
+    Json(json!({"fulfilments": sb.fulfilments(channel, &id), "notes": sb.order_notes(channel, &id)}))
+        .into_response()
 }
 
 async fn control_counters(State(sb): State<Arc<ChannelSandbox>>, Path(channel): Path<String>) -> Response {

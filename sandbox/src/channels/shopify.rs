@@ -1,7 +1,10 @@
 //! Simulated Shopify: REST order reads and the handful of GraphQL Admin operations the client
 //! sends, recognised by their root field, with the cost bucket and the 250-item input limit.
 
-use super::{ChannelSandbox, Channel, Gate, Order, OrderTopic, SandboxFulfilment, SandboxWebhook, finish, header_str, money};
+use super::{
+    Channel, ChannelSandbox, Gate, Order, OrderTopic, SandboxFulfilment, SandboxWebhook, finish, header_str,
+    money,
+};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -47,7 +50,12 @@ pub(crate) fn order_json(o: &Order) -> Value {
     })
 }
 
-pub(crate) fn webhook(order: &Value, topic: OrderTopic, secret: &str, event_id: &str) -> (Vec<(String, String)>, String) {
+pub(crate) fn webhook(
+    order: &Value,
+    topic: OrderTopic,
+    secret: &str,
+    event_id: &str,
+) -> (Vec<(String, String)>, String) {
     let body = order.to_string();
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
         Ok(mac) => mac,
@@ -88,7 +96,8 @@ fn spend(sb: &ChannelSandbox, cost: f64) -> Result<f64, f64> {
     let mut shop = sb.shop(Channel::Shopify);
     let now = Instant::now();
     let (level, at) = shop.bucket.unwrap_or((sb.config.shopify_bucket, now));
-    let level = (level + at.elapsed().as_secs_f64() * sb.config.shopify_restore_rate).min(sb.config.shopify_bucket);
+    let level =
+        (level + at.elapsed().as_secs_f64() * sb.config.shopify_restore_rate).min(sb.config.shopify_bucket);
     if level < cost {
         shop.bucket = Some((level, now));
         return Err(level);
@@ -101,7 +110,11 @@ fn authorised(headers: &HeaderMap) -> bool {
     header_str(headers, "x-shopify-access-token").is_some()
 }
 
-async fn rest_order(State(sb): State<Arc<ChannelSandbox>>, Path((_v, file)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn rest_order(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path((_v, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let lose = match sb.gate(Channel::Shopify, "rest:order", authorised(&headers)).await {
         Gate::Answer(r) => return r,
         Gate::Serve { lose } => lose,
@@ -135,13 +148,26 @@ async fn rest_orders(
     finish(lose, Json(json!({"orders": orders})).into_response())
 }
 
-async fn graphql(State(sb): State<Arc<ChannelSandbox>>, Path(_v): Path<String>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn graphql(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(_v): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let query = body.get("query").and_then(Value::as_str).unwrap_or("").to_string();
     let vars = body.get("variables").cloned().unwrap_or(Value::Null);
-    let op = ["inventorySetQuantities", "productVariants", "inventoryLevel", "fulfillmentCreate", "fulfillmentOrders", "webhookSubscriptionCreate", "webhookSubscriptions"]
-        .into_iter()
-        .find(|op| query.contains(op))
-        .unwrap_or("unknown");
+    let op = [
+        "inventorySetQuantities",
+        "productVariants",
+        "inventoryLevel",
+        "fulfillmentCreate",
+        "fulfillmentOrders",
+        "webhookSubscriptionCreate",
+        "webhookSubscriptions",
+    ]
+    .into_iter()
+    .find(|op| query.contains(op))
+    .unwrap_or("unknown");
     let lose = match sb.gate(Channel::Shopify, &format!("graphql:{op}"), authorised(&headers)).await {
         Gate::Answer(r) => return r,
         Gate::Serve { lose } => lose,
@@ -212,8 +238,10 @@ fn set_quantities(sb: &ChannelSandbox, vars: &Value) -> Result<Value, Value> {
     let quantities = input.get("quantities").and_then(Value::as_array).cloned().unwrap_or_default();
     if quantities.len() > MAX_INPUT {
         sb.record_oversized(Channel::Shopify);
-        return Err(json!([{"message": format!("The input array size of {} is greater than the maximum allowed of {MAX_INPUT}.", quantities.len()),
-            "extensions": {"code": "MAX_INPUT_SIZE_EXCEEDED"}}]));
+        return Err(
+            json!([{"message": format!("The input array size of {} is greater than the maximum allowed of {MAX_INPUT}.", quantities.len()),
+            "extensions": {"code": "MAX_INPUT_SIZE_EXCEEDED"}}]),
+        );
     }
     let key = vars.get("idempotencyKey").and_then(Value::as_str).map(str::to_string);
     let mut shop = sb.shop(Channel::Shopify);
@@ -232,7 +260,8 @@ fn set_quantities(sb: &ChannelSandbox, vars: &Value) -> Result<Value, Value> {
         let field = |name: &str| json!(["input", "quantities", i.to_string(), name]);
         let item = q.get("inventoryItemId").and_then(Value::as_str).and_then(tail);
         let location = q.get("locationId").and_then(Value::as_str).and_then(tail);
-        let Some(index) = item.and_then(|n| shop.products.iter().position(|p| p.inventory_item_id == n)) else {
+        let Some(index) = item.and_then(|n| shop.products.iter().position(|p| p.inventory_item_id == n))
+        else {
             errors.push(json!({"code": "INVALID_INVENTORY_ITEM", "field": field("inventoryItemId"), "message": "unknown inventory item"}));
             continue;
         };
@@ -283,7 +312,13 @@ fn fulfillment_orders(sb: &ChannelSandbox, vars: &Value) -> Value {
     let fulfilments: Vec<Value> = o.fulfilments.iter().enumerate()
         .map(|(i, f)| json!({"id": gid("Fulfillment", o.id * 100 + i as u64), "trackingInfo": [{"number": f.tracking_number}]}))
         .collect();
-    let status = if o.cancelled { "CLOSED" } else if o.fully_shipped() { "CLOSED" } else if o.lines.iter().any(|l| l.shipped > 0) { "IN_PROGRESS" } else { "OPEN" };
+    let status = if o.cancelled || o.fully_shipped() {
+        "CLOSED"
+    } else if o.lines.iter().any(|l| l.shipped > 0) {
+        "IN_PROGRESS"
+    } else {
+        "OPEN"
+    };
     let items: Vec<Value> = o.lines.iter().map(|l| json!({"id": gid("FulfillmentOrderLineItem", l.fo_line_id),
         "remainingQuantity": l.quantity - l.shipped, "lineItem": {"id": gid("LineItem", l.line_id), "sku": l.sku}})).collect();
     json!({"order": {"id": gid("Order", o.id), "fulfillments": fulfilments,
@@ -294,17 +329,24 @@ fn fulfillment_create(sb: &ChannelSandbox, vars: &Value) -> Value {
     let input = vars.get("fulfillment").cloned().unwrap_or(Value::Null);
     let user_error = |m: &str| json!({"fulfillmentCreate": {"fulfillment": null, "userErrors": [{"field": ["fulfillment"], "message": m}]}});
     let mut shop = sb.shop(Channel::Shopify);
-    let groups = input.get("lineItemsByFulfillmentOrder").and_then(Value::as_array).cloned().unwrap_or_default();
-    let Some(order_id) = groups.first().and_then(|g| g.get("fulfillmentOrderId")).and_then(Value::as_str).and_then(tail) else {
+    let groups =
+        input.get("lineItemsByFulfillmentOrder").and_then(Value::as_array).cloned().unwrap_or_default();
+    let Some(order_id) =
+        groups.first().and_then(|g| g.get("fulfillmentOrderId")).and_then(Value::as_str).and_then(tail)
+    else {
         return user_error("no fulfillment order");
     };
-    let Some(order) = shop.orders.get_mut(&order_id) else { return user_error("fulfillment order not found") };
+    let Some(order) = shop.orders.get_mut(&order_id) else {
+        return user_error("fulfillment order not found");
+    };
     let mut shipped = Vec::new();
     for g in &groups {
         for item in g.get("fulfillmentOrderLineItems").and_then(Value::as_array).into_iter().flatten() {
             let li = item.get("id").and_then(Value::as_str).and_then(tail);
             let quantity = item.get("quantity").and_then(Value::as_u64).unwrap_or(0) as u32;
-            let Some(line) = order.lines.iter().position(|l| Some(l.fo_line_id) == li) else { return user_error("unknown line item") };
+            let Some(line) = order.lines.iter().position(|l| Some(l.fo_line_id) == li) else {
+                return user_error("unknown line item");
+            };
             if quantity == 0 || order.lines[line].shipped + quantity > order.lines[line].quantity {
                 return user_error("quantity exceeds the remaining quantity");
             }
@@ -331,7 +373,11 @@ fn fulfillment_create(sb: &ChannelSandbox, vars: &Value) -> Value {
 
 fn subscriptions(sb: &ChannelSandbox) -> Value {
     let shop = sb.shop(Channel::Shopify);
-    let nodes: Vec<Value> = shop.hooks.iter().map(|h| json!({"id": gid("WebhookSubscription", h.id), "topic": h.topic, "uri": h.address})).collect();
+    let nodes: Vec<Value> = shop
+        .hooks
+        .iter()
+        .map(|h| json!({"id": gid("WebhookSubscription", h.id), "topic": h.topic, "uri": h.address}))
+        .collect();
     json!({"webhookSubscriptions": {"nodes": nodes}})
 }
 

@@ -1,7 +1,10 @@
 //! Simulated WooCommerce: products (search by SKU, include), products batch (100 max → 413),
 //! orders and notes, the Shipment Tracking extension's routes, webhooks.
 
-use super::{ChannelSandbox, Channel, Gate, Order, OrderTopic, SandboxFulfilment, SandboxWebhook, finish, header_str, money};
+use super::{
+    Channel, ChannelSandbox, Gate, Order, OrderTopic, SandboxFulfilment, SandboxWebhook, finish, header_str,
+    money,
+};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -43,7 +46,12 @@ pub(crate) fn order_json(o: &Order) -> Value {
     })
 }
 
-pub(crate) fn webhook(base_url: &str, order: &Value, topic: OrderTopic, secret: &str) -> (Vec<(String, String)>, String) {
+pub(crate) fn webhook(
+    base_url: &str,
+    order: &Value,
+    topic: OrderTopic,
+    secret: &str,
+) -> (Vec<(String, String)>, String) {
     let (topic, body) = match topic {
         OrderTopic::Created => ("order.created", order.to_string()),
         OrderTopic::Updated => ("order.updated", order.to_string()),
@@ -88,10 +96,15 @@ macro_rules! enter_or_return {
 }
 
 fn rest_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"code": code, "message": message, "data": {"status": status.as_u16()}}))).into_response()
+    (status, Json(json!({"code": code, "message": message, "data": {"status": status.as_u16()}})))
+        .into_response()
 }
 
-async fn products(State(sb): State<Arc<ChannelSandbox>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn products(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let lose = enter_or_return!(sb, "products:get", headers);
     let list = |key: &str| q.get(key).map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>());
     let (skus, include) = (list("sku"), list("include"));
@@ -107,14 +120,24 @@ async fn products(State(sb): State<Arc<ChannelSandbox>>, Query(q): Query<HashMap
     finish(lose, Json(Value::Array(found)).into_response())
 }
 
-async fn batch(State(sb): State<Arc<ChannelSandbox>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn batch(
+    State(sb): State<Arc<ChannelSandbox>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let lose = enter_or_return!(sb, "products/batch", headers);
     let count = |k: &str| body.get(k).and_then(Value::as_array).map_or(0, Vec::len);
     let total = count("create") + count("update") + count("delete");
     if total > MAX_BATCH {
         sb.record_oversized(Channel::Woocommerce);
-        return finish(lose, rest_error(StatusCode::PAYLOAD_TOO_LARGE, "woocommerce_rest_request_entity_too_large",
-            &format!("Unable to accept more than {MAX_BATCH} items for this request.")));
+        return finish(
+            lose,
+            rest_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "woocommerce_rest_request_entity_too_large",
+                &format!("Unable to accept more than {MAX_BATCH} items for this request."),
+            ),
+        );
     }
     let updated: Vec<Value> = {
         let mut shop = sb.shop(Channel::Woocommerce);
@@ -135,7 +158,11 @@ async fn batch(State(sb): State<Arc<ChannelSandbox>>, headers: HeaderMap, Json(b
     finish(lose, Json(json!({"update": updated})).into_response())
 }
 
-async fn order(State(sb): State<Arc<ChannelSandbox>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn order(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let lose = enter_or_return!(sb, "orders/get", headers);
     let answer = match sb.order_json(Channel::Woocommerce, &id) {
         Some(o) => Json(o).into_response(),
@@ -144,29 +171,53 @@ async fn order(State(sb): State<Arc<ChannelSandbox>>, Path(id): Path<String>, he
     finish(lose, answer)
 }
 
-async fn orders(State(sb): State<Arc<ChannelSandbox>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn orders(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let lose = enter_or_return!(sb, "orders:list", headers);
-    let since = q.get("modified_after").and_then(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").ok()).map(|n| n.and_utc());
+    let since = q
+        .get("modified_after")
+        .and_then(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").ok())
+        .map(|n| n.and_utc());
     let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
     let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(10).clamp(1, 100);
     let list: Vec<Value> = {
         let shop = sb.shop(Channel::Woocommerce);
         // Second precision, like WordPress dates.
-        shop.orders.values().filter(|o| since.is_none_or(|s| o.updated_at.timestamp() >= s.timestamp()))
-            .skip((page - 1) * per_page).take(per_page)
-            .map(|o| json!({"id": o.id, "date_modified_gmt": gmt(&o.updated_at)})).collect()
+        shop.orders
+            .values()
+            .filter(|o| since.is_none_or(|s| o.updated_at.timestamp() >= s.timestamp()))
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|o| json!({"id": o.id, "date_modified_gmt": gmt(&o.updated_at)}))
+            .collect()
     };
     finish(lose, Json(Value::Array(list)).into_response())
 }
 
-async fn notes(State(sb): State<Arc<ChannelSandbox>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn notes(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let lose = enter_or_return!(sb, "orders/notes:get", headers);
     let notes = sb.order_notes(Channel::Woocommerce, &id);
-    let list: Vec<Value> = notes.iter().enumerate().map(|(i, n)| json!({"id": i + 1, "note": n, "customer_note": true})).collect();
+    let list: Vec<Value> = notes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"id": i + 1, "note": n, "customer_note": true}))
+        .collect();
     finish(lose, Json(Value::Array(list)).into_response())
 }
 
-async fn add_note(State(sb): State<Arc<ChannelSandbox>>, Path(id): Path<String>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn add_note(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let lose = enter_or_return!(sb, "orders/notes:post", headers);
     let note = body.get("note").and_then(Value::as_str).unwrap_or("").to_string();
     let answer = {
@@ -176,36 +227,62 @@ async fn add_note(State(sb): State<Arc<ChannelSandbox>>, Path(id): Path<String>,
                 o.notes.push(note.clone());
                 (StatusCode::CREATED, Json(json!({"id": o.notes.len(), "note": note}))).into_response()
             }
-            Some(_) => rest_error(StatusCode::BAD_REQUEST, "woocommerce_rest_missing_note", "note is required"),
-            None => rest_error(StatusCode::NOT_FOUND, "woocommerce_rest_order_invalid_id", "Invalid order ID."),
+            Some(_) => {
+                rest_error(StatusCode::BAD_REQUEST, "woocommerce_rest_missing_note", "note is required")
+            }
+            None => {
+                rest_error(StatusCode::NOT_FOUND, "woocommerce_rest_order_invalid_id", "Invalid order ID.")
+            }
         }
     };
     finish(lose, answer)
 }
 
 fn no_route() -> Response {
-    rest_error(StatusCode::NOT_FOUND, "rest_no_route", "No route was found matching the URL and request method.")
+    rest_error(
+        StatusCode::NOT_FOUND,
+        "rest_no_route",
+        "No route was found matching the URL and request method.",
+    )
 }
 
-async fn trackings(State(sb): State<Arc<ChannelSandbox>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn trackings(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let lose = enter_or_return!(sb, "shipment-trackings:get", headers);
     if !sb.config.woocommerce_shipment_tracking {
         return finish(lose, no_route());
     }
-    let list: Vec<Value> = sb.fulfilments(Channel::Woocommerce, &id).iter().enumerate()
-        .map(|(i, f)| json!({"tracking_id": i + 1, "tracking_provider": "", "custom_tracking_provider": f.carrier,
-            "tracking_number": f.tracking_number, "custom_tracking_link": f.tracking_url})).collect();
+    let list: Vec<Value> = sb
+        .fulfilments(Channel::Woocommerce, &id)
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            json!({"tracking_id": i + 1, "tracking_provider": "", "custom_tracking_provider": f.carrier,
+            "tracking_number": f.tracking_number, "custom_tracking_link": f.tracking_url})
+        })
+        .collect();
     finish(lose, Json(Value::Array(list)).into_response())
 }
 
-async fn add_tracking(State(sb): State<Arc<ChannelSandbox>>, Path(id): Path<String>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn add_tracking(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let lose = enter_or_return!(sb, "shipment-trackings:post", headers);
     if !sb.config.woocommerce_shipment_tracking {
         return finish(lose, no_route());
     }
     let text = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     let Some(number) = text("tracking_number") else {
-        return finish(lose, rest_error(StatusCode::BAD_REQUEST, "rest_missing_callback_param", "tracking_number is required"));
+        return finish(
+            lose,
+            rest_error(StatusCode::BAD_REQUEST, "rest_missing_callback_param", "tracking_number is required"),
+        );
     };
     let answer = {
         let mut shop = sb.shop(Channel::Woocommerce);
@@ -213,13 +290,21 @@ async fn add_tracking(State(sb): State<Arc<ChannelSandbox>>, Path(id): Path<Stri
             Some(o) => {
                 o.fulfilments.push(SandboxFulfilment {
                     tracking_number: number.clone(),
-                    carrier: text("custom_tracking_provider").or_else(|| text("tracking_provider")).unwrap_or_default(),
+                    carrier: text("custom_tracking_provider")
+                        .or_else(|| text("tracking_provider"))
+                        .unwrap_or_default(),
                     tracking_url: text("custom_tracking_link"),
                     lines: Vec::new(),
                 });
-                (StatusCode::CREATED, Json(json!({"tracking_id": o.fulfilments.len(), "tracking_number": number}))).into_response()
+                (
+                    StatusCode::CREATED,
+                    Json(json!({"tracking_id": o.fulfilments.len(), "tracking_number": number})),
+                )
+                    .into_response()
             }
-            None => rest_error(StatusCode::NOT_FOUND, "woocommerce_rest_order_invalid_id", "Invalid order ID."),
+            None => {
+                rest_error(StatusCode::NOT_FOUND, "woocommerce_rest_order_invalid_id", "Invalid order ID.")
+            }
         }
     };
     finish(lose, answer)
@@ -227,24 +312,51 @@ async fn add_tracking(State(sb): State<Arc<ChannelSandbox>>, Path(id): Path<Stri
 
 async fn webhooks(State(sb): State<Arc<ChannelSandbox>>, headers: HeaderMap) -> Response {
     let lose = enter_or_return!(sb, "webhooks:get", headers);
-    let list: Vec<Value> = sb.webhooks(Channel::Woocommerce).iter()
-        .map(|h| json!({"id": h.id, "topic": h.topic, "delivery_url": h.address, "status": "active"})).collect();
+    let list: Vec<Value> = sb
+        .webhooks(Channel::Woocommerce)
+        .iter()
+        .map(|h| json!({"id": h.id, "topic": h.topic, "delivery_url": h.address, "status": "active"}))
+        .collect();
     finish(lose, Json(Value::Array(list)).into_response())
 }
 
-async fn create_webhook(State(sb): State<Arc<ChannelSandbox>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn create_webhook(
+    State(sb): State<Arc<ChannelSandbox>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let lose = enter_or_return!(sb, "webhooks:post", headers);
     let text = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
     let (Some(topic), Some(url)) = (text("topic"), text("delivery_url")) else {
-        return finish(lose, rest_error(StatusCode::BAD_REQUEST, "rest_missing_callback_param", "topic and delivery_url are required"));
+        return finish(
+            lose,
+            rest_error(
+                StatusCode::BAD_REQUEST,
+                "rest_missing_callback_param",
+                "topic and delivery_url are required",
+            ),
+        );
     };
     let id = {
         let mut shop = sb.shop(Channel::Woocommerce);
         let id = shop.next();
-        shop.hooks.push(SandboxWebhook { id, topic: topic.clone(), address: url.clone(), headers: Default::default(), secret: text("secret") });
+        shop.hooks.push(SandboxWebhook {
+            id,
+            topic: topic.clone(),
+            address: url.clone(),
+            headers: Default::default(),
+            secret: text("secret"),
+        });
         id
     };
-    finish(lose, (StatusCode::CREATED, Json(json!({"id": id, "topic": topic, "delivery_url": url, "status": "active"}))).into_response())
+    finish(
+        lose,
+        (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "topic": topic, "delivery_url": url, "status": "active"})),
+        )
+            .into_response(),
+    )
 }
 
 pub(crate) fn routes() -> axum::Router<Arc<ChannelSandbox>> {
@@ -254,6 +366,9 @@ pub(crate) fn routes() -> axum::Router<Arc<ChannelSandbox>> {
         .route("/wp-json/wc/v3/orders", get(orders))
         .route("/wp-json/wc/v3/orders/{id}", get(order))
         .route("/wp-json/wc/v3/orders/{id}/notes", get(notes).post(add_note))
-        .route("/wp-json/wc-shipment-tracking/v3/orders/{id}/shipment-trackings", get(trackings).post(add_tracking))
+        .route(
+            "/wp-json/wc-shipment-tracking/v3/orders/{id}/shipment-trackings",
+            get(trackings).post(add_tracking),
+        )
         .route("/wp-json/wc/v3/webhooks", get(webhooks).post(create_webhook))
 }

@@ -16,8 +16,8 @@
 use super::http::{Http, Reply, Retry, join, with_query};
 use super::{
     Address, ChannelOrder, ChannelStats, Fulfilment, InventoryTarget, OrderLine, PushReport, QuantityUpdate,
-    SalesChannel, ShippingLine, StoreConfig, WebhookDelivery, header, id_of, join_name, money, non_empty_address,
-    parse_json, parse_time, quantity_of, required_id, signature, sku_cache, text,
+    SalesChannel, ShippingLine, StoreConfig, WebhookDelivery, header, id_of, join_name, money,
+    non_empty_address, parse_json, parse_time, quantity_of, required_id, signature, sku_cache, text,
 };
 use crate::error::{Error, Result};
 use crate::queue::{ChannelKind, OrderEvent};
@@ -46,7 +46,10 @@ pub struct BigCommerceChannel {
 }
 
 fn rate_limit_reset(reply: &Reply) -> Duration {
-    let ms = reply.header("x-rate-limit-time-reset-ms").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(1_000);
+    let ms = reply
+        .header("x-rate-limit-time-reset-ms")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1_000);
     Duration::from_millis(ms.max(1))
 }
 
@@ -61,7 +64,10 @@ impl BigCommerceChannel {
     }
 
     fn url(&self, path: &str) -> String {
-        join(&self.store.base_url, &format!("stores/{}/{}", self.store.store_hash, path.trim_start_matches('/')))
+        join(
+            &self.store.base_url,
+            &format!("stores/{}/{}", self.store.store_hash, path.trim_start_matches('/')),
+        )
     }
 
     fn location_id(&self) -> String {
@@ -69,11 +75,21 @@ impl BigCommerceChannel {
     }
 
     fn webhook_header(&self) -> &str {
-        self.store.webhook_header.as_deref().filter(|h| !h.trim().is_empty()).unwrap_or(DEFAULT_WEBHOOK_HEADER)
+        self.store
+            .webhook_header
+            .as_deref()
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or(DEFAULT_WEBHOOK_HEADER)
     }
 
     /// One call; pauses the next one when the store's quota for this window is spent.
-    async fn call(&self, method: reqwest::Method, url: reqwest::Url, body: Option<Value>, retry: Retry) -> Result<Reply> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: Option<Value>,
+        retry: Retry,
+    ) -> Result<Reply> {
         let token = self.store.access_token.expose().to_string();
         let client = self.http.client.clone();
         let build = move || {
@@ -113,7 +129,11 @@ impl BigCommerceChannel {
                 if chunk.contains(&sku) {
                     found.insert(
                         sku,
-                        InventoryTarget { item_id: id, location_id: location.clone(), parent_id: id_of(variant, "product_id") },
+                        InventoryTarget {
+                            item_id: id,
+                            location_id: location.clone(),
+                            parent_id: id_of(variant, "product_id"),
+                        },
                     );
                 }
             }
@@ -121,10 +141,16 @@ impl BigCommerceChannel {
         Ok(found)
     }
 
-    async fn push_batch(&self, batch: &[(QuantityUpdate, InventoryTarget)], report: &mut PushReport) -> Result<()> {
+    async fn push_batch(
+        &self,
+        batch: &[(QuantityUpdate, InventoryTarget)],
+        report: &mut PushReport,
+    ) -> Result<()> {
         let mut items = Vec::with_capacity(batch.len());
         for (update, target) in batch {
-            let (Ok(location), Ok(variant)) = (target.location_id.parse::<u64>(), target.item_id.parse::<u64>()) else {
+            let (Ok(location), Ok(variant)) =
+                (target.location_id.parse::<u64>(), target.item_id.parse::<u64>())
+            else {
                 report.failed.push((update.sku.clone(), "cached ids are not numeric".into()));
                 continue;
             };
@@ -174,10 +200,9 @@ pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
     let billing_raw = order.get("billing_address").cloned().unwrap_or(Value::Null);
     let billing = address(&billing_raw);
     let email = text(&billing_raw, "email");
-    let products = order
-        .get("products")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::BadInput(format!("BigCommerce order {id} has no products list (fetch it first)")))?;
+    let products = order.get("products").and_then(Value::as_array).ok_or_else(|| {
+        Error::BadInput(format!("BigCommerce order {id} has no products list (fetch it first)"))
+    })?;
     let mut lines = Vec::with_capacity(products.len());
     for (i, product) in products.iter().enumerate() {
         let what = format!("BigCommerce order {id} product {}", i + 1);
@@ -256,10 +281,14 @@ impl SalesChannel for BigCommerceChannel {
             message: format!("webhook has no {name} header"),
         })?;
         if !signature::verify_shared_secret(&self.store.webhook_secrets(), presented) {
-            return Err(Error::Unauthorized { service: SERVICE, message: format!("webhook {name} does not match") });
+            return Err(Error::Unauthorized {
+                service: SERVICE,
+                message: format!("webhook {name} does not match"),
+            });
         }
         let payload = parse_json(body, "BigCommerce webhook body")?;
-        let scope = text(&payload, "scope").ok_or_else(|| Error::BadInput("BigCommerce webhook has no scope".into()))?;
+        let scope = text(&payload, "scope")
+            .ok_or_else(|| Error::BadInput("BigCommerce webhook has no scope".into()))?;
         let order_id = payload
             .get("data")
             .and_then(|d| id_of(d, "id"))
@@ -267,12 +296,13 @@ impl SalesChannel for BigCommerceChannel {
         let event = match scope.as_str() {
             "store/order/created" => OrderEvent::Created,
             s if s.starts_with("store/order/") => OrderEvent::Updated,
-            other => return Err(Error::BadInput(format!("BigCommerce scope {other:?} is not an order scope"))),
+            other => {
+                return Err(Error::BadInput(format!("BigCommerce scope {other:?} is not an order scope")));
+            }
         };
         // Duplicates of one event share `hash`; without one, the body itself identifies it.
-        let hash = text(&payload, "hash").unwrap_or_else(|| {
-            Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect::<String>()
-        });
+        let hash = text(&payload, "hash")
+            .unwrap_or_else(|| Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect::<String>());
         Ok(WebhookDelivery {
             dedup_key: format!("bigcommerce:{}:{scope}:{hash}", self.store.name),
             topic: scope,
@@ -291,9 +321,10 @@ impl SalesChannel for BigCommerceChannel {
         let mut order = self.get(&format!("v2/orders/{order_id}"), &[]).await?;
         let products = self.get(&format!("v2/orders/{order_id}/products"), &[]).await?;
         let addresses = self.get(&format!("v2/orders/{order_id}/shipping_addresses"), &[]).await?;
-        let object = order
-            .as_object_mut()
-            .ok_or_else(|| Error::Unavailable { service: SERVICE, detail: "order answer is not an object".into() })?;
+        let object = order.as_object_mut().ok_or_else(|| Error::Unavailable {
+            service: SERVICE,
+            detail: "order answer is not an object".into(),
+        })?;
         object.insert("products".into(), products);
         object.insert("shipping_addresses".into(), addresses);
         Ok(order)
@@ -335,7 +366,8 @@ impl SalesChannel for BigCommerceChannel {
 
     async fn read_quantities(&self, skus: &[String]) -> Result<HashMap<String, i64>> {
         let targets = self.resolve_skus(skus).await?;
-        let by_variant: HashMap<&str, &str> = targets.iter().map(|(s, t)| (t.item_id.as_str(), s.as_str())).collect();
+        let by_variant: HashMap<&str, &str> =
+            targets.iter().map(|(s, t)| (t.item_id.as_str(), s.as_str())).collect();
         let ids: Vec<&str> = by_variant.keys().copied().collect();
         let location = self.location_id();
         let mut found = HashMap::new();
@@ -343,15 +375,23 @@ impl SalesChannel for BigCommerceChannel {
             let answer = self
                 .get(
                     "v3/inventory/items",
-                    &[("variant_id:in", chunk.join(",")), ("location_id:in", location.clone()), ("limit", "250".into())],
+                    &[
+                        ("variant_id:in", chunk.join(",")),
+                        ("location_id:in", location.clone()),
+                        ("limit", "250".into()),
+                    ],
                 )
                 .await?;
             for item in answer.get("data").and_then(Value::as_array).into_iter().flatten() {
-                let Some(variant) = item.get("identity").and_then(|i| id_of(i, "variant_id")) else { continue };
+                let Some(variant) = item.get("identity").and_then(|i| id_of(i, "variant_id")) else {
+                    continue;
+                };
                 let quantity = item
                     .get("locations")
                     .and_then(Value::as_array)
-                    .and_then(|ls| ls.iter().find(|l| id_of(l, "location_id").as_deref() == Some(location.as_str())))
+                    .and_then(|ls| {
+                        ls.iter().find(|l| id_of(l, "location_id").as_deref() == Some(location.as_str()))
+                    })
                     .and_then(|l| l.get("total_inventory_onhand").and_then(Value::as_i64));
                 if let (Some(sku), Some(q)) = (by_variant.get(variant.as_str()), quantity) {
                     found.insert(sku.to_string(), q);
@@ -383,9 +423,11 @@ impl SalesChannel for BigCommerceChannel {
 
     async fn post_fulfilment(&self, order_id: &str, fulfilment: &Fulfilment) -> Result<()> {
         let shipments = self.get(&format!("v2/orders/{order_id}/shipments"), &[]).await?;
-        let already = shipments.as_array().into_iter().flatten().any(|s| {
-            text(s, "tracking_number").as_deref() == Some(fulfilment.tracking_number.as_str())
-        });
+        let already = shipments
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| text(s, "tracking_number").as_deref() == Some(fulfilment.tracking_number.as_str()));
         if already {
             tracing::info!(store = %self.store.name, order_id, "shipment with this tracking number exists; skipped");
             return Ok(());
@@ -403,7 +445,8 @@ impl SalesChannel for BigCommerceChannel {
             let found = products.iter().find(|p| {
                 let open = p.get("quantity").and_then(Value::as_u64).unwrap_or(0)
                     > p.get("quantity_shipped").and_then(Value::as_u64).unwrap_or(0);
-                open && (text(p, "sku").as_deref() == Some(key.as_str()) || id_of(p, "id").as_deref() == Some(key.as_str()))
+                open && (text(p, "sku").as_deref() == Some(key.as_str())
+                    || id_of(p, "id").as_deref() == Some(key.as_str()))
             });
             let Some(product) = found else {
                 tracing::warn!(store = %self.store.name, order_id, line = %key, "no open BigCommerce order product for shipped line");
@@ -413,17 +456,17 @@ impl SalesChannel for BigCommerceChannel {
             items.push(json!({"order_product_id": product.get("id"), "quantity": quantity}));
         }
         if items.is_empty() {
-            return Err(Error::BadInput(format!("BigCommerce order {order_id} has nothing open for these lines")));
+            return Err(Error::BadInput(format!(
+                "BigCommerce order {order_id} has nothing open for these lines"
+            )));
         }
         let address_id = match address_id {
             Some(id) => id,
             None => {
                 let addresses = self.get(&format!("v2/orders/{order_id}/shipping_addresses"), &[]).await?;
-                addresses
-                    .as_array()
-                    .and_then(|a| a.first())
-                    .and_then(|a| id_of(a, "id"))
-                    .ok_or_else(|| Error::BadInput(format!("BigCommerce order {order_id} has no shipping address")))?
+                addresses.as_array().and_then(|a| a.first()).and_then(|a| id_of(a, "id")).ok_or_else(
+                    || Error::BadInput(format!("BigCommerce order {order_id} has no shipping address")),
+                )?
             }
         };
         let mut body = json!({
@@ -456,7 +499,8 @@ impl SalesChannel for BigCommerceChannel {
             }
             let mut headers = serde_json::Map::new();
             headers.insert(self.webhook_header().to_string(), json!(self.store.webhook_secret.expose()));
-            let body = json!({"scope": scope, "destination": target_url, "is_active": true, "headers": headers});
+            let body =
+                json!({"scope": scope, "destination": target_url, "is_active": true, "headers": headers});
             let url = with_query(&self.url("v3/hooks"), &[])?;
             self.call(reqwest::Method::POST, url, Some(body), Retry::ThrottleOnly).await?;
         }
@@ -501,9 +545,18 @@ mod tests {
         assert_eq!(d.order_id.as_deref(), Some("173331"));
         assert_eq!(d.event, OrderEvent::Created);
         assert!(d.payload.is_none());
-        assert_eq!(c.verify_webhook(&h(Some("hook-secret")), &thin("store/order/statusUpdated")).unwrap().event, OrderEvent::Updated);
-        assert!(matches!(c.verify_webhook(&h(Some("hook-secreT")), &thin("store/order/created")), Err(Error::Unauthorized { .. })));
-        assert!(matches!(c.verify_webhook(&h(None), &thin("store/order/created")), Err(Error::Unauthorized { .. })));
+        assert_eq!(
+            c.verify_webhook(&h(Some("hook-secret")), &thin("store/order/statusUpdated")).unwrap().event,
+            OrderEvent::Updated
+        );
+        assert!(matches!(
+            c.verify_webhook(&h(Some("hook-secreT")), &thin("store/order/created")),
+            Err(Error::Unauthorized { .. })
+        ));
+        assert!(matches!(
+            c.verify_webhook(&h(None), &thin("store/order/created")),
+            Err(Error::Unauthorized { .. })
+        ));
         assert!(matches!(c.verify_webhook(&h(Some("hook-secret")), b"{oops"), Err(Error::BadInput(_))));
     }
 

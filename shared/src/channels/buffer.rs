@@ -41,7 +41,13 @@ fn yes() -> bool {
 
 impl Default for BufferRules {
     fn default() -> Self {
-        BufferRules { safety_stock: 0, percent: 0.0, floor_at_zero: true, cap: None, overrides: HashMap::new() }
+        BufferRules {
+            safety_stock: 0,
+            percent: 0.0,
+            floor_at_zero: true,
+            cap: None,
+            overrides: HashMap::new(),
+        }
     }
 }
 

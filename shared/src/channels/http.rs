@@ -157,18 +157,31 @@ impl Http {
                     return Err(Error::Throttled { service: self.service, retry_after: Some(wait) });
                 }
                 attempt += 1;
-                tracing::info!(service = self.service, attempt, wait_ms = wait.as_millis() as u64, "throttled; waiting");
+                tracing::info!(
+                    service = self.service,
+                    attempt,
+                    wait_ms = wait.as_millis() as u64,
+                    "throttled; waiting"
+                );
                 tokio::time::sleep(wait).await;
                 continue;
             }
             if reply.status >= 500 {
                 if retry == Retry::Idempotent && attempt < self.max_retries {
                     attempt += 1;
-                    tracing::warn!(service = self.service, attempt, status = reply.status, "retrying after a server error");
+                    tracing::warn!(
+                        service = self.service,
+                        attempt,
+                        status = reply.status,
+                        "retrying after a server error"
+                    );
                     tokio::time::sleep(backoff(attempt)).await;
                     continue;
                 }
-                return Err(Error::Unavailable { service: self.service, detail: format!("HTTP {}", reply.status) });
+                return Err(Error::Unavailable {
+                    service: self.service,
+                    detail: format!("HTTP {}", reply.status),
+                });
             }
             return Ok(reply);
         }
@@ -206,7 +219,8 @@ pub(crate) fn join(base: &str, path: &str) -> String {
 
 /// A URL with query parameters, percent-encoded.
 pub(crate) fn with_query(url: &str, params: &[(&str, String)]) -> Result<reqwest::Url> {
-    let mut url = reqwest::Url::parse(url).map_err(|e| Error::config("stores.base_url", format!("{url}: {e}")))?;
+    let mut url =
+        reqwest::Url::parse(url).map_err(|e| Error::config("stores.base_url", format!("{url}: {e}")))?;
     if !params.is_empty() {
         let mut pairs = url.query_pairs_mut();
         for (k, v) in params {

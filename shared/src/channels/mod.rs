@@ -339,7 +339,10 @@ impl ChannelSet {
                 return Err(Error::config("stores.name", "every store needs a name"));
             }
             if channels.insert(store.name.clone(), build_channel(store, Arc::clone(&state))).is_some() {
-                return Err(Error::config("stores.name", format!("store name {:?} is used twice", store.name)));
+                return Err(Error::config(
+                    "stores.name",
+                    format!("store name {:?} is used twice", store.name),
+                ));
             }
         }
         Ok(ChannelSet { channels })
@@ -421,7 +424,8 @@ pub(crate) fn non_empty_address(address: Address) -> Option<Address> {
 
 pub(crate) fn quantity_of(line: &serde_json::Value, what: &str) -> Result<u32> {
     let q = line.get("quantity").and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
-    q.and_then(|q| u32::try_from(q).ok()).ok_or_else(|| Error::BadInput(format!("{what} has no valid quantity")))
+    q.and_then(|q| u32::try_from(q).ok())
+        .ok_or_else(|| Error::BadInput(format!("{what} has no valid quantity")))
 }
 
 pub(crate) fn parse_time(value: Option<&serde_json::Value>) -> Option<DateTime<Utc>> {

@@ -18,8 +18,8 @@
 use super::http::{Http, Reply, Retry, join, with_query};
 use super::{
     Address, ChannelOrder, ChannelStats, Fulfilment, InventoryTarget, OrderLine, PushReport, QuantityUpdate,
-    SalesChannel, ShippingLine, StoreConfig, WebhookDelivery, header, id_of, join_name, money, non_empty_address,
-    parse_json, parse_time, quantity_of, required_id, round4, signature, sku_cache, text,
+    SalesChannel, ShippingLine, StoreConfig, WebhookDelivery, header, id_of, join_name, money,
+    non_empty_address, parse_json, parse_time, quantity_of, required_id, round4, signature, sku_cache, text,
 };
 use crate::error::{Error, Result};
 use crate::queue::{ChannelKind, OrderEvent};
@@ -45,7 +45,8 @@ const Q_LEVELS: &str = "query PearlsyncInventoryLevels($ids: [ID!]!, $locationId
 const M_SET: &str = "mutation PearlsyncSetQuantities($input: InventorySetQuantitiesInput!, $idempotencyKey: String!) { inventorySetQuantities(input: $input) @idempotent(key: $idempotencyKey) { inventoryAdjustmentGroup { id } userErrors { code field message } } }";
 const Q_FULFILMENT_ORDERS: &str = "query PearlsyncFulfillmentOrders($id: ID!) { order(id: $id) { id fulfillments(first: 50) { id trackingInfo { number } } fulfillmentOrders(first: 50) { nodes { id status lineItems(first: 250) { nodes { id remainingQuantity lineItem { id sku } } } } } } }";
 const M_FULFIL: &str = "mutation PearlsyncFulfillmentCreate($fulfillment: FulfillmentInput!) { fulfillmentCreate(fulfillment: $fulfillment) { fulfillment { id status } userErrors { field message } } }";
-const Q_WEBHOOKS: &str = "query PearlsyncWebhookSubscriptions { webhookSubscriptions(first: 100) { nodes { id topic uri } } }";
+const Q_WEBHOOKS: &str =
+    "query PearlsyncWebhookSubscriptions { webhookSubscriptions(first: 100) { nodes { id topic uri } } }";
 const M_WEBHOOK: &str = "mutation PearlsyncWebhookCreate($topic: WebhookSubscriptionTopic!, $webhookSubscription: WebhookSubscriptionInput!) { webhookSubscriptionCreate(topic: $topic, webhookSubscription: $webhookSubscription) { webhookSubscription { id } userErrors { field message } } }";
 const WEBHOOK_TOPICS: [&str; 3] = ["ORDERS_CREATE", "ORDERS_UPDATED", "ORDERS_CANCELLED"];
 
@@ -82,7 +83,12 @@ impl ShopifyChannel {
             .as_deref()
             .filter(|l| !l.trim().is_empty())
             .map(|l| gid("Location", l.trim()))
-            .ok_or_else(|| Error::config("stores.location_id", format!("Shopify store {} needs a location", self.store.name)))
+            .ok_or_else(|| {
+                Error::config(
+                    "stores.location_id",
+                    format!("Shopify store {} needs a location", self.store.name),
+                )
+            })
     }
 
     async fn rest_get(&self, url: reqwest::Url) -> Result<Reply> {
@@ -98,9 +104,8 @@ impl ShopifyChannel {
         let token = self.store.access_token.expose().to_string();
         let body = json!({ "query": query, "variables": variables });
         let client = self.http.client.clone();
-        let build = move || {
-            client.post(url.as_str()).header("X-Shopify-Access-Token", token.as_str()).json(&body)
-        };
+        let build =
+            move || client.post(url.as_str()).header("X-Shopify-Access-Token", token.as_str()).json(&body);
         let reply = self.http.send(&build, retry, &throttle_wait).await?.ok(SERVICE)?;
         let answer = reply.json(SERVICE)?;
         if let Some(status) = answer.pointer("/extensions/cost/throttleStatus") {
@@ -112,7 +117,8 @@ impl ShopifyChannel {
         }
         if let Some(errors) = answer.get("errors").and_then(Value::as_array).filter(|e| !e.is_empty()) {
             let first = &errors[0];
-            let code = first.pointer("/extensions/code").and_then(Value::as_str).unwrap_or("GRAPHQL").to_string();
+            let code =
+                first.pointer("/extensions/code").and_then(Value::as_str).unwrap_or("GRAPHQL").to_string();
             let message = first.get("message").and_then(Value::as_str).unwrap_or("GraphQL error").to_string();
             return Err(Error::Rejected { service: SERVICE, status: 200, code, message });
         }
@@ -128,11 +134,14 @@ impl ShopifyChannel {
                 .map(|sku| format!("sku:\"{}\"", sku.replace('\\', "\\\\").replace('"', "\\\"")))
                 .collect::<Vec<_>>()
                 .join(" OR ");
-            let data = self.graphql(Q_VARIANTS, json!({"query": query, "first": 250}), Retry::Idempotent).await?;
-            for node in data.pointer("/productVariants/nodes").and_then(Value::as_array).into_iter().flatten() {
-                let (Some(sku), Some(item)) =
-                    (node.get("sku").and_then(Value::as_str), node.pointer("/inventoryItem/id").and_then(Value::as_str))
-                else {
+            let data =
+                self.graphql(Q_VARIANTS, json!({"query": query, "first": 250}), Retry::Idempotent).await?;
+            for node in data.pointer("/productVariants/nodes").and_then(Value::as_array).into_iter().flatten()
+            {
+                let (Some(sku), Some(item)) = (
+                    node.get("sku").and_then(Value::as_str),
+                    node.pointer("/inventoryItem/id").and_then(Value::as_str),
+                ) else {
                     continue;
                 };
                 // The search is fuzzy; keep exact matches of what we asked for only.
@@ -142,7 +151,10 @@ impl ShopifyChannel {
                         InventoryTarget {
                             item_id: item.to_string(),
                             location_id: location.clone(),
-                            parent_id: node.pointer("/product/id").and_then(Value::as_str).map(str::to_string),
+                            parent_id: node
+                                .pointer("/product/id")
+                                .and_then(Value::as_str)
+                                .map(str::to_string),
                         },
                     );
                 }
@@ -153,18 +165,22 @@ impl ShopifyChannel {
 
     async fn read_levels(&self, targets: &HashMap<String, InventoryTarget>) -> Result<HashMap<String, i64>> {
         let location = self.location_gid()?;
-        let by_item: HashMap<&str, &str> = targets.iter().map(|(sku, t)| (t.item_id.as_str(), sku.as_str())).collect();
+        let by_item: HashMap<&str, &str> =
+            targets.iter().map(|(sku, t)| (t.item_id.as_str(), sku.as_str())).collect();
         let ids: Vec<&str> = by_item.keys().copied().collect();
         let mut levels = HashMap::new();
         for chunk in ids.chunks(MAX_QUANTITIES_PER_CALL) {
-            let data =
-                self.graphql(Q_LEVELS, json!({"ids": chunk, "locationId": location}), Retry::Idempotent).await?;
+            let data = self
+                .graphql(Q_LEVELS, json!({"ids": chunk, "locationId": location}), Retry::Idempotent)
+                .await?;
             for node in data.get("nodes").and_then(Value::as_array).into_iter().flatten() {
                 let Some(id) = node.get("id").and_then(Value::as_str) else { continue };
                 let quantity = node
                     .pointer("/inventoryLevel/quantities")
                     .and_then(Value::as_array)
-                    .and_then(|qs| qs.iter().find(|q| q.get("name").and_then(Value::as_str) == Some("available")))
+                    .and_then(|qs| {
+                        qs.iter().find(|q| q.get("name").and_then(Value::as_str) == Some("available"))
+                    })
                     .and_then(|q| q.get("quantity").and_then(Value::as_i64));
                 if let (Some(sku), Some(quantity)) = (by_item.get(id), quantity) {
                     levels.insert(sku.to_string(), quantity);
@@ -232,7 +248,9 @@ impl ShopifyChannel {
                     }
                     _ => {
                         // Not tied to one entry: the whole batch failed for this reason.
-                        report.failed.extend(pending.drain(..).map(|(u, _)| (u.sku, format!("{code}: {message}"))));
+                        report
+                            .failed
+                            .extend(pending.drain(..).map(|(u, _)| (u.sku, format!("{code}: {message}"))));
                         return Ok(());
                     }
                 }
@@ -259,7 +277,9 @@ impl ShopifyChannel {
             }
             pending = rest;
         }
-        report.failed.extend(pending.into_iter().map(|(u, _)| (u.sku, "kept failing compare-and-set".to_string())));
+        report
+            .failed
+            .extend(pending.into_iter().map(|(u, _)| (u.sku, "kept failing compare-and-set".to_string())));
         Ok(())
     }
 }
@@ -416,21 +436,33 @@ impl SalesChannel for ShopifyChannel {
             message: "webhook has no X-Shopify-Hmac-Sha256 header".into(),
         })?;
         if !signature::verify_hmac_sha256_base64(&self.store.webhook_secrets(), body, signature) {
-            return Err(Error::Unauthorized { service: SERVICE, message: "webhook signature does not match".into() });
+            return Err(Error::Unauthorized {
+                service: SERVICE,
+                message: "webhook signature does not match".into(),
+            });
         }
         let topic = header(headers, "X-Shopify-Topic").unwrap_or_default().to_string();
         let event_id = header(headers, "X-Shopify-Event-Id")
             .or_else(|| header(headers, "X-Shopify-Webhook-Id"))
             .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| Error::BadInput("Shopify webhook has neither X-Shopify-Event-Id nor X-Shopify-Webhook-Id".into()))?;
+            .ok_or_else(|| {
+                Error::BadInput(
+                    "Shopify webhook has neither X-Shopify-Event-Id nor X-Shopify-Webhook-Id".into(),
+                )
+            })?;
         let payload = parse_json(body, "Shopify webhook body")?;
-        let order_id = id_of(&payload, "id").ok_or_else(|| Error::BadInput("Shopify webhook order has no id".into()))?;
+        let order_id =
+            id_of(&payload, "id").ok_or_else(|| Error::BadInput("Shopify webhook order has no id".into()))?;
         let cancelled = payload.get("cancelled_at").is_some_and(|c| !c.is_null());
         let event = match topic.as_str() {
             "orders/create" => OrderEvent::Created,
             "orders/cancelled" => OrderEvent::Cancelled,
             t if t.starts_with("orders/") => {
-                if cancelled { OrderEvent::Cancelled } else { OrderEvent::Updated }
+                if cancelled {
+                    OrderEvent::Cancelled
+                } else {
+                    OrderEvent::Updated
+                }
             }
             other => return Err(Error::BadInput(format!("Shopify topic {other:?} is not an order topic"))),
         };
@@ -451,11 +483,10 @@ impl SalesChannel for ShopifyChannel {
     async fn fetch_order(&self, order_id: &str) -> Result<Value> {
         let url = with_query(&join(&self.api_base(), &format!("orders/{}.json", gid_tail(order_id))), &[])?;
         let reply = self.rest_get(url).await?;
-        reply
-            .json(SERVICE)?
-            .get("order")
-            .cloned()
-            .ok_or_else(|| Error::Unavailable { service: SERVICE, detail: "order answer has no order".into() })
+        reply.json(SERVICE)?.get("order").cloned().ok_or_else(|| Error::Unavailable {
+            service: SERVICE,
+            detail: "order answer has no order".into(),
+        })
     }
 
     async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
@@ -485,8 +516,10 @@ impl SalesChannel for ShopifyChannel {
     }
 
     async fn resolve_skus(&self, skus: &[String]) -> Result<HashMap<String, InventoryTarget>> {
-        sku_cache::resolve(self.state.as_ref(), "shopify", &self.store.name, skus, |missing| self.lookup_skus(missing))
-            .await
+        sku_cache::resolve(self.state.as_ref(), "shopify", &self.store.name, skus, |missing| {
+            self.lookup_skus(missing)
+        })
+        .await
     }
 
     async fn read_quantities(&self, skus: &[String]) -> Result<HashMap<String, i64>> {
@@ -528,11 +561,12 @@ impl SalesChannel for ShopifyChannel {
             .get("order")
             .filter(|o| o.is_object())
             .ok_or_else(|| Error::BadInput(format!("Shopify order {order_id} not found")))?;
-        let already = order.get("fulfillments").and_then(Value::as_array).into_iter().flatten().any(|f| {
-            f.get("trackingInfo").and_then(Value::as_array).into_iter().flatten().any(|t| {
-                t.get("number").and_then(Value::as_str) == Some(fulfilment.tracking_number.as_str())
-            })
-        });
+        let already =
+            order.get("fulfillments").and_then(Value::as_array).into_iter().flatten().any(|f| {
+                f.get("trackingInfo").and_then(Value::as_array).into_iter().flatten().any(|t| {
+                    t.get("number").and_then(Value::as_str) == Some(fulfilment.tracking_number.as_str())
+                })
+            });
         if already {
             tracing::info!(store = %self.store.name, order_id, "fulfilment with this tracking number exists; skipped");
             return Ok(());
@@ -547,7 +581,9 @@ impl SalesChannel for ShopifyChannel {
             let Some(fo_id) = fo.get("id").and_then(Value::as_str) else { continue };
             for li in fo.pointer("/lineItems/nodes").and_then(Value::as_array).into_iter().flatten() {
                 let remaining = li.get("remainingQuantity").and_then(Value::as_u64).unwrap_or(0);
-                let (Some(li_id), true) = (li.get("id").and_then(Value::as_str), remaining > 0) else { continue };
+                let (Some(li_id), true) = (li.get("id").and_then(Value::as_str), remaining > 0) else {
+                    continue;
+                };
                 let sku = li.pointer("/lineItem/sku").and_then(Value::as_str).unwrap_or("").to_string();
                 let line = li.pointer("/lineItem/id").and_then(Value::as_str).unwrap_or("").to_string();
                 open.push((fo_id.to_string(), li_id.to_string(), sku, line, remaining));
@@ -574,7 +610,9 @@ impl SalesChannel for ShopifyChannel {
             }
         }
         if picked.is_empty() {
-            return Err(Error::BadInput(format!("Shopify order {order_id} has nothing open for these lines")));
+            return Err(Error::BadInput(format!(
+                "Shopify order {order_id} has nothing open for these lines"
+            )));
         }
         let mut by_fo: Vec<(String, Vec<Value>)> = Vec::new();
         for (fo, li, quantity) in picked {
@@ -598,10 +636,17 @@ impl SalesChannel for ShopifyChannel {
             "trackingInfo": tracking,
         }});
         let data = self.graphql(M_FULFIL, variables, Retry::ThrottleOnly).await?;
-        if let Some(error) = data.pointer("/fulfillmentCreate/userErrors").and_then(Value::as_array).and_then(|e| e.first())
+        if let Some(error) =
+            data.pointer("/fulfillmentCreate/userErrors").and_then(Value::as_array).and_then(|e| e.first())
         {
-            let message = error.get("message").and_then(Value::as_str).unwrap_or("fulfilment refused").to_string();
-            return Err(Error::Rejected { service: SERVICE, status: 200, code: "USER_ERROR".into(), message });
+            let message =
+                error.get("message").and_then(Value::as_str).unwrap_or("fulfilment refused").to_string();
+            return Err(Error::Rejected {
+                service: SERVICE,
+                status: 200,
+                code: "USER_ERROR".into(),
+                message,
+            });
         }
         Ok(())
     }
@@ -619,13 +664,21 @@ impl SalesChannel for ShopifyChannel {
             if existing.iter().any(|(t, u)| t == topic && u == target_url) {
                 continue;
             }
-            let variables = json!({"topic": topic, "webhookSubscription": {"uri": target_url, "format": "JSON"}});
+            let variables =
+                json!({"topic": topic, "webhookSubscription": {"uri": target_url, "format": "JSON"}});
             let data = self.graphql(M_WEBHOOK, variables, Retry::ThrottleOnly).await?;
-            if let Some(error) =
-                data.pointer("/webhookSubscriptionCreate/userErrors").and_then(Value::as_array).and_then(|e| e.first())
+            if let Some(error) = data
+                .pointer("/webhookSubscriptionCreate/userErrors")
+                .and_then(Value::as_array)
+                .and_then(|e| e.first())
             {
                 let message = error.get("message").and_then(Value::as_str).unwrap_or("refused").to_string();
-                return Err(Error::Rejected { service: SERVICE, status: 200, code: "USER_ERROR".into(), message });
+                return Err(Error::Rejected {
+                    service: SERVICE,
+                    status: 200,
+                    code: "USER_ERROR".into(),
+                    message,
+                });
             }
         }
         Ok(())
@@ -697,7 +750,11 @@ mod tests {
         assert!(c.verify_webhook(&headers(Some(old), "orders/create"), &body).is_ok());
 
         let wrong = hmac_sha256_base64(b"someone-else", &body);
-        for h in [headers(Some(wrong), "orders/create"), headers(None, "orders/create"), headers(Some("bad".into()), "orders/create")] {
+        for h in [
+            headers(Some(wrong), "orders/create"),
+            headers(None, "orders/create"),
+            headers(Some("bad".into()), "orders/create"),
+        ] {
             assert!(matches!(c.verify_webhook(&h, &body), Err(Error::Unauthorized { .. })));
         }
         let mut tampered = body.clone();
@@ -709,7 +766,10 @@ mod tests {
 
         let garbage = b"not json";
         let sig = hmac_sha256_base64(b"shpss_current", garbage);
-        assert!(matches!(c.verify_webhook(&headers(Some(sig), "orders/create"), garbage), Err(Error::BadInput(_))));
+        assert!(matches!(
+            c.verify_webhook(&headers(Some(sig), "orders/create"), garbage),
+            Err(Error::BadInput(_))
+        ));
     }
 
     #[test]

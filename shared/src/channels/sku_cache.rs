@@ -48,7 +48,9 @@ pub(crate) async fn store(
     let items: Vec<Item> = targets
         .iter()
         .filter_map(|(sku, target)| {
-            serde_json::to_value(target).ok().map(|data| Item::new(pk.clone(), sku.clone(), data).with_expiry(expires))
+            serde_json::to_value(target)
+                .ok()
+                .map(|data| Item::new(pk.clone(), sku.clone(), data).with_expiry(expires))
         })
         .collect();
     state.batch_put(items).await

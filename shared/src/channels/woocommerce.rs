@@ -14,8 +14,8 @@
 use super::http::{Http, Reply, Retry, join, with_query};
 use super::{
     Address, ChannelOrder, ChannelStats, Fulfilment, InventoryTarget, OrderLine, PushReport, QuantityUpdate,
-    SalesChannel, ShippingLine, StoreConfig, WebhookDelivery, header, id_of, join_name, money, non_empty_address,
-    parse_json, parse_time, quantity_of, required_id, round4, signature, sku_cache, text,
+    SalesChannel, ShippingLine, StoreConfig, WebhookDelivery, header, id_of, join_name, money,
+    non_empty_address, parse_json, parse_time, quantity_of, required_id, round4, signature, sku_cache, text,
 };
 use crate::error::{Error, Result};
 use crate::queue::{ChannelKind, OrderEvent};
@@ -46,12 +46,19 @@ impl WooCommerceChannel {
         join(&self.store.base_url, &format!("wp-json/{}", path.trim_start_matches('/')))
     }
 
-    async fn call(&self, method: reqwest::Method, url: reqwest::Url, body: Option<Value>, retry: Retry) -> Result<Reply> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: Option<Value>,
+        retry: Retry,
+    ) -> Result<Reply> {
         let key = self.store.consumer_key.expose().to_string();
         let secret = self.store.consumer_secret.expose().to_string();
         let client = self.http.client.clone();
         let build = move || {
-            let request = client.request(method.clone(), url.clone()).basic_auth(key.as_str(), Some(secret.as_str()));
+            let request =
+                client.request(method.clone(), url.clone()).basic_auth(key.as_str(), Some(secret.as_str()));
             match &body {
                 Some(body) => request.json(body),
                 None => request,
@@ -74,14 +81,16 @@ impl WooCommerceChannel {
     async fn lookup_skus(&self, skus: Vec<String>) -> Result<HashMap<String, InventoryTarget>> {
         let mut found = HashMap::new();
         for chunk in skus.chunks(MAX_BATCH_ITEMS) {
-            let answer = self
-                .get("wc/v3/products", &[("sku", chunk.join(",")), ("per_page", "100".into())])
-                .await?;
+            let answer =
+                self.get("wc/v3/products", &[("sku", chunk.join(",")), ("per_page", "100".into())]).await?;
             for product in answer.as_array().into_iter().flatten() {
                 let (Some(sku), Some(id)) = (text(product, "sku"), id_of(product, "id")) else { continue };
                 if chunk.contains(&sku) {
                     let parent = id_of(product, "parent_id").filter(|p| p != "0");
-                    found.insert(sku, InventoryTarget { item_id: id, location_id: String::new(), parent_id: parent });
+                    found.insert(
+                        sku,
+                        InventoryTarget { item_id: id, location_id: String::new(), parent_id: parent },
+                    );
                 }
             }
         }
@@ -89,7 +98,12 @@ impl WooCommerceChannel {
     }
 
     /// One batch call; a 413 or other refusal fails just this batch.
-    async fn push_batch(&self, path: &str, batch: &[(QuantityUpdate, InventoryTarget)], report: &mut PushReport) -> Result<()> {
+    async fn push_batch(
+        &self,
+        path: &str,
+        batch: &[(QuantityUpdate, InventoryTarget)],
+        report: &mut PushReport,
+    ) -> Result<()> {
         let update: Vec<Value> = batch
             .iter()
             .map(|(u, t)| json!({"id": t.item_id.parse::<u64>().unwrap_or_default(), "manage_stock": true, "stock_quantity": u.quantity}))
@@ -148,8 +162,8 @@ pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
         return Err(Error::BadInput("WooCommerce order is not a JSON object".into()));
     }
     let id = required_id(order, "id", "WooCommerce order")?;
-    let currency =
-        text(order, "currency").ok_or_else(|| Error::BadInput(format!("WooCommerce order {id} has no currency")))?;
+    let currency = text(order, "currency")
+        .ok_or_else(|| Error::BadInput(format!("WooCommerce order {id} has no currency")))?;
     let billing_raw = order.get("billing");
     let email = billing_raw.and_then(|b| text(b, "email"));
     let billing = address(billing_raw, email.as_ref());
@@ -165,7 +179,8 @@ pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
         // `subtotal` is before coupons, `total` after; both are for the whole line, ex tax.
         let subtotal = money(item.get("subtotal"))?;
         let total = money(item.get("total"))?;
-        let unit_price = if quantity > 0 { round4(subtotal / f64::from(quantity)) } else { money(item.get("price"))? };
+        let unit_price =
+            if quantity > 0 { round4(subtotal / f64::from(quantity)) } else { money(item.get("price"))? };
         lines.push(OrderLine {
             line_id: required_id(item, "id", &what)?,
             sku: text(item, "sku"),
@@ -185,13 +200,17 @@ pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
         });
     }
     let status = text(order, "status").unwrap_or_default();
-    let date_paid = order.get("date_paid_gmt").or_else(|| order.get("date_paid")).is_some_and(|d| !d.is_null());
+    let date_paid =
+        order.get("date_paid_gmt").or_else(|| order.get("date_paid")).is_some_and(|d| !d.is_null());
     Ok(ChannelOrder {
         channel: ChannelKind::Woocommerce,
         store: store.to_string(),
         number: text(order, "number").unwrap_or_else(|| id.clone()),
         id,
-        customer_name: billing.as_ref().and_then(|b| b.full_name.clone()).or_else(|| delivery.as_ref().and_then(|d| d.full_name.clone())),
+        customer_name: billing
+            .as_ref()
+            .and_then(|b| b.full_name.clone())
+            .or_else(|| delivery.as_ref().and_then(|d| d.full_name.clone())),
         phone: billing_raw.and_then(|b| text(b, "phone")),
         email,
         billing_address: billing,
@@ -204,8 +223,10 @@ pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
         total_tax: money(order.get("total_tax"))?,
         paid: date_paid || matches!(status.as_str(), "processing" | "completed"),
         cancelled: matches!(status.as_str(), "cancelled" | "trash"),
-        created_at: parse_time(order.get("date_created_gmt")).or_else(|| parse_time(order.get("date_created"))),
-        updated_at: parse_time(order.get("date_modified_gmt")).or_else(|| parse_time(order.get("date_modified"))),
+        created_at: parse_time(order.get("date_created_gmt"))
+            .or_else(|| parse_time(order.get("date_created"))),
+        updated_at: parse_time(order.get("date_modified_gmt"))
+            .or_else(|| parse_time(order.get("date_modified"))),
     })
 }
 
@@ -223,7 +244,11 @@ impl SalesChannel for WooCommerceChannel {
         let Some(signature) = header(headers, "X-WC-Webhook-Signature") else {
             // The activation ping is the one unsigned delivery: a form body `webhook_id=N`.
             let text = std::str::from_utf8(body).unwrap_or("");
-            if let Some(id) = text.trim().strip_prefix("webhook_id=").filter(|id| id.chars().all(|c| c.is_ascii_digit()) && !id.is_empty()) {
+            if let Some(id) = text
+                .trim()
+                .strip_prefix("webhook_id=")
+                .filter(|id| id.chars().all(|c| c.is_ascii_digit()) && !id.is_empty())
+            {
                 return Ok(WebhookDelivery {
                     dedup_key: format!("woocommerce:{}:ping:{id}", self.store.name),
                     topic: "ping".into(),
@@ -233,15 +258,23 @@ impl SalesChannel for WooCommerceChannel {
                     ping: true,
                 });
             }
-            return Err(Error::Unauthorized { service: SERVICE, message: "webhook has no X-WC-Webhook-Signature header".into() });
+            return Err(Error::Unauthorized {
+                service: SERVICE,
+                message: "webhook has no X-WC-Webhook-Signature header".into(),
+            });
         };
         if !signature::verify_hmac_sha256_base64(&self.store.webhook_secrets(), body, signature) {
-            return Err(Error::Unauthorized { service: SERVICE, message: "webhook signature does not match".into() });
+            return Err(Error::Unauthorized {
+                service: SERVICE,
+                message: "webhook signature does not match".into(),
+            });
         }
         let topic = header(headers, "X-WC-Webhook-Topic").unwrap_or_default().to_string();
-        let source = header(headers, "X-WC-Webhook-Source").unwrap_or_default().trim_end_matches('/').to_string();
+        let source =
+            header(headers, "X-WC-Webhook-Source").unwrap_or_default().trim_end_matches('/').to_string();
         let payload = parse_json(body, "WooCommerce webhook body")?;
-        let order_id = id_of(&payload, "id").ok_or_else(|| Error::BadInput("WooCommerce webhook order has no id".into()))?;
+        let order_id = id_of(&payload, "id")
+            .ok_or_else(|| Error::BadInput("WooCommerce webhook order has no id".into()))?;
         let modified = text(&payload, "date_modified_gmt").unwrap_or_default();
         let cancelled = matches!(text(&payload, "status").as_deref(), Some("cancelled" | "trash"));
         let (event, payload) = match topic.as_str() {
@@ -251,7 +284,9 @@ impl SalesChannel for WooCommerceChannel {
             "order.updated" | "order.restored" => {
                 (if cancelled { OrderEvent::Cancelled } else { OrderEvent::Updated }, Some(payload))
             }
-            other => return Err(Error::BadInput(format!("WooCommerce topic {other:?} is not an order topic"))),
+            other => {
+                return Err(Error::BadInput(format!("WooCommerce topic {other:?} is not an order topic")));
+            }
         };
         Ok(WebhookDelivery {
             dedup_key: format!("woocommerce:{}:{source}:{order_id}:{modified}:{topic}", self.store.name),
@@ -288,7 +323,8 @@ impl SalesChannel for WooCommerceChannel {
                 .await?;
             let orders = answer.as_array().cloned().unwrap_or_default();
             for order in &orders {
-                if let (Some(id), Some(at)) = (id_of(order, "id"), parse_time(order.get("date_modified_gmt"))) {
+                if let (Some(id), Some(at)) = (id_of(order, "id"), parse_time(order.get("date_modified_gmt")))
+                {
                     found.push((id, at));
                 }
             }
@@ -366,12 +402,14 @@ impl SalesChannel for WooCommerceChannel {
         let tracking_path = format!("wc-shipment-tracking/v3/orders/{order_id}/shipment-trackings");
         let url = with_query(&self.url(&tracking_path), &[])?;
         let existing = self.call(reqwest::Method::GET, url, None, Retry::Idempotent).await?;
-        let lines_text = fulfilment.lines.iter().map(|(k, q)| format!("{q} × {k}")).collect::<Vec<_>>().join(", ");
+        let lines_text =
+            fulfilment.lines.iter().map(|(k, q)| format!("{q} × {k}")).collect::<Vec<_>>().join(", ");
         if existing.status != 404 {
             let existing = existing.ok(SERVICE)?.json(SERVICE)?;
-            let already = existing.as_array().into_iter().flatten().any(|t| {
-                text(t, "tracking_number").as_deref() == Some(fulfilment.tracking_number.as_str())
-            });
+            let already =
+                existing.as_array().into_iter().flatten().any(|t| {
+                    text(t, "tracking_number").as_deref() == Some(fulfilment.tracking_number.as_str())
+                });
             if already {
                 tracing::info!(store = %self.store.name, order_id, "tracking already recorded; skipped");
                 return Ok(());
@@ -393,20 +431,25 @@ impl SalesChannel for WooCommerceChannel {
         // No Shipment Tracking extension: a customer note carries the tracking instead.
         let notes_path = format!("wc/v3/orders/{order_id}/notes");
         let notes = self.get(&notes_path, &[]).await?;
-        let already = notes.as_array().into_iter().flatten().any(|n| {
-            text(n, "note").is_some_and(|t| t.contains(fulfilment.tracking_number.as_str()))
-        });
+        let already = notes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| text(n, "note").is_some_and(|t| t.contains(fulfilment.tracking_number.as_str())));
         if already {
             return Ok(());
         }
-        let mut note = format!("Shipped with {}: tracking number {}", fulfilment.carrier, fulfilment.tracking_number);
+        let mut note =
+            format!("Shipped with {}: tracking number {}", fulfilment.carrier, fulfilment.tracking_number);
         if let Some(url) = &fulfilment.tracking_url {
             note.push_str(&format!(" ({url})"));
         }
         if !lines_text.is_empty() {
             note.push_str(&format!(". Items: {lines_text}"));
         }
-        self.post(&notes_path, json!({"note": note, "customer_note": true}), Retry::ThrottleOnly).await?.ok(SERVICE)?;
+        self.post(&notes_path, json!({"note": note, "customer_note": true}), Retry::ThrottleOnly)
+            .await?
+            .ok(SERVICE)?;
         Ok(())
     }
 
@@ -493,16 +536,28 @@ mod tests {
         assert_eq!(d.event, OrderEvent::Created);
         assert!(!d.is_ping());
         let wrong = hmac_sha256_base64(b"nope", &body);
-        assert!(matches!(c.verify_webhook(&h(Some(wrong), "order.created"), &body), Err(Error::Unauthorized { .. })));
-        assert!(matches!(c.verify_webhook(&h(None, "order.created"), &body), Err(Error::Unauthorized { .. })));
+        assert!(matches!(
+            c.verify_webhook(&h(Some(wrong), "order.created"), &body),
+            Err(Error::Unauthorized { .. })
+        ));
+        assert!(matches!(
+            c.verify_webhook(&h(None, "order.created"), &body),
+            Err(Error::Unauthorized { .. })
+        ));
         let mut tampered = body.clone();
         tampered.push(b' ');
-        assert!(matches!(c.verify_webhook(&h(Some(sig), "order.created"), &tampered), Err(Error::Unauthorized { .. })));
+        assert!(matches!(
+            c.verify_webhook(&h(Some(sig), "order.created"), &tampered),
+            Err(Error::Unauthorized { .. })
+        ));
         let ping = c.verify_webhook(&h(None, ""), b"webhook_id=12").unwrap();
         assert!(ping.is_ping() && ping.order_id.is_none());
         let deleted = br#"{"id":727}"#;
         let sig = hmac_sha256_base64(b"wc-secret", deleted);
-        assert_eq!(c.verify_webhook(&h(Some(sig), "order.deleted"), deleted).unwrap().event, OrderEvent::Cancelled);
+        assert_eq!(
+            c.verify_webhook(&h(Some(sig), "order.deleted"), deleted).unwrap().event,
+            OrderEvent::Cancelled
+        );
     }
 
     #[test]
