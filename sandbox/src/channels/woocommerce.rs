@@ -1,0 +1,374 @@
+//! Simulated WooCommerce: products (search by SKU, include), products batch (100 max → 413),
+//! orders and notes, the Shipment Tracking extension's routes, webhooks.
+
+use super::{
+    Channel, ChannelSandbox, Gate, Order, OrderTopic, SandboxFulfilment, SandboxWebhook, finish, header_str,
+    money,
+};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const MAX_BATCH: usize = 100;
+
+fn gmt(d: &chrono::DateTime<chrono::Utc>) -> String {
+    d.format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+pub(crate) fn order_json(o: &Order) -> Value {
+    let address = json!({"first_name": o.first_name, "last_name": o.last_name, "company": "", "address_1": "1 Sandbox Road",
+        "address_2": "", "city": "Leeds", "state": "", "postcode": "LS1 1AA", "country": "GB"});
+    let mut billing = address.clone();
+    billing["email"] = json!(o.email.clone().unwrap_or_default());
+    billing["phone"] = json!("");
+    let lines: Vec<Value> = o.lines.iter().map(|l| {
+        let line_total = money(l.price * f64::from(l.quantity));
+        json!({"id": l.line_id, "name": l.name, "product_id": l.product.map(|p| p.0).unwrap_or(0), "variation_id": 0,
+            "sku": l.sku.clone().unwrap_or_default(), "quantity": l.quantity, "price": l.price,
+            "subtotal": line_total, "total": line_total, "subtotal_tax": "0.00", "total_tax": "0.00"})
+    }).collect();
+    json!({
+        "id": o.id, "number": o.id.to_string(),
+        "status": if o.cancelled { "cancelled" } else if o.fully_shipped() { "completed" } else { "processing" },
+        "currency": o.currency, "prices_include_tax": false,
+        "date_created_gmt": gmt(&o.created_at), "date_modified_gmt": gmt(&o.updated_at), "date_paid_gmt": gmt(&o.created_at),
+        "total": money(o.total()), "total_tax": "0.00", "billing": billing, "shipping": address,
+        "line_items": lines,
+        "shipping_lines": [{"id": 1, "method_title": "Flat rate", "total": money(o.shipping()), "total_tax": "0.00"}],
+    })
+}
+
+pub(crate) fn webhook(
+    base_url: &str,
+    order: &Value,
+    topic: OrderTopic,
+    secret: &str,
+) -> (Vec<(String, String)>, String) {
+    let (topic, body) = match topic {
+        OrderTopic::Created => ("order.created", order.to_string()),
+        OrderTopic::Updated => ("order.updated", order.to_string()),
+        OrderTopic::Cancelled => ("order.deleted", json!({"id": order.get("id")}).to_string()),
+    };
+    let signature = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(body.as_bytes());
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    };
+    let (resource, event) = topic.split_once('.').unwrap_or(("order", "updated"));
+    let headers = vec![
+        ("X-WC-Webhook-Source".to_string(), format!("{base_url}/")),
+        ("X-WC-Webhook-Topic".to_string(), topic.to_string()),
+        ("X-WC-Webhook-Resource".to_string(), resource.to_string()),
+        ("X-WC-Webhook-Event".to_string(), event.to_string()),
+        ("X-WC-Webhook-Signature".to_string(), signature),
+        ("X-WC-Webhook-ID".to_string(), "1".to_string()),
+        ("X-WC-Webhook-Delivery-ID".to_string(), format!("{:x}", fastrand::u64(..))),
+        ("User-Agent".to_string(), "WooCommerce/9.0 Hookshot (WordPress/6.5)".to_string()),
+    ];
+    (headers, body)
+}
+
+async fn enter(sb: &ChannelSandbox, endpoint: &str, headers: &HeaderMap) -> Result<bool, Response> {
+    let ok = header_str(headers, "authorization").is_some_and(|a| a.starts_with("Basic "));
+    match sb.gate(Channel::Woocommerce, endpoint, ok).await {
+        Gate::Answer(r) => Err(r),
+        Gate::Serve { lose } => Ok(lose),
+    }
+}
+
+macro_rules! enter_or_return {
+    ($sb:expr, $endpoint:expr, $headers:expr) => {
+        match enter(&$sb, $endpoint, &$headers).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        }
+    };
+}
+
+fn rest_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"code": code, "message": message, "data": {"status": status.as_u16()}})))
+        .into_response()
+}
+
+async fn products(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let lose = enter_or_return!(sb, "products:get", headers);
+    let list = |key: &str| q.get(key).map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>());
+    let (skus, include) = (list("sku"), list("include"));
+    let found: Vec<Value> = {
+        let shop = sb.shop(Channel::Woocommerce);
+        shop.products.iter()
+            .filter(|p| skus.as_ref().is_none_or(|s| s.contains(&p.sku)))
+            .filter(|p| include.as_ref().is_none_or(|i| i.contains(&p.product_id.to_string())))
+            .take(100)
+            .map(|p| json!({"id": p.product_id, "parent_id": 0, "sku": p.sku, "name": p.name, "manage_stock": true, "stock_quantity": p.quantity, "price": money(p.price)}))
+            .collect()
+    };
+    finish(lose, Json(Value::Array(found)).into_response())
+}
+
+async fn batch(
+    State(sb): State<Arc<ChannelSandbox>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let lose = enter_or_return!(sb, "products/batch", headers);
+    let count = |k: &str| body.get(k).and_then(Value::as_array).map_or(0, Vec::len);
+    let total = count("create") + count("update") + count("delete");
+    if total > MAX_BATCH {
+        sb.record_oversized(Channel::Woocommerce);
+        return finish(
+            lose,
+            rest_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "woocommerce_rest_request_entity_too_large",
+                &format!("Unable to accept more than {MAX_BATCH} items for this request."),
+            ),
+        );
+    }
+    let updated: Vec<Value> = {
+        let mut shop = sb.shop(Channel::Woocommerce);
+        body.get("update").and_then(Value::as_array).into_iter().flatten().map(|u| {
+            let id = u.get("id").and_then(Value::as_u64).unwrap_or(0);
+            match shop.products.iter_mut().find(|p| p.product_id == id) {
+                Some(p) => {
+                    if let Some(q) = u.get("stock_quantity").and_then(Value::as_i64) {
+                        p.quantity = q;
+                    }
+                    json!({"id": id, "sku": p.sku, "stock_quantity": p.quantity})
+                }
+                None => json!({"id": id, "error": {"code": "woocommerce_rest_product_invalid_id", "message": "Invalid ID.", "data": {"status": 400}}}),
+            }
+        }).collect()
+    };
+    sb.record_batch(Channel::Woocommerce, total);
+    finish(lose, Json(json!({"update": updated})).into_response())
+}
+
+async fn order(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let lose = enter_or_return!(sb, "orders/get", headers);
+    let answer = match sb.order_json(Channel::Woocommerce, &id) {
+        Some(o) => Json(o).into_response(),
+        None => rest_error(StatusCode::NOT_FOUND, "woocommerce_rest_shop_order_invalid_id", "Invalid ID."),
+    };
+    finish(lose, answer)
+}
+
+async fn orders(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let lose = enter_or_return!(sb, "orders:list", headers);
+    let since = q
+        .get("modified_after")
+        .and_then(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").ok())
+        .map(|n| n.and_utc());
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(10).clamp(1, 100);
+    let list: Vec<Value> = {
+        let shop = sb.shop(Channel::Woocommerce);
+        // Second precision, like WordPress dates.
+        shop.orders
+            .values()
+            .filter(|o| since.is_none_or(|s| o.updated_at.timestamp() >= s.timestamp()))
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|o| json!({"id": o.id, "date_modified_gmt": gmt(&o.updated_at)}))
+            .collect()
+    };
+    finish(lose, Json(Value::Array(list)).into_response())
+}
+
+async fn notes(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let lose = enter_or_return!(sb, "orders/notes:get", headers);
+    let notes = sb.order_notes(Channel::Woocommerce, &id);
+    let list: Vec<Value> = notes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"id": i + 1, "note": n, "customer_note": true}))
+        .collect();
+    finish(lose, Json(Value::Array(list)).into_response())
+}
+
+async fn add_note(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let lose = enter_or_return!(sb, "orders/notes:post", headers);
+    let note = body.get("note").and_then(Value::as_str).unwrap_or("").to_string();
+    let answer = {
+        let mut shop = sb.shop(Channel::Woocommerce);
+        match id.parse().ok().and_then(|id: u64| shop.orders.get_mut(&id)) {
+            Some(o) if !note.is_empty() => {
+                o.notes.push(note.clone());
+                (StatusCode::CREATED, Json(json!({"id": o.notes.len(), "note": note}))).into_response()
+            }
+            Some(_) => {
+                rest_error(StatusCode::BAD_REQUEST, "woocommerce_rest_missing_note", "note is required")
+            }
+            None => {
+                rest_error(StatusCode::NOT_FOUND, "woocommerce_rest_order_invalid_id", "Invalid order ID.")
+            }
+        }
+    };
+    finish(lose, answer)
+}
+
+fn no_route() -> Response {
+    rest_error(
+        StatusCode::NOT_FOUND,
+        "rest_no_route",
+        "No route was found matching the URL and request method.",
+    )
+}
+
+async fn trackings(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let lose = enter_or_return!(sb, "shipment-trackings:get", headers);
+    if !sb.config.woocommerce_shipment_tracking {
+        return finish(lose, no_route());
+    }
+    let list: Vec<Value> = sb
+        .fulfilments(Channel::Woocommerce, &id)
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            json!({"tracking_id": i + 1, "tracking_provider": "", "custom_tracking_provider": f.carrier,
+            "tracking_number": f.tracking_number, "custom_tracking_link": f.tracking_url})
+        })
+        .collect();
+    finish(lose, Json(Value::Array(list)).into_response())
+}
+
+async fn add_tracking(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let lose = enter_or_return!(sb, "shipment-trackings:post", headers);
+    if !sb.config.woocommerce_shipment_tracking {
+        return finish(lose, no_route());
+    }
+    let text = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let Some(number) = text("tracking_number") else {
+        return finish(
+            lose,
+            rest_error(StatusCode::BAD_REQUEST, "rest_missing_callback_param", "tracking_number is required"),
+        );
+    };
+    let answer = {
+        let mut shop = sb.shop(Channel::Woocommerce);
+        match id.parse().ok().and_then(|id: u64| shop.orders.get_mut(&id)) {
+            Some(o) => {
+                o.fulfilments.push(SandboxFulfilment {
+                    tracking_number: number.clone(),
+                    carrier: text("custom_tracking_provider")
+                        .or_else(|| text("tracking_provider"))
+                        .unwrap_or_default(),
+                    tracking_url: text("custom_tracking_link"),
+                    lines: Vec::new(),
+                });
+                (
+                    StatusCode::CREATED,
+                    Json(json!({"tracking_id": o.fulfilments.len(), "tracking_number": number})),
+                )
+                    .into_response()
+            }
+            None => {
+                rest_error(StatusCode::NOT_FOUND, "woocommerce_rest_order_invalid_id", "Invalid order ID.")
+            }
+        }
+    };
+    finish(lose, answer)
+}
+
+async fn webhooks(State(sb): State<Arc<ChannelSandbox>>, headers: HeaderMap) -> Response {
+    let lose = enter_or_return!(sb, "webhooks:get", headers);
+    let list: Vec<Value> = sb
+        .webhooks(Channel::Woocommerce)
+        .iter()
+        .map(|h| json!({"id": h.id, "topic": h.topic, "delivery_url": h.address, "status": "active"}))
+        .collect();
+    finish(lose, Json(Value::Array(list)).into_response())
+}
+
+async fn create_webhook(
+    State(sb): State<Arc<ChannelSandbox>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let lose = enter_or_return!(sb, "webhooks:post", headers);
+    let text = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let (Some(topic), Some(url)) = (text("topic"), text("delivery_url")) else {
+        return finish(
+            lose,
+            rest_error(
+                StatusCode::BAD_REQUEST,
+                "rest_missing_callback_param",
+                "topic and delivery_url are required",
+            ),
+        );
+    };
+    let id = {
+        let mut shop = sb.shop(Channel::Woocommerce);
+        let id = shop.next();
+        shop.hooks.push(SandboxWebhook {
+            id,
+            topic: topic.clone(),
+            address: url.clone(),
+            headers: Default::default(),
+            secret: text("secret"),
+        });
+        id
+    };
+    finish(
+        lose,
+        (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "topic": topic, "delivery_url": url, "status": "active"})),
+        )
+            .into_response(),
+    )
+}
+
+pub(crate) fn routes() -> axum::Router<Arc<ChannelSandbox>> {
+    axum::Router::new()
+        .route("/wp-json/wc/v3/products", get(products))
+        .route("/wp-json/wc/v3/products/batch", post(batch))
+        .route("/wp-json/wc/v3/orders", get(orders))
+        .route("/wp-json/wc/v3/orders/{id}", get(order))
+        .route("/wp-json/wc/v3/orders/{id}/notes", get(notes).post(add_note))
+        .route(
+            "/wp-json/wc-shipment-tracking/v3/orders/{id}/shipment-trackings",
+            get(trackings).post(add_tracking),
+        )
+        .route("/wp-json/wc/v3/webhooks", get(webhooks).post(create_webhook))
+}
