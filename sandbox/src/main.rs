@@ -74,7 +74,12 @@ async fn main() -> std::process::ExitCode {
         rate_window: args.rate_limit.1,
         faults: FaultRates::mixed(args.fault_rate),
         fault_seed: args.seed,
-        seed: Some(SeedSpec { products: args.products, warehouses: args.warehouses, suppliers: args.suppliers, seed: args.seed }),
+        seed: Some(SeedSpec {
+            products: args.products,
+            warehouses: args.warehouses,
+            suppliers: args.suppliers,
+            seed: args.seed,
+        }),
         ..BrightpearlSandboxConfig::default()
     };
     let config = pearlsync_sandbox::SandboxConfig { addr: args.addr, brightpearl, ..Default::default() };

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn sandbox(bp: BrightpearlSandboxConfig) -> Sandbox {
-    pearlsync_sandbox::start(SandboxConfig { brightpearl: bp, ..Default::default() }).await.expect("sandbox starts")
+    pearlsync_sandbox::start(SandboxConfig { brightpearl: bp, ..Default::default() })
+        .await
+        .expect("sandbox starts")
 }
 
 fn seeded(products: u32, rate: (u32, Duration)) -> BrightpearlSandboxConfig {
@@ -30,7 +32,11 @@ fn client_config(sb: &Sandbox, rate: (u32, Duration)) -> BrightpearlConfig {
     BrightpearlConfig {
         base_url: Some(sb.base_url.clone()),
         account: d.account,
-        auth: AuthConfig { app_ref: d.app_ref, staff_token: Secret::literal(d.staff_token), ..Default::default() },
+        auth: AuthConfig {
+            app_ref: d.app_ref,
+            staff_token: Secret::literal(d.staff_token),
+            ..Default::default()
+        },
         installed_integration_instance_id: Some(42),
         rate_limit_requests: rate.0,
         rate_limit_window_ms: rate.1.as_millis() as u64,
@@ -130,7 +136,13 @@ async fn calls_succeed_under_thirty_percent_injected_faults() {
             customer_id: customer,
             external_ref: format!("shop-{i}"),
             currency_code: "GBP".into(),
-            rows: vec![NewOrderRow { product_id: id, quantity: 1, net: 10.0, tax: 2.0, ..Default::default() }],
+            rows: vec![NewOrderRow {
+                product_id: id,
+                quantity: 1,
+                net: 10.0,
+                tax: 2.0,
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let order_id = bp.create_sales_order(&order).await.expect("sales order");
@@ -174,14 +186,25 @@ async fn a_repeated_sales_order_post_leaves_one_order() {
     let bp = client(&sb, FAST);
     let product = product_ids(&sb)[0];
     let contact = bp
-        .create_contact(&NewContact { first_name: "Ann".into(), last_name: "Lee".into(), email: Some("ann@example.test".into()), ..Default::default() })
+        .create_contact(&NewContact {
+            first_name: "Ann".into(),
+            last_name: "Lee".into(),
+            email: Some("ann@example.test".into()),
+            ..Default::default()
+        })
         .await
         .expect("contact");
     let order = NewSalesOrder {
         customer_id: contact,
         external_ref: "shopify-1001".into(),
         currency_code: "GBP".into(),
-        rows: vec![NewOrderRow { product_id: product, quantity: 2, net: 20.0, tax: 4.0, ..Default::default() }],
+        rows: vec![NewOrderRow {
+            product_id: product,
+            quantity: 2,
+            net: 20.0,
+            tax: 4.0,
+            ..Default::default()
+        }],
         ..Default::default()
     };
     // The first answer is lost after the order was made; the client's retry must not duplicate it.
@@ -193,7 +216,10 @@ async fn a_repeated_sales_order_post_leaves_one_order() {
     assert_eq!(found.iter().map(|o| o.sales_order_id).collect::<Vec<_>>(), vec![first]);
     assert_eq!(found[0].installed_integration_instance_id, Some(42));
     let state = sb.brightpearl.state();
-    assert_eq!(state.orders.values().filter(|o| o.external_ref.as_deref() == Some("shopify-1001")).count(), 1);
+    assert_eq!(
+        state.orders.values().filter(|o| o.external_ref.as_deref() == Some("shopify-1001")).count(),
+        1
+    );
     assert_eq!(sb.brightpearl.counters().endpoint("POST /order-service/sales-order"), 3);
 }
 
@@ -211,14 +237,20 @@ async fn bad_credentials_get_a_typed_401_and_no_retry_loop() {
     assert_eq!(bp.stats().requests, 1);
 
     // No auth headers at all: the same typed error.
-    let raw = reqwest::get(format!("{}/public-api/sandbox/warehouse-service/warehouse", sb.base_url)).await.expect("http");
+    let raw = reqwest::get(format!("{}/public-api/sandbox/warehouse-service/warehouse", sb.base_url))
+        .await
+        .expect("http");
     assert_eq!(raw.status().as_u16(), 401);
     assert!(raw.headers().contains_key("brightpearl-requests-remaining"));
 }
 
 #[tokio::test]
 async fn an_oauth_client_refreshes_once_on_a_401() {
-    let sb = sandbox(BrightpearlSandboxConfig { oauth_refresh_token: Some("refresh-1".into()), ..seeded(3, FAST) }).await;
+    let sb = sandbox(BrightpearlSandboxConfig {
+        oauth_refresh_token: Some("refresh-1".into()),
+        ..seeded(3, FAST)
+    })
+    .await;
     let d = BrightpearlSandboxConfig::default();
     let oauth = |refresh: &str| BrightpearlConfig {
         auth: AuthConfig {
@@ -266,11 +298,19 @@ async fn webhook_listener() -> (String, tokio::sync::mpsc::UnboundedReceiver<Str
                     if let Some((head, body)) = text.split_once("\r\n\r\n") {
                         let len = head
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
                             .unwrap_or(0);
                         if body.len() >= len {
                             let _ = tx.send(body.to_string());
-                            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                            let _ = sock
+                                .write_all(
+                                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                                )
+                                .await;
                             return;
                         }
                     }
@@ -282,7 +322,10 @@ async fn webhook_listener() -> (String, tokio::sync::mpsc::UnboundedReceiver<Str
 }
 
 async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> WebhookEvent {
-    let body = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a webhook in time").expect("open");
+    let body = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a webhook in time")
+        .expect("open");
     serde_json::from_str(&body).expect("the conventional body")
 }
 
@@ -304,16 +347,33 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
 
     // Contacts: the email search is fuzzy; only the exact match counts.
     let address = bp
-        .create_postal_address(&PostalAddress { address_line1: "1 High St".into(), postal_code: "AB1 2CD".into(), country_iso_code: Some("GBR".into()), ..Default::default() })
+        .create_postal_address(&PostalAddress {
+            address_line1: "1 High St".into(),
+            postal_code: "AB1 2CD".into(),
+            country_iso_code: Some("GBR".into()),
+            ..Default::default()
+        })
         .await
         .expect("address");
     let jo = bp
-        .create_contact(&NewContact { first_name: "Jo".into(), last_name: "Ann".into(), email: Some("joann@example.test".into()), postal_address_id: Some(address), ..Default::default() })
+        .create_contact(&NewContact {
+            first_name: "Jo".into(),
+            last_name: "Ann".into(),
+            email: Some("joann@example.test".into()),
+            postal_address_id: Some(address),
+            ..Default::default()
+        })
         .await
         .expect("contact");
     assert_eq!(bp.find_contact_by_email("ann@example.test").await.expect("search"), None);
     let ann = bp
-        .create_contact(&NewContact { first_name: "Ann".into(), last_name: "Lee".into(), email: Some("ann@example.test".into()), postal_address_id: Some(address), ..Default::default() })
+        .create_contact(&NewContact {
+            first_name: "Ann".into(),
+            last_name: "Lee".into(),
+            email: Some("ann@example.test".into()),
+            postal_address_id: Some(address),
+            ..Default::default()
+        })
         .await
         .expect("contact");
     assert_ne!(ann, jo);
@@ -335,10 +395,28 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
             currency_code: "GBP".into(),
             price_list_id: Some(1),
             warehouse_id: Some(1),
-            delivery_address: Some(OrderAddress { address_line1: "1 High St".into(), postal_code: "AB1 2CD".into(), ..Default::default() }),
+            delivery_address: Some(OrderAddress {
+                address_line1: "1 High St".into(),
+                postal_code: "AB1 2CD".into(),
+                ..Default::default()
+            }),
             rows: vec![
-                NewOrderRow { product_id: p1, quantity: 3, net: 30.0, tax: 6.0, external_ref: Some("li-1".into()), ..Default::default() },
-                NewOrderRow { product_id: p2, quantity: 1, net: 10.0, tax: 2.0, external_ref: Some("li-2".into()), ..Default::default() },
+                NewOrderRow {
+                    product_id: p1,
+                    quantity: 3,
+                    net: 30.0,
+                    tax: 6.0,
+                    external_ref: Some("li-1".into()),
+                    ..Default::default()
+                },
+                NewOrderRow {
+                    product_id: p2,
+                    quantity: 1,
+                    net: 10.0,
+                    tax: 2.0,
+                    external_ref: Some("li-2".into()),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         })
@@ -349,7 +427,11 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
     let rows: Vec<ReservationRow> = order
         .rows
         .iter()
-        .map(|r| ReservationRow { row_id: r.id, product_id: r.product_id.expect("product"), quantity: r.quantity })
+        .map(|r| ReservationRow {
+            row_id: r.id,
+            product_id: r.product_id.expect("product"),
+            quantity: r.quantity,
+        })
         .collect();
     assert_eq!(rows.len(), 2);
 
@@ -386,12 +468,18 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
     assert_eq!(event.ids().expect("id set"), vec![note_id]);
     let note = bp.goods_out_notes(&[note_id]).await.expect("GON").remove(0);
     assert!(note.shipped);
-    assert_eq!((note.order_id, note.tracking_reference.as_deref(), note.carrier.as_deref()), (order_id, Some("TRACK123"), Some("DHL")));
+    assert_eq!(
+        (note.order_id, note.tracking_reference.as_deref(), note.carrier.as_deref()),
+        (order_id, Some("TRACK123"), Some("DHL"))
+    );
     assert_eq!(note.rows.len(), 2);
 
     // Cancelling a shipped order is refused with Brightpearl's code kept.
     let statuses = bp.order_statuses().await.expect("statuses");
-    let cancelled = statuses.iter().find(|s| s.order_type_code == "SO" && s.name.starts_with("Cancel")).expect("a cancelled status");
+    let cancelled = statuses
+        .iter()
+        .find(|s| s.order_type_code == "SO" && s.name.starts_with("Cancel"))
+        .expect("a cancelled status");
     match bp.update_order_status(order_id, cancelled.id, Some("customer cancelled")).await {
         Err(Error::Rejected { code, .. }) => assert!(code.starts_with("ORDC-")),
         other => panic!("expected a rejection, got {other:?}"),
@@ -406,8 +494,13 @@ async fn purchase_orders_are_batched_received_and_no_longer_open() {
     let sb = sandbox(seeded(30, FAST)).await;
     let bp = client(&sb, FAST);
     let (hook_url, mut hooks) = webhook_listener().await;
-    bp.subscribe_webhook(&WebhookSubscription::json_post("goods-in-note", &hook_url)).await.expect("subscribe");
-    let supplier = sb.brightpearl.with_state(|s| s.contacts.values().find(|c| c.is_supplier).map(|c| c.id)).expect("a supplier");
+    bp.subscribe_webhook(&WebhookSubscription::json_post("goods-in-note", &hook_url))
+        .await
+        .expect("subscribe");
+    let supplier = sb
+        .brightpearl
+        .with_state(|s| s.contacts.values().find(|c| c.is_supplier).map(|c| c.id))
+        .expect("a supplier");
     assert!(bp.open_purchase_orders(supplier).await.expect("search").is_empty());
 
     let ids = product_ids(&sb);
@@ -418,7 +511,13 @@ async fn purchase_orders_are_batched_received_and_no_longer_open() {
         reference: Some("reorder-1".into()),
         rows: ids[..23]
             .iter()
-            .map(|p| NewPurchaseOrderRow { product_id: *p, quantity: 5, net: 10.0, tax: 2.0, tax_code: "T20".into() })
+            .map(|p| NewPurchaseOrderRow {
+                product_id: *p,
+                quantity: 5,
+                net: 10.0,
+                tax: 2.0,
+                tax_code: "T20".into(),
+            })
             .collect(),
         ..Default::default()
     };
@@ -429,7 +528,16 @@ async fn purchase_orders_are_batched_received_and_no_longer_open() {
 
     // Resume: add one more row to the same PO without repeating the others.
     let more = bp
-        .add_purchase_order_rows(created.order_id, &[NewPurchaseOrderRow { product_id: ids[23], quantity: 1, net: 1.0, tax: 0.2, tax_code: "T20".into() }])
+        .add_purchase_order_rows(
+            created.order_id,
+            &[NewPurchaseOrderRow {
+                product_id: ids[23],
+                quantity: 1,
+                net: 1.0,
+                tax: 0.2,
+                tax_code: "T20".into(),
+            }],
+        )
         .await
         .expect("resume");
     assert_eq!(more.len(), 1);
@@ -439,7 +547,10 @@ async fn purchase_orders_are_batched_received_and_no_longer_open() {
     let open = bp.open_purchase_orders(supplier).await.expect("search");
     assert_eq!(open.iter().map(|o| o.order_id).collect::<Vec<_>>(), vec![created.order_id]);
 
-    let before = bp.availability(&[ids[0]]).await.expect("availability")[&ids[0]].warehouses.get(&2).map_or(0, |w| w.on_hand);
+    let before = bp.availability(&[ids[0]]).await.expect("availability")[&ids[0]]
+        .warehouses
+        .get(&2)
+        .map_or(0, |w| w.on_hand);
     let note_id = sb.brightpearl.receive_purchase_order(created.order_id, None).expect("receive");
     let event = next_event(&mut hooks).await;
     assert_eq!(event.full_event, "goods-in-note.created");
@@ -457,16 +568,32 @@ async fn multi_message_reports_each_message() {
     let bp = client(&sb, FAST);
     let customer = sb.brightpearl.with_state(|s| *s.contacts.keys().next().expect("contact"));
     let order_id = bp
-        .create_sales_order(&NewSalesOrder { customer_id: customer, external_ref: "x-1".into(), currency_code: "GBP".into(), ..Default::default() })
+        .create_sales_order(&NewSalesOrder {
+            customer_id: customer,
+            external_ref: "x-1".into(),
+            currency_code: "GBP".into(),
+            ..Default::default()
+        })
         .await
         .expect("order");
     let messages = vec![
-        Message::post("note", format!("/order-service/order/{order_id}/note"), serde_json::json!({"text": "hi"})),
+        Message::post(
+            "note",
+            format!("/order-service/order/{order_id}/note"),
+            serde_json::json!({"text": "hi"}),
+        ),
         Message::post("bad", "/order-service/order/999999/note", serde_json::json!({"text": "x"})),
-        Message::put("status", format!("/order-service/order/{order_id}/status"), serde_json::json!({"orderStatusId": 4})),
+        Message::put(
+            "status",
+            format!("/order-service/order/{order_id}/status"),
+            serde_json::json!({"orderStatusId": 4}),
+        ),
     ];
     let results = bp.multi_message(messages).await.expect("multi-message");
-    assert_eq!(results.iter().map(|r| (r.label.as_str(), r.is_success())).collect::<Vec<_>>(), vec![("note", true), ("bad", false), ("status", true)]);
+    assert_eq!(
+        results.iter().map(|r| (r.label.as_str(), r.is_success())).collect::<Vec<_>>(),
+        vec![("note", true), ("bad", false), ("status", true)]
+    );
     assert_eq!(results[1].errors[0].0, "CMNC-404");
     assert_eq!(sb.brightpearl.counters().endpoint("POST /multi-message"), 1);
 }

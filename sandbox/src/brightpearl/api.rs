@@ -111,7 +111,9 @@ fn search(columns: &[(&str, &str)], rows: Vec<Vec<Value>>, q: &HashMap<String, S
     let page_size = q.get("pageSize").and_then(|s| s.parse::<usize>().ok()).unwrap_or(500).clamp(1, 500);
     let first = q.get("firstResult").and_then(|s| s.parse::<usize>().ok()).unwrap_or(1).max(1);
     let selected: Vec<usize> = match q.get("columns") {
-        Some(list) => list.split(',').filter_map(|c| columns.iter().position(|(n, _)| *n == c.trim())).collect(),
+        Some(list) => {
+            list.split(',').filter_map(|c| columns.iter().position(|(n, _)| *n == c.trim())).collect()
+        }
         None => (0..columns.len()).collect(),
     };
     let available = rows.len();
@@ -168,13 +170,21 @@ fn str_of(v: Option<&Value>) -> Option<String> {
 
 impl State {
     /// Routes one request. `segments` are the path after `/public-api/{account}/`.
-    pub fn dispatch(&mut self, method: &str, segments: &[&str], q: &HashMap<String, String>, body: &Value, max_ids: usize) -> Answer {
+    pub fn dispatch(
+        &mut self,
+        method: &str,
+        segments: &[&str],
+        q: &HashMap<String, String>,
+        body: &Value,
+        max_ids: usize,
+    ) -> Answer {
         let now = Utc::now();
         match (method, segments) {
             ("GET", ["product-service", "product-search"]) => self.product_search(q),
             ("GET", ["product-service", "product", set]) => match ids(set, max_ids) {
                 Ok(Some(list)) => {
-                    let items = list.iter().filter_map(|id| self.products.get(id)).map(product_json).collect();
+                    let items =
+                        list.iter().filter_map(|id| self.products.get(id)).map(product_json).collect();
                     list_or_404(items, "products")
                 }
                 Ok(None) => error(400, "CMNC-400", "an ID set is required"),
@@ -225,7 +235,8 @@ impl State {
             ("GET", ["contact-service", "contact-search"]) => self.contact_search(q),
             ("GET", ["contact-service", "contact", set]) => match ids(set, max_ids) {
                 Ok(Some(list)) => {
-                    let items = list.iter().filter_map(|id| self.contacts.get(id)).map(contact_json).collect();
+                    let items =
+                        list.iter().filter_map(|id| self.contacts.get(id)).map(contact_json).collect();
                     list_or_404(items, "contacts")
                 }
                 Ok(None) => error(400, "CMNC-400", "an ID set is required"),
@@ -275,13 +286,17 @@ impl State {
                 let n = self.next("note");
                 ok(json!(n))
             }
-            ("GET", ["order-service", "order-status"]) | ("GET", ["order-service", "order-status", _]) => ok(Value::Array(
-                ORDER_STATUSES
-                    .iter()
-                    .map(|(id, name, t)| json!({"statusId": id, "name": name, "orderTypeCode": t}))
-                    .collect(),
-            )),
-            ("POST", ["warehouse-service", "order", id, "reservation", "warehouse", wid]) => self.reserve(id, wid, body),
+            ("GET", ["order-service", "order-status"]) | ("GET", ["order-service", "order-status", _]) => {
+                ok(Value::Array(
+                    ORDER_STATUSES
+                        .iter()
+                        .map(|(id, name, t)| json!({"statusId": id, "name": name, "orderTypeCode": t}))
+                        .collect(),
+                ))
+            }
+            ("POST", ["warehouse-service", "order", id, "reservation", "warehouse", wid]) => {
+                self.reserve(id, wid, body)
+            }
             ("GET", ["warehouse-service", "order", id, "reservation"]) => {
                 match id.parse::<u64>().ok().and_then(|id| self.reservations.get(&id)) {
                     Some(r) => ok(json!([reservation_json(r)])),
@@ -295,7 +310,9 @@ impl State {
                 self.goods_in_get(orders, rest.first().copied(), max_ids)
             }
             ("POST", ["accounting-service", "customer-payment"]) => {
-                let Some(order_id) = body.get("orderId").and_then(u64_of).filter(|id| self.orders.contains_key(id)) else {
+                let Some(order_id) =
+                    body.get("orderId").and_then(u64_of).filter(|id| self.orders.contains_key(id))
+                else {
                     return error(400, "ACCC-100", "orderId must name an existing order");
                 };
                 let id = self.next("payment");
@@ -342,11 +359,25 @@ impl State {
             .filter(|p| q.get("updatedOn").is_none_or(|f| period_contains(f, p.updated_on)))
             .filter(|p| q.get("createdOn").is_none_or(|f| period_contains(f, p.created_on)))
             .map(|p| {
-                vec![json!(p.id), json!(p.name), json!(p.sku), json!(p.stock_tracked), json!(p.created_on), json!(p.updated_on)]
+                vec![
+                    json!(p.id),
+                    json!(p.name),
+                    json!(p.sku),
+                    json!(p.stock_tracked),
+                    json!(p.created_on),
+                    json!(p.updated_on),
+                ]
             })
             .collect();
         search(
-            &[("productId", "IDSET"), ("productName", "SEARCH_STRING"), ("SKU", "STRING"), ("stockTracked", "BOOLEAN"), ("createdOn", "PERIOD"), ("updatedOn", "PERIOD")],
+            &[
+                ("productId", "IDSET"),
+                ("productName", "SEARCH_STRING"),
+                ("SKU", "STRING"),
+                ("stockTracked", "BOOLEAN"),
+                ("createdOn", "PERIOD"),
+                ("updatedOn", "PERIOD"),
+            ],
             rows,
             q,
         )
@@ -358,15 +389,37 @@ impl State {
         let rows = self
             .contacts
             .values()
-            .filter(|c| email.as_ref().is_none_or(|e| c.email.as_ref().is_some_and(|ce| ce.to_ascii_lowercase().contains(e.as_str()))))
+            .filter(|c| {
+                email.as_ref().is_none_or(|e| {
+                    c.email.as_ref().is_some_and(|ce| ce.to_ascii_lowercase().contains(e.as_str()))
+                })
+            })
             .filter(|c| q.get("isSupplier").is_none_or(|s| (s == "true") == c.is_supplier))
             .filter(|c| q.get("updatedOn").is_none_or(|f| period_contains(f, c.updated_on)))
             .map(|c| {
-                vec![json!(c.id), json!(c.email), json!(c.first_name), json!(c.last_name), json!(c.is_supplier), json!(!c.is_supplier), json!(c.created_on), json!(c.updated_on)]
+                vec![
+                    json!(c.id),
+                    json!(c.email),
+                    json!(c.first_name),
+                    json!(c.last_name),
+                    json!(c.is_supplier),
+                    json!(!c.is_supplier),
+                    json!(c.created_on),
+                    json!(c.updated_on),
+                ]
             })
             .collect();
         search(
-            &[("contactId", "IDSET"), ("primaryEmail", "SEARCH_STRING"), ("firstName", "SEARCH_STRING"), ("lastName", "SEARCH_STRING"), ("isSupplier", "BOOLEAN"), ("isCustomer", "BOOLEAN"), ("createdOn", "PERIOD"), ("updatedOn", "PERIOD")],
+            &[
+                ("contactId", "IDSET"),
+                ("primaryEmail", "SEARCH_STRING"),
+                ("firstName", "SEARCH_STRING"),
+                ("lastName", "SEARCH_STRING"),
+                ("isSupplier", "BOOLEAN"),
+                ("isCustomer", "BOOLEAN"),
+                ("createdOn", "PERIOD"),
+                ("updatedOn", "PERIOD"),
+            ],
             rows,
             q,
         )
@@ -382,32 +435,74 @@ impl State {
             .filter(|o| q.get("channelId").is_none_or(|c| c.parse().ok() == o.channel_id))
             .filter(|o| q.get("updatedOn").is_none_or(|f| period_contains(f, o.updated_on)))
             .map(|o| {
-                vec![json!(o.id), json!(o.contact_id), json!(o.status_id), json!(o.created_on), json!(o.updated_on), json!(o.external_ref), json!(o.installed_integration_instance_id), json!(o.warehouse_id), json!(o.channel_id)]
+                vec![
+                    json!(o.id),
+                    json!(o.contact_id),
+                    json!(o.status_id),
+                    json!(o.created_on),
+                    json!(o.updated_on),
+                    json!(o.external_ref),
+                    json!(o.installed_integration_instance_id),
+                    json!(o.warehouse_id),
+                    json!(o.channel_id),
+                ]
             })
             .collect();
         search(
-            &[("salesOrderId", "IDSET"), ("customerId", "IDSET"), ("orderStatusId", "IDSET"), ("createdOn", "PERIOD"), ("updatedOn", "PERIOD"), ("externalRef", "STRING"), ("installedIntegrationInstanceId", "INTEGER"), ("warehouseId", "IDSET"), ("channelId", "IDSET")],
+            &[
+                ("salesOrderId", "IDSET"),
+                ("customerId", "IDSET"),
+                ("orderStatusId", "IDSET"),
+                ("createdOn", "PERIOD"),
+                ("updatedOn", "PERIOD"),
+                ("externalRef", "STRING"),
+                ("installedIntegrationInstanceId", "INTEGER"),
+                ("warehouseId", "IDSET"),
+                ("channelId", "IDSET"),
+            ],
             rows,
             q,
         )
     }
 
     fn order_search(&self, q: &HashMap<String, String>) -> Answer {
-        let type_id = |o: &OrderRec| if o.order_type == "PO" { ORDER_TYPE_PURCHASE } else { ORDER_TYPE_SALES };
+        let type_id =
+            |o: &OrderRec| if o.order_type == "PO" { ORDER_TYPE_PURCHASE } else { ORDER_TYPE_SALES };
         let rows = self
             .orders
             .values()
             .filter(|o| q.get("orderTypeId").is_none_or(|t| t.parse() == Ok(type_id(o))))
             .filter(|o| q.get("contactId").is_none_or(|c| c.parse() == Ok(o.contact_id)))
-            .filter(|o| q.get("orderStatusId").is_none_or(|s| pearl_idset(s).is_some_and(|l| l.contains(&o.status_id))))
+            .filter(|o| {
+                q.get("orderStatusId")
+                    .is_none_or(|s| pearl_idset(s).is_some_and(|l| l.contains(&o.status_id)))
+            })
             .filter(|o| q.get("externalRef").is_none_or(|r| o.external_ref.as_ref() == Some(r)))
             .filter(|o| q.get("updatedOn").is_none_or(|f| period_contains(f, o.updated_on)))
             .map(|o| {
-                vec![json!(o.id), json!(type_id(o)), json!(o.contact_id), json!(o.status_id), json!(o.created_on), json!(o.updated_on), json!(o.external_ref), json!(o.warehouse_id)]
+                vec![
+                    json!(o.id),
+                    json!(type_id(o)),
+                    json!(o.contact_id),
+                    json!(o.status_id),
+                    json!(o.created_on),
+                    json!(o.updated_on),
+                    json!(o.external_ref),
+                    json!(o.warehouse_id),
+                ]
             })
             .collect();
         search(
-            &[("orderId", "IDSET"), ("orderTypeId", "IDSET"), ("contactId", "IDSET"), ("orderStatusId", "IDSET"), ("createdOn", "PERIOD"), ("updatedOn", "PERIOD"), ("externalRef", "STRING"), ("warehouseId", "IDSET")],
+            &[
+                ("orderId", "IDSET"),
+                ("orderTypeId", "IDSET"),
+                ("contactId", "IDSET"),
+                ("orderStatusId", "IDSET"),
+                ("createdOn", "PERIOD"),
+                ("updatedOn", "PERIOD"),
+                ("externalRef", "STRING"),
+                ("warehouseId", "IDSET"),
+            ],
             rows,
             q,
         )
@@ -451,7 +546,10 @@ impl State {
                 first_name: first,
                 last_name: last,
                 email: str_of(body.pointer("/communication/emails/PRI/email")),
-                is_supplier: body.pointer("/relationshipToAccount/isSupplier").and_then(Value::as_bool).unwrap_or(false),
+                is_supplier: body
+                    .pointer("/relationshipToAccount/isSupplier")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
                 postal_address_id: body.pointer("/postAddressIds/DEF").and_then(u64_of),
                 created_on: now,
                 updated_on: now,
@@ -492,7 +590,8 @@ impl State {
     }
 
     fn create_sales_order(&mut self, body: &Value, now: DateTime<Utc>) -> Answer {
-        let Some(customer) = body.pointer("/customer/id").or_else(|| body.get("customerId")).and_then(u64_of) else {
+        let Some(customer) = body.pointer("/customer/id").or_else(|| body.get("customerId")).and_then(u64_of)
+        else {
             return error(400, "ORDC-010", "customer.id is required");
         };
         if !self.contacts.contains_key(&customer) {
@@ -505,12 +604,16 @@ impl State {
         // changes nothing.
         if let Some(r) = &external_ref
             && let Some(existing) = self.orders.values().find(|o| {
-                o.order_type == "SO" && o.external_ref.as_ref() == Some(r) && o.installed_integration_instance_id == instance
+                o.order_type == "SO"
+                    && o.external_ref.as_ref() == Some(r)
+                    && o.installed_integration_instance_id == instance
             })
         {
             return ok(json!(existing.id));
         }
-        let rows = match self.parse_rows(body.get("rows").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])) {
+        let rows = match self
+            .parse_rows(body.get("rows").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]))
+        {
             Ok(r) => r,
             Err(e) => return e,
         };
@@ -545,7 +648,8 @@ impl State {
             return error(400, "ORDC-001", "orderTypeCode must be SO or PO in the sandbox");
         }
         let party = if kind == "PO" { "/parties/supplier/contactId" } else { "/parties/customer/contactId" };
-        let Some(contact) = body.pointer(party).and_then(u64_of).filter(|c| self.contacts.contains_key(c)) else {
+        let Some(contact) = body.pointer(party).and_then(u64_of).filter(|c| self.contacts.contains_key(c))
+        else {
             return error(400, "ORDC-011", format!("{party} must name an existing contact"));
         };
         let id = self.next("order");
@@ -636,7 +740,9 @@ impl State {
     }
 
     fn reserve(&mut self, id: &str, wid: &str, body: &Value) -> Answer {
-        let Some(order) = id.parse::<u64>().ok().and_then(|id| self.orders.get(&id)).filter(|o| o.order_type == "SO") else {
+        let Some(order) =
+            id.parse::<u64>().ok().and_then(|id| self.orders.get(&id)).filter(|o| o.order_type == "SO")
+        else {
             return not_found("sales order");
         };
         let order_id = order.id;
@@ -646,12 +752,15 @@ impl State {
         if self.reservations.contains_key(&order_id) {
             return error(400, "WHSC-102", format!("order {order_id} already has a reservation"));
         }
-        let rows_of_order: BTreeMap<u64, (Option<u64>, i64)> = order.rows.iter().map(|r| (r.id, (r.product_id, r.quantity))).collect();
+        let rows_of_order: BTreeMap<u64, (Option<u64>, i64)> =
+            order.rows.iter().map(|r| (r.id, (r.product_id, r.quantity))).collect();
         let mut wanted: BTreeMap<u64, (u64, i64)> = BTreeMap::new();
         for p in body.get("products").and_then(Value::as_array).into_iter().flatten() {
-            let (Some(row), Some(product), Some(qty)) =
-                (p.get("salesOrderRowId").and_then(u64_of), p.get("productId").and_then(u64_of), p.get("quantity").and_then(i64_of))
-            else {
+            let (Some(row), Some(product), Some(qty)) = (
+                p.get("salesOrderRowId").and_then(u64_of),
+                p.get("productId").and_then(u64_of),
+                p.get("quantity").and_then(i64_of),
+            ) else {
                 return error(400, "WHSC-100", "each product needs productId, salesOrderRowId and quantity");
             };
             match rows_of_order.get(&row) {
@@ -660,7 +769,13 @@ impl State {
                     let e = wanted.entry(row).or_insert((product, 0));
                     e.1 = (e.1 + qty).min(*rq);
                 }
-                _ => return error(400, "WHSC-101", format!("row {row} of order {order_id} is not product {product}")),
+                _ => {
+                    return error(
+                        400,
+                        "WHSC-101",
+                        format!("row {row} of order {order_id} is not product {product}"),
+                    );
+                }
             }
         }
         let mut reserved = BTreeMap::new();
@@ -677,7 +792,10 @@ impl State {
             return error(400, "WHSC-103", "nothing could be reserved: no stock on hand");
         }
         let event = Event::on_hand(reserved.values().map(|(p, _)| *p));
-        self.reservations.insert(order_id, ReservationRec { order_id, warehouse_id: wid, rows: reserved, fulfilled: false });
+        self.reservations.insert(
+            order_id,
+            ReservationRec { order_id, warehouse_id: wid, rows: reserved, fulfilled: false },
+        );
         Answer { status: 200, body: json!({"response": {}}), events: vec![event] }
     }
 
@@ -693,7 +811,9 @@ impl State {
         };
         let mut out = Map::new();
         for n in self.goods_out.values() {
-            if order_ids.as_ref().is_none_or(|l| l.contains(&n.order_id)) && note_ids.as_ref().is_none_or(|l| l.contains(&n.id)) {
+            if order_ids.as_ref().is_none_or(|l| l.contains(&n.order_id))
+                && note_ids.as_ref().is_none_or(|l| l.contains(&n.id))
+            {
                 out.insert(n.id.to_string(), goods_out_json(n));
             }
         }
@@ -715,7 +835,9 @@ impl State {
         };
         let mut out = Map::new();
         for n in self.goods_in.values() {
-            if order_ids.as_ref().is_none_or(|l| l.contains(&n.order_id)) && note_ids.as_ref().is_none_or(|l| l.contains(&n.id)) {
+            if order_ids.as_ref().is_none_or(|l| l.contains(&n.order_id))
+                && note_ids.as_ref().is_none_or(|l| l.contains(&n.id))
+            {
                 out.insert(n.id.to_string(), goods_in_json(n));
             }
         }
@@ -797,8 +919,11 @@ fn order_json(o: &OrderRec) -> Value {
 }
 
 fn reservation_json(r: &ReservationRec) -> Value {
-    let rows: Map<String, Value> =
-        r.rows.iter().map(|(row, (p, q))| (row.to_string(), json!({"productId": p, "quantity": q}))).collect();
+    let rows: Map<String, Value> = r
+        .rows
+        .iter()
+        .map(|(row, (p, q))| (row.to_string(), json!({"productId": p, "quantity": q})))
+        .collect();
     json!({"orderId": r.order_id, "warehouseId": r.warehouse_id, "orderRows": rows})
 }
 

@@ -160,7 +160,13 @@ pub fn endpoint_key(method: &str, path: &str) -> String {
         .trim_matches('/')
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| if s.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '-' || c == '*') { "{ids}" } else { s })
+        .map(|s| {
+            if s.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '-' || c == '*') {
+                "{ids}"
+            } else {
+                s
+            }
+        })
         .collect();
     format!("{method} /{}", segs.join("/"))
 }
@@ -240,12 +246,23 @@ impl BrightpearlSandbox {
             let (warehouse, rows) = match state.reservations.get_mut(&order_id) {
                 Some(r) if !r.fulfilled => {
                     r.fulfilled = true;
-                    (r.warehouse_id, r.rows.iter().map(|(row, (p, q))| (*row, *p, *q, true)).collect::<Vec<_>>())
+                    (
+                        r.warehouse_id,
+                        r.rows.iter().map(|(row, (p, q))| (*row, *p, *q, true)).collect::<Vec<_>>(),
+                    )
                 }
                 Some(_) => return Err(format!("order {order_id} is already shipped")),
                 None => {
-                    let w = order.warehouse_id.or_else(|| state.warehouses.keys().next().copied()).unwrap_or(1);
-                    (w, order.rows.iter().filter_map(|r| Some((r.id, r.product_id?, r.quantity, false))).collect())
+                    let w =
+                        order.warehouse_id.or_else(|| state.warehouses.keys().next().copied()).unwrap_or(1);
+                    (
+                        w,
+                        order
+                            .rows
+                            .iter()
+                            .filter_map(|r| Some((r.id, r.product_id?, r.quantity, false)))
+                            .collect(),
+                    )
                 }
             };
             for (_, product, qty, allocated) in &rows {
@@ -263,7 +280,14 @@ impl BrightpearlSandbox {
                     tracking: Some(tracking.to_string()),
                     carrier: Some(carrier.to_string()),
                     shipping_method_id: Some(method),
-                    rows: rows.iter().map(|(row, p, q, _)| state::NoteRowRec { row_id: *row, product_id: *p, quantity: *q }).collect(),
+                    rows: rows
+                        .iter()
+                        .map(|(row, p, q, _)| state::NoteRowRec {
+                            row_id: *row,
+                            product_id: *p,
+                            quantity: *q,
+                        })
+                        .collect(),
                 },
             );
             let mut events = vec![Event { full_event: "goods-out-note.modified.shipped", ids: vec![id] }];
@@ -282,7 +306,12 @@ impl BrightpearlSandbox {
     pub fn receive_purchase_order(&self, po_id: u64, rows: Option<Vec<(u64, i64)>>) -> Result<u64, String> {
         let (id, events) = {
             let mut state = lock(&self.state);
-            let po = state.orders.get(&po_id).filter(|o| o.order_type == "PO").cloned().ok_or(format!("no PO {po_id}"))?;
+            let po = state
+                .orders
+                .get(&po_id)
+                .filter(|o| o.order_type == "PO")
+                .cloned()
+                .ok_or(format!("no PO {po_id}"))?;
             let warehouse = po.warehouse_id.or_else(|| state.warehouses.keys().next().copied()).unwrap_or(1);
             let mut received: HashMap<u64, i64> = HashMap::new();
             for n in state.goods_in.values().filter(|n| n.order_id == po_id) {
@@ -291,7 +320,10 @@ impl BrightpearlSandbox {
                 }
             }
             let outstanding = |row_id: u64| {
-                po.rows.iter().find(|r| r.id == row_id).map(|r| r.quantity - received.get(&row_id).copied().unwrap_or(0))
+                po.rows
+                    .iter()
+                    .find(|r| r.id == row_id)
+                    .map(|r| r.quantity - received.get(&row_id).copied().unwrap_or(0))
             };
             let wanted: Vec<(u64, i64)> = match rows {
                 Some(list) => list,
@@ -310,7 +342,8 @@ impl BrightpearlSandbox {
                 return Err(format!("PO {po_id} has nothing left to receive"));
             }
             for r in &note_rows {
-                state.stock.entry(r.product_id).or_default().entry(warehouse).or_default().on_hand += r.quantity;
+                state.stock.entry(r.product_id).or_default().entry(warehouse).or_default().on_hand +=
+                    r.quantity;
                 *received.entry(r.row_id).or_default() += r.quantity;
             }
             let fully = po.rows.iter().all(|r| received.get(&r.id).copied().unwrap_or(0) >= r.quantity);
@@ -320,7 +353,16 @@ impl BrightpearlSandbox {
             }
             let id = state.next("goods-in");
             let products: Vec<u64> = note_rows.iter().map(|r| r.product_id).collect();
-            state.goods_in.insert(id, state::GoodsInRec { id, order_id: po_id, warehouse_id: warehouse, received_on: Utc::now(), rows: note_rows });
+            state.goods_in.insert(
+                id,
+                state::GoodsInRec {
+                    id,
+                    order_id: po_id,
+                    warehouse_id: warehouse,
+                    received_on: Utc::now(),
+                    rows: note_rows,
+                },
+            );
             (id, vec![Event { full_event: "goods-in-note.created", ids: vec![id] }, Event::on_hand(products)])
         };
         self.fire(events);
@@ -447,7 +489,9 @@ impl BrightpearlSandbox {
 
     fn respond(&self, status: u16, body: Value) -> Response {
         let (remaining, period) = self.throttle_headers();
-        let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body)).into_response();
+        let mut resp =
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body))
+                .into_response();
         let h = resp.headers_mut();
         h.insert("brightpearl-requests-remaining", HeaderValue::from(remaining));
         h.insert("brightpearl-next-throttle-period", HeaderValue::from(period));
@@ -462,7 +506,13 @@ impl BrightpearlSandbox {
         ef.scripts.get_mut(key).and_then(VecDeque::pop_front)
     }
 
-    fn execute(&self, method: &str, segments: &[&str], query: &HashMap<String, String>, body: &Value) -> Answer {
+    fn execute(
+        &self,
+        method: &str,
+        segments: &[&str],
+        query: &HashMap<String, String>,
+        body: &Value,
+    ) -> Answer {
         if let (true, ["multi-message"]) = (method == "POST", segments) {
             return self.multi_message(body);
         }
@@ -492,7 +542,8 @@ impl BrightpearlSandbox {
             let uri = m.get("uri").and_then(Value::as_str).unwrap_or_default();
             let (path, q) = uri.split_once('?').unwrap_or((uri, ""));
             let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
-            let answer = self.execute(&method, &segments, &parse_query(q), m.get("body").unwrap_or(&Value::Null));
+            let answer =
+                self.execute(&method, &segments, &parse_query(q), m.get("body").unwrap_or(&Value::Null));
             failed |= answer.status >= 300;
             processed.push(json!({"label": label, "statusCode": answer.status, "body": answer.body}));
         }
@@ -534,14 +585,19 @@ impl BrightpearlSandbox {
             }
         }
     }
-
 }
 
 fn subscribes(subscribe_to: &str, full_event: &str) -> bool {
-    full_event == subscribe_to || full_event.strip_prefix(subscribe_to).is_some_and(|rest| rest.starts_with('.'))
+    full_event == subscribe_to
+        || full_event.strip_prefix(subscribe_to).is_some_and(|rest| rest.starts_with('.'))
 }
 
-fn render(hook: &state::WebhookRec, account: &str, full_event: &str, id_set: &str) -> (String, Option<String>) {
+fn render(
+    hook: &state::WebhookRec,
+    account: &str,
+    full_event: &str,
+    id_set: &str,
+) -> (String, Option<String>) {
     let mut parts = full_event.splitn(3, '.');
     let resource_type = parts.next().unwrap_or_default();
     let lifecycle = parts.next().unwrap_or_default();
@@ -564,12 +620,15 @@ fn render(hook: &state::WebhookRec, account: &str, full_event: &str, id_set: &st
 
 /// QoS 0 retries only on 503; QoS 1 on every failure except 4xx. Three retries at most.
 async fn deliver(http: &reqwest::Client, hook: &state::WebhookRec, url: &str, body: Option<String>) -> u16 {
-    let method = reqwest::Method::from_bytes(hook.http_method.to_ascii_uppercase().as_bytes()).unwrap_or(reqwest::Method::POST);
+    let method = reqwest::Method::from_bytes(hook.http_method.to_ascii_uppercase().as_bytes())
+        .unwrap_or(reqwest::Method::POST);
     let mut status = 0;
     for attempt in 0..4u32 {
         let mut req = http.request(method.clone(), url);
         if let Some(b) = &body {
-            req = req.header("content-type", hook.content_type.as_deref().unwrap_or("application/json")).body(b.clone());
+            req = req
+                .header("content-type", hook.content_type.as_deref().unwrap_or("application/json"))
+                .body(b.clone());
         }
         status = match req.send().await {
             Ok(r) => r.status().as_u16(),
@@ -630,7 +689,10 @@ async fn handle_api(
     body: Bytes,
 ) -> Response {
     if account != sb.config.account {
-        return sb.respond(404, json!({"errors": [{"code": "CMNC-404", "message": format!("account {account} not found")}]}));
+        return sb.respond(
+            404,
+            json!({"errors": [{"code": "CMNC-404", "message": format!("account {account} not found")}]}),
+        );
     }
     if !sb.authorised(&headers) {
         lock(&sb.counters).unauthorized += 1;
@@ -659,7 +721,10 @@ async fn handle_api(
             return sb.respond(503, json!({"errors": [{"code": "CMNC-503", "message": "You have sent too many requests. Please wait before sending another request"}]}));
         }
         Some(Fault::ServerError) => {
-            return sb.respond(500, json!({"errors": [{"code": "CMNC-500", "message": "sandbox fault: internal error"}]}));
+            return sb.respond(
+                500,
+                json!({"errors": [{"code": "CMNC-500", "message": "sandbox fault: internal error"}]}),
+            );
         }
         Some(Fault::Slow { millis }) => crate::faults::slow(millis).await,
         Some(Fault::Drop) => return crate::faults::dropped_connection(),
@@ -671,7 +736,12 @@ async fn handle_api(
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,
-            Err(e) => return sb.respond(400, json!({"errors": [{"code": "CMNC-400", "message": format!("invalid JSON: {e}")}]})),
+            Err(e) => {
+                return sb.respond(
+                    400,
+                    json!({"errors": [{"code": "CMNC-400", "message": format!("invalid JSON: {e}")}]}),
+                );
+            }
         }
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
@@ -799,11 +869,12 @@ pub fn router(sandbox: Arc<BrightpearlSandbox>) -> Router {
         )
         .route(
             "/__sandbox/brightpearl/counters",
-            get(|AxState(sb): AxState<Arc<BrightpearlSandbox>>| async move { Json(sb.counters()) })
-                .delete(|AxState(sb): AxState<Arc<BrightpearlSandbox>>| async move {
+            get(|AxState(sb): AxState<Arc<BrightpearlSandbox>>| async move { Json(sb.counters()) }).delete(
+                |AxState(sb): AxState<Arc<BrightpearlSandbox>>| async move {
                     sb.reset_counters();
                     Json(json!({"ok": true}))
-                }),
+                },
+            ),
         )
         .route(
             "/__sandbox/brightpearl/state",
@@ -856,9 +927,15 @@ mod tests {
 
     #[test]
     fn endpoint_keys_hide_id_sets() {
-        assert_eq!(endpoint_key("GET", "warehouse-service/product-availability/1-200,305"), "GET /warehouse-service/product-availability/{ids}");
+        assert_eq!(
+            endpoint_key("GET", "warehouse-service/product-availability/1-200,305"),
+            "GET /warehouse-service/product-availability/{ids}"
+        );
         assert_eq!(endpoint_key("POST", "/order-service/sales-order/"), "POST /order-service/sales-order");
-        assert_eq!(endpoint_key("GET", "warehouse-service/order/*/goods-note/goods-out/7"), "GET /warehouse-service/order/{ids}/goods-note/goods-out/{ids}");
+        assert_eq!(
+            endpoint_key("GET", "warehouse-service/order/*/goods-note/goods-out/7"),
+            "GET /warehouse-service/order/{ids}/goods-note/goods-out/{ids}"
+        );
     }
 
     #[test]

@@ -252,7 +252,11 @@ impl State {
         let warehouses: Vec<u64> = s.warehouses.keys().copied().collect();
         for i in 1..=spec.products as u64 {
             let id = s.next("product");
-            let supplier_ids = if suppliers.is_empty() { vec![] } else { vec![suppliers[(i as usize - 1) % suppliers.len()]] };
+            let supplier_ids = if suppliers.is_empty() {
+                vec![]
+            } else {
+                vec![suppliers[(i as usize - 1) % suppliers.len()]]
+            };
             s.products.insert(
                 id,
                 ProductRec {
@@ -269,7 +273,10 @@ impl State {
                 s.stock.entry(id).or_default().insert(w, StockRec { on_hand: rng.i64(0..=40), allocated: 0 });
                 s.defaults.entry(w).or_default().insert(
                     id,
-                    DefaultsRec { reorder_level: rng.i64(0..=15), reorder_quantity: [5, 10, 20, 25, 50][rng.usize(0..5)] },
+                    DefaultsRec {
+                        reorder_level: rng.i64(0..=15),
+                        reorder_quantity: [5, 10, 20, 25, 50][rng.usize(0..5)],
+                    },
                 );
             }
         }

@@ -71,7 +71,13 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(settings: BudgetSettings) -> Self {
-        Budget { settings, sent: VecDeque::new(), server_remaining: None, server_reset_at: None, in_flight: 0 }
+        Budget {
+            settings,
+            sent: VecDeque::new(),
+            server_remaining: None,
+            server_reset_at: None,
+            in_flight: 0,
+        }
     }
 
     pub fn settings(&self) -> BudgetSettings {
@@ -100,13 +106,17 @@ impl Budget {
         let mut wait = Duration::ZERO;
         if local_left <= reserve {
             // Enough of our oldest sends must age out that more than `reserve` are left.
-            let must_expire = (self.sent.len() as u32 + reserve + 1).saturating_sub(self.settings.limit) as usize;
+            let must_expire =
+                (self.sent.len() as u32 + reserve + 1).saturating_sub(self.settings.limit) as usize;
             if let Some(t) = self.sent.get(must_expire.saturating_sub(1)) {
                 wait = wait.max((*t + log_window).saturating_duration_since(now));
             }
         }
         if server_left <= reserve {
-            let until = self.server_reset_at.map(|r| r.saturating_duration_since(now)).unwrap_or(self.settings.window);
+            let until = self
+                .server_reset_at
+                .map(|r| r.saturating_duration_since(now))
+                .unwrap_or(self.settings.window);
             wait = wait.max(until);
         }
         Decision::Wait(wait.max(Duration::from_millis(1)))
@@ -186,7 +196,9 @@ mod tests {
         assert_eq!(b.try_acquire(t0, Priority::Orders), Decision::Go);
         // Another app has used the pool: the server says 3 left, reset in 500 ms.
         b.on_response(t0, Some(3), Some(Duration::from_millis(500)));
-        assert!(matches!(b.try_acquire(t0, Priority::Background), Decision::Wait(w) if w == Duration::from_millis(500)));
+        assert!(
+            matches!(b.try_acquire(t0, Priority::Background), Decision::Wait(w) if w == Duration::from_millis(500))
+        );
         for _ in 0..3 {
             assert_eq!(b.try_acquire(t0, Priority::Orders), Decision::Go);
         }
@@ -199,7 +211,9 @@ mod tests {
         let mut b = budget(200);
         let t0 = Instant::now();
         b.on_throttled(t0, Duration::from_millis(300));
-        assert!(matches!(b.try_acquire(t0, Priority::Orders), Decision::Wait(w) if w == Duration::from_millis(300)));
+        assert!(
+            matches!(b.try_acquire(t0, Priority::Orders), Decision::Wait(w) if w == Duration::from_millis(300))
+        );
         assert_eq!(b.try_acquire(t0 + Duration::from_millis(300), Priority::Orders), Decision::Go);
     }
 

@@ -79,7 +79,10 @@ pub struct BrightpearlClient {
 
 impl std::fmt::Debug for BrightpearlClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrightpearlClient").field("prefix", &self.inner.prefix).field("priority", &self.priority).finish()
+        f.debug_struct("BrightpearlClient")
+            .field("prefix", &self.inner.prefix)
+            .field("priority", &self.priority)
+            .finish()
     }
 }
 
@@ -275,7 +278,10 @@ impl BrightpearlClient {
             .unwrap_or_else(|| format!("https://oauth.brightpearlapp.com/token/{}", c.account));
         let refresh = lock(&self.inner.tokens).refresh.clone();
         if refresh.is_empty() {
-            return Err(Error::Unauthorized { service: SERVICE, message: "access token refused and no refresh token".into() });
+            return Err(Error::Unauthorized {
+                service: SERVICE,
+                message: "access token refused and no refresh token".into(),
+            });
         }
         let mut form = vec![
             ("grant_type", "refresh_token".to_string()),
@@ -298,11 +304,17 @@ impl BrightpearlClient {
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if status != 200 {
-            return Err(Error::Unauthorized { service: SERVICE, message: format!("token refresh failed with HTTP {status}") });
+            return Err(Error::Unauthorized {
+                service: SERVICE,
+                message: format!("token refresh failed with HTTP {status}"),
+            });
         }
         let access = v.get("access_token").and_then(Value::as_str).unwrap_or_default().to_string();
         if access.is_empty() {
-            return Err(Error::Unauthorized { service: SERVICE, message: "token refresh returned no access_token".into() });
+            return Err(Error::Unauthorized {
+                service: SERVICE,
+                message: "token refresh returned no access_token".into(),
+            });
         }
         let mut tokens = lock(&self.inner.tokens);
         tokens.access = access;
@@ -351,7 +363,10 @@ impl BrightpearlClient {
                         tokio::time::sleep(self.backoff(attempt)).await;
                         continue;
                     }
-                    return Err(Error::Unavailable { service: SERVICE, detail: format!("{method} {path}: {e}") });
+                    return Err(Error::Unavailable {
+                        service: SERVICE,
+                        detail: format!("{method} {path}: {e}"),
+                    });
                 }
             };
             let status = resp.status().as_u16();
@@ -369,13 +384,17 @@ impl BrightpearlClient {
                         tokio::time::sleep(self.backoff(attempt)).await;
                         continue;
                     }
-                    return Err(Error::Unavailable { service: SERVICE, detail: format!("{method} {path}: answer lost: {e}") });
+                    return Err(Error::Unavailable {
+                        service: SERVICE,
+                        detail: format!("{method} {path}: answer lost: {e}"),
+                    });
                 }
             };
             let parsed: Value = if bytes.is_empty() {
                 Value::Null
             } else {
-                serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+                serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
             };
             let errors = parse_errors(&parsed);
             let first_error = || {
@@ -403,7 +422,8 @@ impl BrightpearlClient {
                 503 => {
                     self.inner.throttled.fetch_add(1, Ordering::Relaxed);
                     let cap = Duration::from_millis(self.inner.config.rate_limit_window_ms.max(1)) * 2;
-                    let wait = period.filter(|p| !p.is_zero()).unwrap_or_else(|| self.backoff(attempt)).min(cap);
+                    let wait =
+                        period.filter(|p| !p.is_zero()).unwrap_or_else(|| self.backoff(attempt)).min(cap);
                     if may_retry {
                         tracing::info!(%method, path, wait_ms = wait.as_millis() as u64, "brightpearl throttled (503), waiting out the period");
                         lock(&self.inner.budget).on_throttled(Instant::now(), wait);
@@ -420,7 +440,10 @@ impl BrightpearlClient {
                         continue;
                     }
                     let (code, message) = first_error();
-                    return Err(Error::Unavailable { service: SERVICE, detail: format!("HTTP {status} {code} {message}") });
+                    return Err(Error::Unavailable {
+                        service: SERVICE,
+                        detail: format!("HTTP {status} {code} {message}"),
+                    });
                 }
                 _ => {
                     let (code, message) = first_error();
@@ -444,7 +467,11 @@ impl BrightpearlClient {
     }
 
     /// Every page of a search, rows mapped onto `T`.
-    pub async fn search_all<T: DeserializeOwned>(&self, path: &str, filters: &[(&str, String)]) -> Result<Vec<T>> {
+    pub async fn search_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        filters: &[(&str, String)],
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
         let mut first = 1u64;
         loop {
@@ -463,7 +490,12 @@ impl BrightpearlClient {
     }
 
     /// Runs `per_set` for each ID-set chunk and concatenates the array answers.
-    async fn get_by_id_sets(&self, ids: &[u64], chunk: usize, path: impl Fn(&str) -> String) -> Result<Vec<Value>> {
+    async fn get_by_id_sets(
+        &self,
+        ids: &[u64],
+        chunk: usize,
+        path: impl Fn(&str) -> String,
+    ) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         for set in idset::chunks(ids, chunk) {
             match self.get_many(&path(&set), &[]).await? {
@@ -488,7 +520,8 @@ impl BrightpearlClient {
         if let Some(since) = since {
             filters.push(("updatedOn", Period::since(since).encode()));
         }
-        let rows: Vec<ProductSearchRow> = self.search_all("/product-service/product-search", &filters).await?;
+        let rows: Vec<ProductSearchRow> =
+            self.search_all("/product-service/product-search", &filters).await?;
         let mut cache = lock(&self.inner.cache);
         if since.is_none() {
             cache.sku_map.clear();
@@ -530,7 +563,8 @@ impl BrightpearlClient {
                     rows.push(OrderRow {
                         id,
                         product_id: loose_u64(r.get("productId")),
-                        quantity: loose_i64(r.get("quantity").map(|q| q.get("magnitude").unwrap_or(q))).unwrap_or(0),
+                        quantity: loose_i64(r.get("quantity").map(|q| q.get("magnitude").unwrap_or(q)))
+                            .unwrap_or(0),
                         external_ref: r.get("externalRef").and_then(Value::as_str).map(str::to_string),
                     });
                 }
@@ -541,7 +575,8 @@ impl BrightpearlClient {
                     rows.push(OrderRow {
                         id,
                         product_id: loose_u64(r.get("productId")),
-                        quantity: loose_i64(r.get("quantity").map(|q| q.get("magnitude").unwrap_or(q))).unwrap_or(0),
+                        quantity: loose_i64(r.get("quantity").map(|q| q.get("magnitude").unwrap_or(q)))
+                            .unwrap_or(0),
                         external_ref: r.get("externalRef").and_then(Value::as_str).map(str::to_string),
                     });
                 }
@@ -552,7 +587,8 @@ impl BrightpearlClient {
     }
 
     fn sales_order_body(&self, o: &NewSalesOrder) -> Value {
-        let instance = o.installed_integration_instance_id.or(self.inner.config.installed_integration_instance_id);
+        let instance =
+            o.installed_integration_instance_id.or(self.inner.config.installed_integration_instance_id);
         let rows: Vec<Value> = o
             .rows
             .iter()
@@ -618,10 +654,16 @@ impl BrightpearlClient {
     /// minimum is UNCONFIRMED, and a plain request costs the same).
     async fn multi_message_chunk(&self, chunk: Vec<Message>) -> Result<Vec<MessageResult>> {
         if let [only] = chunk.as_slice() {
-            let method = Method::from_bytes(only.http_method.as_bytes()).map_err(|e| Error::BadInput(e.to_string()))?;
+            let method = Method::from_bytes(only.http_method.as_bytes())
+                .map_err(|e| Error::BadInput(e.to_string()))?;
             let res = self.call(method, &only.uri, &[], Some(&only.body), Replay::Unsafe, false).await;
             return match res {
-                Ok(v) => Ok(vec![MessageResult { label: only.label.clone(), status: 200, response: v, errors: vec![] }]),
+                Ok(v) => Ok(vec![MessageResult {
+                    label: only.label.clone(),
+                    status: 200,
+                    response: v,
+                    errors: vec![],
+                }]),
                 Err(Error::Rejected { status, code, message, .. }) => Ok(vec![MessageResult {
                     label: only.label.clone(),
                     status,
@@ -661,7 +703,8 @@ impl BrightpearlApi for BrightpearlClient {
         let now = Instant::now();
         let (missing, rebuilt, swept) = {
             let cache = lock(&self.inner.cache);
-            let missing: Vec<String> = skus.iter().filter(|s| !cache.sku_map.contains_key(*s)).cloned().collect();
+            let missing: Vec<String> =
+                skus.iter().filter(|s| !cache.sku_map.contains_key(*s)).cloned().collect();
             (missing, cache.sku_map_rebuilt, cache.sku_map_swept_at)
         };
         let stale = swept.is_none_or(|(at, _)| now.duration_since(at) >= self.ttl());
@@ -695,14 +738,17 @@ impl BrightpearlApi for BrightpearlClient {
     }
 
     async fn products(&self, ids: &[u64]) -> Result<Vec<Product>> {
-        let items = self.get_by_id_sets(ids, self.chunk(), |set| format!("/product-service/product/{set}")).await?;
+        let items =
+            self.get_by_id_sets(ids, self.chunk(), |set| format!("/product-service/product/{set}")).await?;
         Ok(items.iter().filter_map(Product::from_wire).collect())
     }
 
     async fn availability(&self, ids: &[u64]) -> Result<HashMap<u64, Availability>> {
         let mut out = HashMap::new();
         for set in idset::chunks(ids, self.chunk()) {
-            if let Some(v) = self.get_many(&format!("/warehouse-service/product-availability/{set}"), &[]).await? {
+            if let Some(v) =
+                self.get_many(&format!("/warehouse-service/product-availability/{set}"), &[]).await?
+            {
                 let map: BTreeMap<String, Availability> = from_value("availability", v)?;
                 for (id, a) in map {
                     if let Ok(id) = id.parse() {
@@ -714,9 +760,15 @@ impl BrightpearlApi for BrightpearlClient {
         Ok(out)
     }
 
-    async fn warehouse_defaults(&self, warehouse_id: u64, product_ids: &[u64]) -> Result<Vec<WarehouseDefaults>> {
+    async fn warehouse_defaults(
+        &self,
+        warehouse_id: u64,
+        product_ids: &[u64],
+    ) -> Result<Vec<WarehouseDefaults>> {
         let items = self
-            .get_by_id_sets(product_ids, self.chunk(), |set| format!("/warehouse-service/warehouse/{warehouse_id}/product/{set}"))
+            .get_by_id_sets(product_ids, self.chunk(), |set| {
+                format!("/warehouse-service/warehouse/{warehouse_id}/product/{set}")
+            })
             .await?;
         items.into_iter().map(|v| from_value("warehouse defaults", v)).collect()
     }
@@ -750,8 +802,9 @@ impl BrightpearlApi for BrightpearlClient {
         if wanted.is_empty() {
             return Ok(None);
         }
-        let rows: Vec<ContactSearchRow> =
-            self.search_all("/contact-service/contact-search", &[("primaryEmail", wanted.to_string())]).await?;
+        let rows: Vec<ContactSearchRow> = self
+            .search_all("/contact-service/contact-search", &[("primaryEmail", wanted.to_string())])
+            .await?;
         // primaryEmail is a text-search column: keep only exact matches.
         Ok(rows
             .into_iter()
@@ -766,7 +819,9 @@ impl BrightpearlApi for BrightpearlClient {
     }
 
     async fn create_postal_address(&self, address: &PostalAddress) -> Result<u64> {
-        let v = self.write(Method::POST, "/contact-service/postal-address", &json!(address), Replay::Unsafe).await?;
+        let v = self
+            .write(Method::POST, "/contact-service/postal-address", &json!(address), Replay::Unsafe)
+            .await?;
         Self::created_id("postal address", &v)
     }
 
@@ -798,7 +853,9 @@ impl BrightpearlApi for BrightpearlClient {
             // Brightpearl may refuse a duplicate externalRef pair rather than return the
             // existing order (UNCONFIRMED): then the existing order is the answer.
             Err(Error::Rejected { status, code, message, .. }) => {
-                let instance = order.installed_integration_instance_id.or(self.inner.config.installed_integration_instance_id);
+                let instance = order
+                    .installed_integration_instance_id
+                    .or(self.inner.config.installed_integration_instance_id);
                 let existing = self.find_sales_orders_by_external_ref(&order.external_ref).await?;
                 existing
                     .into_iter()
@@ -811,7 +868,8 @@ impl BrightpearlApi for BrightpearlClient {
     }
 
     async fn sales_orders(&self, ids: &[u64]) -> Result<Vec<SalesOrder>> {
-        let items = self.get_by_id_sets(ids, self.chunk(), |set| format!("/order-service/sales-order/{set}")).await?;
+        let items =
+            self.get_by_id_sets(ids, self.chunk(), |set| format!("/order-service/sales-order/{set}")).await?;
         Ok(items
             .iter()
             .filter_map(|v| {
@@ -829,9 +887,13 @@ impl BrightpearlApi for BrightpearlClient {
             .collect())
     }
 
-    async fn find_sales_orders_by_external_ref(&self, external_ref: &str) -> Result<Vec<SalesOrderSearchRow>> {
-        let rows: Vec<SalesOrderSearchRow> =
-            self.search_all("/order-service/sales-order-search", &[("externalRef", external_ref.to_string())]).await?;
+    async fn find_sales_orders_by_external_ref(
+        &self,
+        external_ref: &str,
+    ) -> Result<Vec<SalesOrderSearchRow>> {
+        let rows: Vec<SalesOrderSearchRow> = self
+            .search_all("/order-service/sales-order-search", &[("externalRef", external_ref.to_string())])
+            .await?;
         Ok(rows.into_iter().filter(|r| r.external_ref.as_deref() == Some(external_ref)).collect())
     }
 
@@ -859,7 +921,8 @@ impl BrightpearlApi for BrightpearlClient {
     }
 
     async fn reservation(&self, order_id: u64) -> Result<Option<Reservation>> {
-        let Some(v) = self.get_many(&format!("/warehouse-service/order/{order_id}/reservation"), &[]).await? else {
+        let Some(v) = self.get_many(&format!("/warehouse-service/order/{order_id}/reservation"), &[]).await?
+        else {
             return Ok(None);
         };
         let first = match &v {
@@ -903,7 +966,8 @@ impl BrightpearlApi for BrightpearlClient {
         if let Some(j) = &p.journal_ref {
             body["journalRef"] = json!(j);
         }
-        let v = self.write(Method::POST, "/accounting-service/customer-payment", &body, Replay::Unsafe).await?;
+        let v =
+            self.write(Method::POST, "/accounting-service/customer-payment", &body, Replay::Unsafe).await?;
         Self::created_id("customer payment", &v)
     }
 
@@ -912,19 +976,24 @@ impl BrightpearlApi for BrightpearlClient {
         if let Some(text) = note {
             body["orderNote"] = json!({"text": text, "isPublic": false});
         }
-        self.write(Method::PUT, &format!("/order-service/order/{order_id}/status"), &body, Replay::Safe).await?;
+        self.write(Method::PUT, &format!("/order-service/order/{order_id}/status"), &body, Replay::Safe)
+            .await?;
         Ok(())
     }
 
     async fn add_order_note(&self, order_id: u64, text: &str) -> Result<u64> {
         let body = json!({"text": text, "isPublic": false});
-        let v = self.write(Method::POST, &format!("/order-service/order/{order_id}/note"), &body, Replay::Unsafe).await?;
+        let v = self
+            .write(Method::POST, &format!("/order-service/order/{order_id}/note"), &body, Replay::Unsafe)
+            .await?;
         Self::created_id("order note", &v)
     }
 
     async fn goods_out_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsOutNote>> {
         let items = self
-            .get_by_id_sets(note_ids, GOODS_OUT_CHUNK, |set| format!("/warehouse-service/order/*/goods-note/goods-out/{set}"))
+            .get_by_id_sets(note_ids, GOODS_OUT_CHUNK, |set| {
+                format!("/warehouse-service/order/*/goods-note/goods-out/{set}")
+            })
             .await?;
         let mut notes: Vec<GoodsOutNote> = items
             .iter()
@@ -957,13 +1026,16 @@ impl BrightpearlApi for BrightpearlClient {
 
     async fn goods_in_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsInNote>> {
         let items = self
-            .get_by_id_sets(note_ids, self.chunk(), |set| format!("/warehouse-service/order/*/goods-note/goods-in/{set}"))
+            .get_by_id_sets(note_ids, self.chunk(), |set| {
+                format!("/warehouse-service/order/*/goods-note/goods-in/{set}")
+            })
             .await?;
         let mut notes: Vec<GoodsInNote> = items
             .iter()
             .filter_map(|v| {
                 let id = loose_u64(v.get("goodsNoteId")).or_else(|| loose_u64(v.get("__key")))?;
-                let moved: Vec<&Value> = v.get("goodsMoved").and_then(Value::as_array).into_iter().flatten().collect();
+                let moved: Vec<&Value> =
+                    v.get("goodsMoved").and_then(Value::as_array).into_iter().flatten().collect();
                 Some(GoodsInNote {
                     id,
                     purchase_order_id: loose_u64(v.get("orderId"))?,
@@ -1030,7 +1102,11 @@ impl BrightpearlApi for BrightpearlClient {
                         service: SERVICE,
                         status: r.status,
                         code,
-                        message: format!("PO {order_id} {}: {message} ({} rows added before it)", r.label, ids.len()),
+                        message: format!(
+                            "PO {order_id} {}: {message} ({} rows added before it)",
+                            r.label,
+                            ids.len()
+                        ),
                     });
                 }
             }
@@ -1063,7 +1139,8 @@ impl BrightpearlApi for BrightpearlClient {
     }
 
     async fn purchase_orders(&self, ids: &[u64]) -> Result<Vec<PurchaseOrder>> {
-        let items = self.get_by_id_sets(ids, self.chunk(), |set| format!("/order-service/order/{set}")).await?;
+        let items =
+            self.get_by_id_sets(ids, self.chunk(), |set| format!("/order-service/order/{set}")).await?;
         Ok(items
             .iter()
             .filter_map(|v| {
@@ -1111,7 +1188,10 @@ mod tests {
     #[test]
     fn query_values_keep_filter_syntax_and_escape_the_rest() {
         assert_eq!(
-            query_string(&[("updatedOn", "2026-07-01T00:00:00.000Z/".into()), ("primaryEmail", "a+b@x.com".into())]),
+            query_string(&[
+                ("updatedOn", "2026-07-01T00:00:00.000Z/".into()),
+                ("primaryEmail", "a+b@x.com".into())
+            ]),
             "?updatedOn=2026-07-01T00:00:00.000Z/&primaryEmail=a%2Bb%40x.com"
         );
         assert_eq!(query_string(&[]), "");

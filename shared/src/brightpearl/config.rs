@@ -85,7 +85,9 @@ impl Default for BrightpearlConfig {
 fn parse_num<T: std::str::FromStr>(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<T>> {
     match env(name) {
         None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).map_err(|_| Error::config(name, format!("not a number: {v:?}"))),
+        Some(v) => {
+            v.trim().parse().map(Some).map_err(|_| Error::config(name, format!("not a number: {v:?}")))
+        }
     }
 }
 
@@ -106,7 +108,12 @@ impl BrightpearlConfig {
                 "staff" => AuthKind::Staff,
                 "system" => AuthKind::System,
                 "oauth" => AuthKind::Oauth,
-                other => return Err(Error::config("BRIGHTPEARL_AUTH", format!("expected staff, system or oauth, got {other:?}"))),
+                other => {
+                    return Err(Error::config(
+                        "BRIGHTPEARL_AUTH",
+                        format!("expected staff, system or oauth, got {other:?}"),
+                    ));
+                }
             };
         }
         if let Some(v) = env("BRIGHTPEARL_APP_REF") {
@@ -150,7 +157,8 @@ impl BrightpearlConfig {
 
     /// The URI prefix every path is appended to: `{host}/public-api/{account}`.
     pub fn prefix(&self) -> Result<String> {
-        if self.account.trim().is_empty() && !self.base_url.as_deref().unwrap_or("").contains("/public-api/") {
+        if self.account.trim().is_empty() && !self.base_url.as_deref().unwrap_or("").contains("/public-api/")
+        {
             return Err(Error::config("BRIGHTPEARL_ACCOUNT", "the Brightpearl account code is not set"));
         }
         let host = match &self.base_url {
@@ -158,7 +166,10 @@ impl BrightpearlConfig {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => {
                 if self.datacentre.trim().is_empty() {
-                    return Err(Error::config("BRIGHTPEARL_DATACENTRE", "set a datacentre or BRIGHTPEARL_BASE_URL"));
+                    return Err(Error::config(
+                        "BRIGHTPEARL_DATACENTRE",
+                        "set a datacentre or BRIGHTPEARL_BASE_URL",
+                    ));
                 }
                 format!("https://{}.brightpearlconnect.com", self.datacentre.trim())
             }
@@ -232,7 +243,13 @@ mod tests {
         assert_eq!((c.rate_limit_requests, c.rate_limit_window_ms), (50, 1000));
         c.validate().unwrap();
         let bad = |n: &str| (n == "BRIGHTPEARL_ID_SET_CHUNK").then(|| "lots".to_string());
-        assert!(BrightpearlConfig::default().apply_env(&bad).unwrap_err().to_string().contains("BRIGHTPEARL_ID_SET_CHUNK"));
+        assert!(
+            BrightpearlConfig::default()
+                .apply_env(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("BRIGHTPEARL_ID_SET_CHUNK")
+        );
     }
 
     #[test]
@@ -245,8 +262,10 @@ mod tests {
 
     #[test]
     fn toml_with_defaults() {
-        let c: BrightpearlConfig =
-            toml::from_str("account = \"acme\"\n[auth]\nkind = \"system\"\napp_ref = \"a\"\naccount_token = \"t\"\n").unwrap();
+        let c: BrightpearlConfig = toml::from_str(
+            "account = \"acme\"\n[auth]\nkind = \"system\"\napp_ref = \"a\"\naccount_token = \"t\"\n",
+        )
+        .unwrap();
         assert_eq!(c.auth.kind, AuthKind::System);
         assert_eq!(c.id_set_chunk, 200);
         c.validate().unwrap();

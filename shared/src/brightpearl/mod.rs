@@ -35,7 +35,11 @@ pub trait BrightpearlApi: Send + Sync {
     /// Product id → availability; products Brightpearl does not return are absent.
     async fn availability(&self, ids: &[u64]) -> Result<HashMap<u64, Availability>>;
     /// Reorder level and quantity per product in one warehouse.
-    async fn warehouse_defaults(&self, warehouse_id: u64, product_ids: &[u64]) -> Result<Vec<WarehouseDefaults>>;
+    async fn warehouse_defaults(
+        &self,
+        warehouse_id: u64,
+        product_ids: &[u64],
+    ) -> Result<Vec<WarehouseDefaults>>;
     async fn warehouses(&self) -> Result<Vec<Warehouse>>;
     async fn order_statuses(&self) -> Result<Vec<OrderStatus>>;
 
@@ -49,7 +53,8 @@ pub trait BrightpearlApi: Send + Sync {
     async fn create_sales_order(&self, order: &NewSalesOrder) -> Result<u64>;
     async fn sales_orders(&self, ids: &[u64]) -> Result<Vec<SalesOrder>>;
     /// Sales orders whose externalRef is exactly `external_ref`.
-    async fn find_sales_orders_by_external_ref(&self, external_ref: &str) -> Result<Vec<SalesOrderSearchRow>>;
+    async fn find_sales_orders_by_external_ref(&self, external_ref: &str)
+    -> Result<Vec<SalesOrderSearchRow>>;
     /// Allocates stock; one reservation per order. Succeeds if the order is already reserved.
     async fn reserve(&self, order_id: u64, warehouse_id: u64, rows: &[ReservationRow]) -> Result<()>;
     async fn reservation(&self, order_id: u64) -> Result<Option<Reservation>>;
