@@ -652,3 +652,97 @@ async fn background_work_yields_the_reserve_to_order_writes() {
     assert!(hits["background"] > Duration::from_millis(500), "{hits:?}");
     assert!(sb.brightpearl.counters().max_in_window <= 20);
 }
+
+#[tokio::test]
+async fn the_control_api_mirrors_the_rust_handle() {
+    let sb = sandbox(BrightpearlSandboxConfig::default()).await;
+    let http = reqwest::Client::new();
+    let control = |path: &str| format!("{}/__sandbox/brightpearl/{path}", sb.base_url);
+    let post = |path: &str, body: serde_json::Value| http.post(control(path)).json(&body).send();
+    assert!(
+        post("seed", serde_json::json!({"products": 4, "warehouses": 1, "suppliers": 1, "seed": 5}))
+            .await
+            .expect("seed")
+            .status()
+            .is_success()
+    );
+    assert!(
+        post("stock", serde_json::json!({"product_id": 1001, "warehouse_id": 1, "on_hand": 9}))
+            .await
+            .expect("stock")
+            .status()
+            .is_success()
+    );
+    assert!(
+        post("rate-limit", serde_json::json!({"requests": 50, "window_ms": 1000}))
+            .await
+            .expect("limit")
+            .status()
+            .is_success()
+    );
+    let fault = serde_json::json!({"endpoint": "GET /warehouse-service/product-availability/{ids}", "nth": 1, "fault": {"kind": "server_error"}});
+    assert!(post("faults", fault).await.expect("faults").status().is_success());
+
+    let bp = client(&sb, FAST);
+    let availability = bp.availability(&[1001]).await.expect("retried past the 500");
+    assert_eq!(availability[&1001].warehouses[&1].on_hand, 9);
+    assert_eq!(bp.stats().retried, 1);
+
+    let counters: serde_json::Value =
+        http.get(control("counters")).send().await.expect("counters").json().await.expect("json");
+    assert_eq!(counters["per_endpoint"][AVAILABILITY], 2);
+    let state: serde_json::Value =
+        http.get(control("state")).send().await.expect("state").json().await.expect("json");
+    assert_eq!(state["products"].as_object().map(|p| p.len()), Some(4));
+    assert_eq!(state["stock"]["1001"]["1"]["on_hand"], 9);
+    let missing = post("ship", serde_json::json!({"order_id": 1, "tracking": "T", "carrier": "UPS"}))
+        .await
+        .expect("ship");
+    assert_eq!(missing.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn webhooks_without_id_sets_come_one_call_per_resource() {
+    let sb = sandbox(seeded(3, FAST)).await;
+    let bp = client(&sb, FAST);
+    let (hook_url, mut hooks) = webhook_listener().await;
+    let mut subscription = WebhookSubscription::json_post("product.modified.on-hand-modified", &hook_url);
+    subscription.id_set_accepted = false;
+    bp.subscribe_webhook(&subscription).await.expect("subscribe");
+    let ids = product_ids(&sb);
+    let customer = sb.brightpearl.with_state(|s| *s.contacts.keys().next().expect("contact"));
+    for id in &ids {
+        sb.brightpearl.set_stock(*id, 1, 5);
+        next_event(&mut hooks).await;
+    }
+    let order_id = bp
+        .create_sales_order(&NewSalesOrder {
+            customer_id: customer,
+            external_ref: "w-1".into(),
+            currency_code: "GBP".into(),
+            rows: ids
+                .iter()
+                .map(|p| NewOrderRow { product_id: *p, quantity: 1, ..Default::default() })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("order");
+    let rows: Vec<ReservationRow> = bp.sales_orders(&[order_id]).await.expect("GET")[0]
+        .rows
+        .iter()
+        .map(|r| ReservationRow {
+            row_id: r.id,
+            product_id: r.product_id.unwrap_or_default(),
+            quantity: r.quantity,
+        })
+        .collect();
+    bp.reserve(order_id, 1, &rows).await.expect("reserve");
+    let mut seen = Vec::new();
+    for _ in &ids {
+        let event = next_event(&mut hooks).await;
+        seen.extend(event.ids().expect("single id"));
+    }
+    seen.sort();
+    assert_eq!(seen, ids);
+}
