@@ -49,14 +49,7 @@ impl FaultRates {
     /// `--fault-rate R`: R split evenly across throttles, 5xx, slow answers and drops.
     pub fn mixed(rate: f64) -> Self {
         let each = rate / 4.0;
-        FaultRates {
-            throttle: each,
-            server_error: each,
-            slow: each,
-            drop: each,
-            lose_response: 0.0,
-            slow_millis: 300,
-        }
+        FaultRates { throttle: each, server_error: each, slow: each, drop: each, lose_response: 0.0, slow_millis: 300 }
     }
 }
 
@@ -85,9 +78,7 @@ pub struct FaultInjector {
 
 impl FaultInjector {
     pub fn new(rates: FaultRates, seed: u64) -> Self {
-        FaultInjector {
-            inner: Mutex::new(Inner { rates, rng: Some(fastrand::Rng::with_seed(seed)), ..Inner::default() }),
-        }
+        FaultInjector { inner: Mutex::new(Inner { rates, rng: Some(fastrand::Rng::with_seed(seed)), ..Inner::default() }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -167,9 +158,7 @@ pub fn dropped_connection() -> Response {
     let mut response = Response::new(Body::from_stream(failing));
     *response.status_mut() = StatusCode::OK;
     // Promise a body that never comes, so the client cannot mistake this for an empty answer.
-    response
-        .headers_mut()
-        .insert(axum::http::header::CONTENT_LENGTH, axum::http::HeaderValue::from_static("64"));
+    response.headers_mut().insert(axum::http::header::CONTENT_LENGTH, axum::http::HeaderValue::from_static("64"));
     response
 }
 

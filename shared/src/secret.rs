@@ -58,8 +58,7 @@ mod tests {
 
     #[test]
     fn env_references_resolve_and_never_print() {
-        let s = Secret::resolve("env:SHOP_SECRET", &|n| (n == "SHOP_SECRET").then(|| "hunter2".to_string()))
-            .unwrap();
+        let s = Secret::resolve("env:SHOP_SECRET", &|n| (n == "SHOP_SECRET").then(|| "hunter2".to_string())).unwrap();
         assert_eq!(s.expose(), "hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
         let missing = Secret::resolve("env:NOPE", &|_| None).unwrap_err();
