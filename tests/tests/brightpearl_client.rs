@@ -344,6 +344,10 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
     let map = bp.products_by_sku(&skus).await.expect("sku map");
     assert_eq!(map.len(), 2);
     let (p1, p2) = (map["SKU-00001"], map["SKU-00002"]);
+    let search = "GET /product-service/product-search";
+    assert_eq!(sb.brightpearl.counters().endpoint(search), 3, "one SKU= search each, no catalogue load");
+    bp.products_by_sku(&skus[..2]).await.expect("cached");
+    assert_eq!(sb.brightpearl.counters().endpoint(search), 3);
 
     // Contacts: the email search is fuzzy; only the exact match counts.
     let address = bp

@@ -5,6 +5,16 @@
 //! methods on [`BrightpearlSandbox`]) seeds data, moves stock, ships and receives, and reads
 //! counters and state.
 //!
+//! Control routes (JSON), mirroring the Rust methods:
+//! - `POST /__sandbox/brightpearl/seed` `{products, warehouses, suppliers, seed}` → [`BrightpearlSandbox::seed`]
+//! - `POST …/stock` `{product_id, warehouse_id, on_hand}` → [`BrightpearlSandbox::set_stock`]
+//! - `POST …/ship` `{order_id, tracking, carrier}` → `{goods_out_note_id}`
+//! - `POST …/receive` `{purchase_order_id, rows?: [{row_id, quantity}]}` → `{goods_in_note_id}`
+//! - `GET …/counters` (`DELETE` resets), `GET …/state`, `GET …/webhooks/deliveries`
+//! - `POST …/faults` `{rates?, script?, endpoint?, nth?, fault?}` (`DELETE` clears)
+//! - `POST …/rate-limit` `{requests, window_ms}`; `POST …/expire-tokens`
+//! - `POST …/oauth/token[/{account}]`: refresh-token grant for OAuth clients
+//!
 //! Choices on UNCONFIRMED behaviour (see `reference/apis.md` §7):
 //! - a repeated sales-order POST with the same externalRef + installedIntegrationInstanceId
 //!   answers 200 with the existing order id and changes nothing;

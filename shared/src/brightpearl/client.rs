@@ -708,30 +708,30 @@ impl BrightpearlApi for BrightpearlClient {
             (missing, cache.sku_map_rebuilt, cache.sku_map_swept_at)
         };
         let stale = swept.is_none_or(|(at, _)| now.duration_since(at) >= self.ttl());
-        if !missing.is_empty() || stale {
-            match (rebuilt, swept) {
-                (Some(r), Some((_, since))) if now.duration_since(r) < SKU_MAP_REBUILD => {
+        match (rebuilt, swept) {
+            (Some(r), Some((_, since))) if now.duration_since(r) < SKU_MAP_REBUILD => {
+                if stale || !missing.is_empty() {
                     // Incremental: what changed since the last sweep, with slack for clock skew.
-                    if stale || !missing.is_empty() {
-                        self.sweep_skus(Some(since - chrono::Duration::minutes(5))).await?;
-                    }
+                    self.sweep_skus(Some(since - chrono::Duration::minutes(5))).await?;
                 }
-                (None, _) if missing.len() <= SKU_LOOKUP_ONE_BY_ONE && !missing.is_empty() => {
-                    // A few SKUs and no map yet: cheaper to ask for each than to load the catalogue.
-                    for sku in &missing {
-                        let rows: Vec<ProductSearchRow> = self
-                            .search_all("/product-service/product-search", &[("SKU", sku.clone())])
-                            .await?;
-                        let mut cache = lock(&self.inner.cache);
-                        for row in rows {
-                            if row.sku.as_deref() == Some(sku.as_str()) {
-                                cache.sku_map.insert(sku.clone(), row.product_id);
-                            }
+            }
+            (Some(_), _) => self.sweep_skus(None).await?,
+            // No catalogue loaded yet; earlier single lookups already cover this request.
+            (None, _) if missing.is_empty() => {}
+            (None, _) if missing.len() <= SKU_LOOKUP_ONE_BY_ONE => {
+                // A few SKUs and no map yet: cheaper to ask for each than to load the catalogue.
+                for sku in &missing {
+                    let rows: Vec<ProductSearchRow> =
+                        self.search_all("/product-service/product-search", &[("SKU", sku.clone())]).await?;
+                    let mut cache = lock(&self.inner.cache);
+                    for row in rows {
+                        if row.sku.as_deref() == Some(sku.as_str()) {
+                            cache.sku_map.insert(sku.clone(), row.product_id);
                         }
                     }
                 }
-                _ => self.sweep_skus(None).await?,
             }
+            (None, _) => self.sweep_skus(None).await?,
         }
         let cache = lock(&self.inner.cache);
         Ok(skus.iter().filter_map(|s| cache.sku_map.get(s).map(|id| (s.clone(), *id))).collect())

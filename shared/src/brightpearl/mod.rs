@@ -29,7 +29,9 @@ use std::collections::HashMap;
 #[async_trait::async_trait]
 pub trait BrightpearlApi: Send + Sync {
     /// SKU → product id for the SKUs Brightpearl knows (unknown SKUs are absent). Served from
-    /// a cached map refreshed incrementally by `updatedOn`.
+    /// a cached map: the whole catalogue is paged in once (500 rows a page), then refreshed by
+    /// `updatedOn` when the TTL ends or a SKU is missing, and rebuilt daily. Before any full
+    /// load, up to 3 unknown SKUs are looked up one `SKU=` search each instead.
     async fn products_by_sku(&self, skus: &[String]) -> Result<HashMap<String, u64>>;
     async fn products(&self, ids: &[u64]) -> Result<Vec<Product>>;
     /// Product id → availability; products Brightpearl does not return are absent.
