@@ -1,14 +1,88 @@
 //! Brightpearl API client (issue 3): auth, envelope, ID sets, search, budget pacing,
-//! multi-message, typed calls, reference-data cache.
+//! multi-message, typed calls and a reference-data cache.
+//!
+//! Every function talks to Brightpearl through [`BrightpearlApi`], implemented by
+//! [`BrightpearlClient`]. Handles made with [`BrightpearlClient::with_priority`] share one
+//! budget, so order writes go first when the account's request pool runs low.
 
-use serde::Deserialize;
+pub mod budget;
+pub mod client;
+pub mod config;
+pub mod idset;
+pub mod multimessage;
+pub mod search;
+pub mod types;
 
-/// `[brightpearl]` in the config file; environment overrides in `apply_env`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct BrightpearlConfig {}
+pub use budget::{ClientStats, Priority};
+pub use client::BrightpearlClient;
+pub use config::{AuthConfig, AuthKind, BrightpearlConfig};
+pub use multimessage::{Message, MessageResult};
+pub use search::{ContactSearchRow, OrderSearchRow, Period, SalesOrderSearchRow};
+pub use types::*;
 
-impl BrightpearlConfig {
-    pub fn apply_env(&mut self, _env: &dyn Fn(&str) -> Option<String>) -> crate::Result<()> {
-        Ok(())
-    }
+use crate::error::Result;
+use std::collections::HashMap;
+
+/// The Brightpearl calls the four functions make. Errors follow `crate::Error`: 503 after the
+/// retries → `Throttled`; 5xx, timeouts, lost connections → `Unavailable`; 401 → `Unauthorized`;
+/// any other 4xx → `Rejected` with Brightpearl's error code and message.
+#[async_trait::async_trait]
+pub trait BrightpearlApi: Send + Sync {
+    /// SKU → product id for the SKUs Brightpearl knows (unknown SKUs are absent). Served from
+    /// a cached map: the whole catalogue is paged in once (500 rows a page), then refreshed by
+    /// `updatedOn` when the TTL ends or a SKU is missing, and rebuilt daily. Before any full
+    /// load, up to 3 unknown SKUs are looked up one `SKU=` search each instead.
+    async fn products_by_sku(&self, skus: &[String]) -> Result<HashMap<String, u64>>;
+    async fn products(&self, ids: &[u64]) -> Result<Vec<Product>>;
+    /// Product id → availability; products Brightpearl does not return are absent.
+    async fn availability(&self, ids: &[u64]) -> Result<HashMap<u64, Availability>>;
+    /// Reorder level and quantity per product in one warehouse.
+    async fn warehouse_defaults(
+        &self,
+        warehouse_id: u64,
+        product_ids: &[u64],
+    ) -> Result<Vec<WarehouseDefaults>>;
+    async fn warehouses(&self) -> Result<Vec<Warehouse>>;
+    async fn order_statuses(&self) -> Result<Vec<OrderStatus>>;
+
+    /// The contact whose primary email is exactly `email` (case-insensitive), lowest id first.
+    async fn find_contact_by_email(&self, email: &str) -> Result<Option<Contact>>;
+    async fn create_postal_address(&self, address: &PostalAddress) -> Result<u64>;
+    async fn create_contact(&self, contact: &NewContact) -> Result<u64>;
+
+    /// One atomic POST with all rows. A repeat with the same externalRef + instance id yields
+    /// the existing order's id.
+    async fn create_sales_order(&self, order: &NewSalesOrder) -> Result<u64>;
+    async fn sales_orders(&self, ids: &[u64]) -> Result<Vec<SalesOrder>>;
+    /// Sales orders whose externalRef is exactly `external_ref`.
+    async fn find_sales_orders_by_external_ref(&self, external_ref: &str)
+    -> Result<Vec<SalesOrderSearchRow>>;
+    /// Allocates stock; one reservation per order. Succeeds if the order is already reserved.
+    async fn reserve(&self, order_id: u64, warehouse_id: u64, rows: &[ReservationRow]) -> Result<()>;
+    async fn reservation(&self, order_id: u64) -> Result<Option<Reservation>>;
+    async fn create_customer_payment(&self, payment: &NewCustomerPayment) -> Result<u64>;
+    async fn update_order_status(&self, order_id: u64, status_id: u64, note: Option<&str>) -> Result<()>;
+    async fn add_order_note(&self, order_id: u64, text: &str) -> Result<u64>;
+
+    async fn goods_out_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsOutNote>>;
+    async fn goods_in_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsInNote>>;
+
+    /// Creates the PO header, then its rows in multi-messages of 10. To resume after a
+    /// failure, call [`BrightpearlApi::create_purchase_order_header`] and
+    /// [`BrightpearlApi::add_purchase_order_rows`] yourself with the rows still missing.
+    async fn create_purchase_order(&self, order: &NewPurchaseOrder) -> Result<CreatedPurchaseOrder>;
+    async fn create_purchase_order_header(&self, order: &NewPurchaseOrder) -> Result<u64>;
+    /// Adds rows to an existing PO; returns the new row ids in order.
+    async fn add_purchase_order_rows(&self, order_id: u64, rows: &[NewPurchaseOrderRow]) -> Result<Vec<u64>>;
+    /// POs of `supplier_id` whose status is not received, completed, closed or cancelled.
+    async fn open_purchase_orders(&self, supplier_id: u64) -> Result<Vec<OrderSearchRow>>;
+    async fn purchase_orders(&self, ids: &[u64]) -> Result<Vec<PurchaseOrder>>;
+
+    async fn subscribe_webhook(&self, subscription: &WebhookSubscription) -> Result<u64>;
+    async fn list_webhooks(&self) -> Result<Vec<WebhookSubscription>>;
+
+    /// Sends writes in multi-messages of up to 10; one result per message, in order.
+    async fn multi_message(&self, messages: Vec<Message>) -> Result<Vec<MessageResult>>;
+
+    fn stats(&self) -> ClientStats;
 }
