@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 
 /// One message from the batch, as the Lambda event gives it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchMessage {
     pub message_id: String,
     pub body: String,

@@ -16,6 +16,20 @@ pub struct Config {
     pub brightpearl: crate::brightpearl::BrightpearlConfig,
     #[serde(default)]
     pub stores: Vec<crate::channels::StoreConfig>,
+    #[serde(default)]
+    pub ingress: IngressConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressConfig {
+    /// The secret path segment of Brightpearl webhook URLs (`/webhooks/brightpearl/{secret}`);
+    /// absent turns the Brightpearl route off.
+    #[serde(default)]
+    pub brightpearl_webhook_secret: Option<crate::secret::Secret>,
+    /// Largest accepted body in bytes (default 1 MiB).
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -187,6 +201,12 @@ impl Config {
             self.queue.purchasing_url = u;
         }
         self.brightpearl.apply_env(env)?;
+        if let Some(reference) = env("BRIGHTPEARL_WEBHOOK_SECRET") {
+            self.ingress.brightpearl_webhook_secret = Some(crate::secret::Secret::resolve(&reference, env)?);
+        }
+        if let Some(bytes) = parse_var::<usize>(env, "PEARLSYNC_MAX_BODY_BYTES")? {
+            self.ingress.max_body_bytes = Some(bytes);
+        }
         Ok(())
     }
 

@@ -1,12 +1,15 @@
 //! pearlsync: keeps a Brightpearl account and its web shops in step. This crate holds all
 //! domain logic and clients; each Lambda's `main.rs` only wires it up.
 
+pub mod app;
 pub mod backends;
 pub mod batch;
 pub mod brightpearl;
 pub mod channels;
 pub mod config;
 pub mod error;
+pub mod ingress;
+pub mod lambda;
 pub mod metrics;
 pub mod parking;
 pub mod queue;

@@ -1,0 +1,244 @@
+//! webhook-ingress: verify each delivery, dedup it on the sender's event id, turn it into jobs,
+//! enqueue them, and answer within the sender's deadline. Bad input gets a 4xx with a logged
+//! reason and is never enqueued; a store or queue failure gets a 5xx so the sender retries and
+//! nothing acknowledged is lost.
+//!
+//! Routes: `POST /webhooks/{shopify|bigcommerce|woocommerce}/{store}` and
+//! `POST /webhooks/brightpearl/{secret}` (Brightpearl signs nothing: the URL secret is the
+//! authenticator, compared in constant time).
+
+use crate::channels::ChannelSet;
+use crate::channels::signature::verify_shared_secret;
+use crate::error::Error;
+use crate::metrics::{Metrics, names};
+use crate::queue::{ChannelKind, Job, JobQueue};
+use crate::secret::Secret;
+use crate::state::StateStore;
+use crate::state::idempotency::{Claim, Idempotency};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest body accepted. Orders are a few KB; Shopify caps at a few hundred KB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Senders retry for up to a few days (Shopify 4 h, Brightpearl QoS1 longer): keep dedup
+/// records a week.
+pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a delivery holds its dedup key while it enqueues.
+const DEDUP_LOCK_MS: i64 = 30_000;
+
+/// An HTTP request as the ingress sees it, whatever carried it (Function URL, local server).
+#[derive(Debug, Clone, Default)]
+pub struct IngressRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressResponse {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl IngressResponse {
+    fn new(status: u16, body: serde_json::Value) -> Self {
+        IngressResponse { status, body }
+    }
+
+    fn reject(status: u16, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        tracing::warn!(status, reason = %reason, "webhook rejected");
+        IngressResponse { status, body: json!({"error": reason}) }
+    }
+}
+
+pub struct Ingress {
+    pub channels: Arc<ChannelSet>,
+    pub state: Arc<dyn StateStore>,
+    pub queue: Arc<dyn JobQueue>,
+    /// The secret path segment of Brightpearl's webhook URLs; None turns that route off.
+    pub brightpearl_secret: Option<Secret>,
+    pub max_body_bytes: usize,
+    pub dedup: Idempotency,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The body our Brightpearl subscriptions template (all values are strings).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BrightpearlEvent {
+    account_code: String,
+    id: String,
+    full_event: String,
+    #[serde(default)]
+    raised_on: String,
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+fn is_json(headers: &[(String, String)]) -> bool {
+    header(headers, "content-type").is_some_and(|ct| {
+        let media = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        media == "application/json" || media.ends_with("+json")
+    })
+}
+
+impl Ingress {
+    pub fn new(
+        channels: Arc<ChannelSet>,
+        state: Arc<dyn StateStore>,
+        queue: Arc<dyn JobQueue>,
+        brightpearl_secret: Option<Secret>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let dedup = Idempotency::new(Arc::clone(&state), DEFAULT_DEDUP_TTL);
+        Ingress {
+            channels,
+            state,
+            queue,
+            brightpearl_secret,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            dedup,
+            metrics,
+        }
+    }
+
+    pub async fn handle(&self, request: IngressRequest) -> IngressResponse {
+        let response = self.route(&request).await;
+        if response.status >= 400 && response.status < 500 {
+            self.metrics.count(names::WEBHOOKS_REJECTED, 1);
+        }
+        response
+    }
+
+    async fn route(&self, request: &IngressRequest) -> IngressResponse {
+        let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+        let (source, target) = match segments.as_slice() {
+            ["webhooks", source, target] if !target.is_empty() => (*source, *target),
+            _ => return IngressResponse::reject(404, format!("no webhook route at {}", request.path)),
+        };
+        if !request.method.eq_ignore_ascii_case("POST") {
+            return IngressResponse::reject(
+                405,
+                format!("method {} is not allowed; webhooks are POST", request.method),
+            );
+        }
+        if request.body.len() > self.max_body_bytes {
+            return IngressResponse::reject(
+                413,
+                format!(
+                    "body of {} bytes is over the {} byte limit",
+                    request.body.len(),
+                    self.max_body_bytes
+                ),
+            );
+        }
+        if source == "brightpearl" {
+            return self.brightpearl(target, request).await;
+        }
+        let Some(kind) = ChannelKind::parse(source) else {
+            return IngressResponse::reject(404, format!("unknown webhook source {source:?}"));
+        };
+        let Some(channel) = self.channels.for_webhook(kind, target) else {
+            return IngressResponse::reject(404, format!("no {kind} store named {target:?}"));
+        };
+        let delivery = match channel.verify_webhook(&request.headers, &request.body) {
+            Ok(d) => d,
+            Err(e @ Error::Unauthorized { .. }) => return IngressResponse::reject(401, e.to_string()),
+            Err(e) => return IngressResponse::reject(400, e.to_string()),
+        };
+        if delivery.is_ping() {
+            return IngressResponse::new(200, json!({"status": "ping"}));
+        }
+        if !is_json(&request.headers) {
+            return IngressResponse::reject(415, "content type must be application/json");
+        }
+        let Some(order_id) = delivery.order_id.clone() else {
+            return IngressResponse::reject(
+                400,
+                format!("{kind} delivery {} names no order", delivery.topic),
+            );
+        };
+        let job = Job::ChannelOrder {
+            channel: kind,
+            store: target.to_string(),
+            order_id,
+            event: delivery.event,
+            payload: delivery.payload,
+        };
+        self.enqueue_once(&delivery.dedup_key, vec![job]).await
+    }
+
+    async fn brightpearl(&self, presented: &str, request: &IngressRequest) -> IngressResponse {
+        let Some(secret) = &self.brightpearl_secret else {
+            return IngressResponse::reject(404, "Brightpearl webhooks are not configured");
+        };
+        if !verify_shared_secret(&[secret], presented) {
+            return IngressResponse::reject(401, "Brightpearl webhook secret does not match");
+        }
+        if !is_json(&request.headers) {
+            return IngressResponse::reject(415, "content type must be application/json");
+        }
+        let event: BrightpearlEvent = match serde_json::from_slice(&request.body) {
+            Ok(e) => e,
+            Err(e) => return IngressResponse::reject(400, format!("Brightpearl webhook body: {e}")),
+        };
+        let ids = match crate::brightpearl::idset::parse(&event.id) {
+            Ok(ids) if !ids.is_empty() => ids,
+            Ok(_) => return IngressResponse::reject(400, "Brightpearl webhook has an empty id set"),
+            Err(e) => return IngressResponse::reject(400, format!("Brightpearl webhook id set: {e}")),
+        };
+        let job = match event.full_event.as_str() {
+            "product.modified.on-hand-modified" => Job::StockChanged { product_ids: ids },
+            "goods-out-note.modified.shipped" => Job::Shipment { goods_out_note_ids: ids },
+            "goods-in-note.created" => Job::GoodsIn { goods_in_note_ids: ids },
+            other => {
+                // A subscription we did not ask for: acknowledge so Brightpearl does not retry.
+                tracing::info!(event = other, "Brightpearl event ignored");
+                return IngressResponse::new(200, json!({"status": "ignored", "event": other}));
+            }
+        };
+        let key = format!(
+            "brightpearl:{}:{}:{}:{}",
+            event.account_code, event.full_event, event.id, event.raised_on
+        );
+        self.enqueue_once(&key, vec![job]).await
+    }
+
+    /// Enqueues `jobs` unless this delivery was already taken. The dedup record is completed
+    /// only after the queue accepted the jobs, so a failed enqueue leaves the key free for the
+    /// sender's retry.
+    async fn enqueue_once(&self, dedup_key: &str, jobs: Vec<Job>) -> IngressResponse {
+        let lock_until = crate::state::now_epoch_millis() + DEDUP_LOCK_MS;
+        let marker = json!(dedup_key);
+        let lease = match self.dedup.begin(&format!("webhook:{dedup_key}"), &marker, lock_until).await {
+            Ok(Claim::Acquired(lease)) => lease,
+            Ok(Claim::Completed(_)) | Ok(Claim::InProgress { .. }) => {
+                self.metrics.count(names::DUPLICATES, 1);
+                tracing::info!(dedup_key, "duplicate delivery acknowledged");
+                return IngressResponse::new(200, json!({"status": "duplicate"}));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dedup store failed; asking the sender to retry");
+                return IngressResponse::new(503, json!({"error": "state store unavailable, retry"}));
+            }
+        };
+        if let Err(e) = self.queue.send(&jobs).await {
+            tracing::error!(error = %e, "enqueue failed; asking the sender to retry");
+            if let Err(release) = self.dedup.release(lease).await {
+                tracing::error!(error = %release, "could not release the dedup key; it frees itself after the lock");
+            }
+            return IngressResponse::new(503, json!({"error": "queue unavailable, retry"}));
+        }
+        if let Err(e) = self.dedup.complete(lease, &json!({"jobs": jobs.len()})).await {
+            // The jobs are queued; a redelivery may queue them again, which consumers absorb.
+            tracing::warn!(error = %e, "dedup record not completed");
+        }
+        IngressResponse::new(200, json!({"status": "queued", "jobs": jobs.len()}))
+    }
+}
