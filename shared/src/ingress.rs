@@ -242,3 +242,48 @@ impl Ingress {
         IngressResponse::new(200, json!({"status": "queued", "jobs": jobs.len()}))
     }
 }
+
+/// The ingress over plain HTTP, for `pearlsync serve`, the demo and tests (on Lambda the
+/// Function URL adapter calls `Ingress::handle` directly).
+pub mod http {
+    use super::{Ingress, IngressRequest};
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    use std::sync::Arc;
+
+    pub fn router(ingress: Arc<Ingress>) -> axum::Router {
+        axum::Router::new().fallback(handle).with_state(ingress)
+    }
+
+    async fn handle(
+        State(ingress): State<Arc<Ingress>>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> impl IntoResponse {
+        let request = IngressRequest {
+            method: method.as_str().to_string(),
+            path: uri.path().to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+            body: body.to_vec(),
+        };
+        let response = ingress.handle(request).await;
+        let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(response.body))
+    }
+
+    /// Serves the ingress on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        listener: tokio::net::TcpListener,
+        ingress: Arc<Ingress>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, router(ingress)).with_graceful_shutdown(shutdown).await
+    }
+}

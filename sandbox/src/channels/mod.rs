@@ -524,7 +524,8 @@ impl ChannelSandbox {
         sent
     }
 
-    fn webhook_request(
+    /// The signed headers and body of one order event, as the channel would send them.
+    pub fn webhook_request(
         &self,
         channel: Channel,
         order_id: &str,
