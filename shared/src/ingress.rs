@@ -89,6 +89,21 @@ fn is_json(headers: &[(String, String)]) -> bool {
 }
 
 impl Ingress {
+    /// The ingress of an `App`, with its configured Brightpearl secret and body limit.
+    pub fn from_app(app: &crate::app::App) -> Self {
+        let mut ingress = Ingress::new(
+            Arc::clone(&app.channels),
+            Arc::clone(&app.state),
+            Arc::clone(&app.queue),
+            app.config.ingress.brightpearl_webhook_secret.clone(),
+            Arc::clone(&app.metrics),
+        );
+        if let Some(limit) = app.config.ingress.max_body_bytes {
+            ingress.max_body_bytes = limit;
+        }
+        ingress
+    }
+
     pub fn new(
         channels: Arc<ChannelSet>,
         state: Arc<dyn StateStore>,
@@ -240,6 +255,56 @@ impl Ingress {
             tracing::warn!(error = %e, "dedup record not completed");
         }
         IngressResponse::new(200, json!({"status": "queued", "jobs": jobs.len()}))
+    }
+}
+
+/// The Lambda Function URL event (payload format 2.0) as JSON, in and out. The Lambda and
+/// `pearlsync invoke webhook-ingress` both come through here.
+pub mod function_url {
+    use super::{Ingress, IngressRequest, IngressResponse};
+    use base64::Engine;
+    use serde_json::{Value, json};
+
+    pub fn request(event: &Value) -> Result<IngressRequest, IngressResponse> {
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let raw_body = event.get("body").and_then(Value::as_str).unwrap_or_default();
+        let body = if event.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false) {
+            base64::engine::general_purpose::STANDARD.decode(raw_body).map_err(|e| IngressResponse {
+                status: 400,
+                body: json!({"error": format!("body is not valid base64: {e}")}),
+            })?
+        } else {
+            raw_body.as_bytes().to_vec()
+        };
+        let headers = event
+            .get("headers")
+            .and_then(Value::as_object)
+            .map(|h| h.iter().filter_map(|(k, v)| text(v).map(|v| (k.clone(), v))).collect())
+            .unwrap_or_default();
+        let http = &event["requestContext"]["http"];
+        Ok(IngressRequest {
+            method: text(&http["method"]).unwrap_or_default(),
+            path: text(&event["rawPath"]).or_else(|| text(&http["path"])).unwrap_or_default(),
+            headers,
+            body,
+        })
+    }
+
+    pub fn response(response: &IngressResponse) -> Value {
+        json!({
+            "statusCode": response.status,
+            "headers": {"content-type": "application/json"},
+            "body": response.body.to_string(),
+            "isBase64Encoded": false,
+        })
+    }
+
+    pub async fn handle(ingress: &Ingress, event: &Value) -> Value {
+        let answer = match request(event) {
+            Ok(r) => ingress.handle(r).await,
+            Err(rejected) => rejected,
+        };
+        response(&answer)
     }
 }
 

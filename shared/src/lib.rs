@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod parking;
 pub mod queue;
 pub mod secret;
+pub mod setup;
 pub mod state;
 pub mod telemetry;
 

@@ -650,3 +650,40 @@ async fn every_case_of_the_bad_input_corpus_gets_its_4xx_and_nothing_is_enqueued
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert!(queued(&w.queues.queue).await.is_empty(), "bad input must never be enqueued");
 }
+
+#[tokio::test]
+async fn the_sample_function_url_events_are_signed_with_the_documented_secrets() {
+    let local = pearlsync_cli::local::start(&pearlsync_cli::local::LocalOptions {
+        products: 3,
+        warehouses: 1,
+        suppliers: 1,
+        rate_limit: (200, Duration::from_secs(60)),
+    })
+    .await
+    .unwrap();
+    let backends = pearlsync::backends::Backends {
+        state: Arc::new(pearlsync::state::EmbeddedStore::in_memory().unwrap()),
+        queue: Arc::new(pearlsync::queue::InProcessQueue::default()),
+    };
+    let queue = Arc::clone(&backends.queue);
+    let app = pearlsync::app::App::with_backends(local.config.clone(), backends, "test").unwrap();
+    let ingress = Ingress::from_app(&app);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/webhook-ingress");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let answer = pearlsync::ingress::function_url::handle(&ingress, &event).await;
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let expected = if name.contains("bad-signature") { 401 } else { 200 };
+        assert_eq!(answer["statusCode"], expected, "{name}: {answer}");
+        seen += 1;
+    }
+    assert_eq!(seen, 7);
+    let mut jobs = 0;
+    for name in QueueName::ALL {
+        jobs += queue.receive(name, 10, Duration::ZERO).await.unwrap().len();
+    }
+    assert_eq!(jobs, 6, "every good sample event enqueues one job");
+}
