@@ -296,3 +296,42 @@ async fn a_lost_header_answer_is_found_by_reference_and_not_posted_again() {
     assert_eq!(rows_of(&pos[0]), expected);
     assert_eq!(h.requests(CREATE_ORDER), 1);
 }
+
+#[tokio::test]
+async fn the_sample_events_dispatch_to_their_handlers() {
+    let (h, expected) = harness(6, 2).await;
+    let event = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("sample event is JSON");
+
+    let dry = h
+        .checker
+        .handle_event(event(include_str!("../../events/reorder-checker/dry-run.json")))
+        .await
+        .expect("dry-run event");
+    assert_eq!(dry["dry_run"], true);
+    let planned: usize = dry["planned"]
+        .as_array()
+        .expect("planned")
+        .iter()
+        .map(|p| p["rows"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(planned, expected.len());
+    assert_eq!(h.requests(CREATE_ORDER), 0);
+
+    let scheduled = h
+        .checker
+        .handle_event(event(include_str!("../../events/reorder-checker/schedule.json")))
+        .await
+        .expect("schedule event");
+    assert_eq!(scheduled["purchase_orders"].as_array().map(Vec::len), Some(2));
+    assert_eq!(h.requests(CREATE_ORDER), 2);
+
+    // Note 1 is not on any of our POs: the job is done and nothing is pushed.
+    let batch = h
+        .checker
+        .handle_event(event(include_str!("../../events/reorder-checker/goods-in-sqs.json")))
+        .await
+        .expect("SQS event");
+    assert_eq!(batch, serde_json::json!({"batchItemFailures": []}));
+    assert_eq!(h.requests("GET /warehouse-service/order/{ids}/goods-note/goods-in/{ids}"), 1);
+    assert!(h.stock_jobs().await.is_empty());
+}
