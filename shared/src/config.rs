@@ -18,6 +18,8 @@ pub struct Config {
     pub stores: Vec<crate::channels::StoreConfig>,
     #[serde(default)]
     pub ingress: IngressConfig,
+    #[serde(default)]
+    pub reorder: crate::reorder::ReorderConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -201,6 +203,7 @@ impl Config {
             self.queue.purchasing_url = u;
         }
         self.brightpearl.apply_env(env)?;
+        self.reorder.apply_env(env)?;
         if let Some(reference) = env("BRIGHTPEARL_WEBHOOK_SECRET") {
             self.ingress.brightpearl_webhook_secret = Some(crate::secret::Secret::resolve(&reference, env)?);
         }

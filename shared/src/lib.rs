@@ -13,6 +13,7 @@ pub mod lambda;
 pub mod metrics;
 pub mod parking;
 pub mod queue;
+pub mod reorder;
 pub mod secret;
 pub mod setup;
 pub mod state;

@@ -1,13 +1,21 @@
-//! reorder-checker Lambda: wiring only; the handler lives in the pearlsync library.
+//! reorder-checker Lambda: wiring only; the handler lives in `pearlsync::reorder`.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use pearlsync::app::App;
+use pearlsync::config::Config;
+use pearlsync::reorder::ReorderChecker;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pearlsync::telemetry::init();
+    let app = App::from_config(Config::load_for_lambda().await?, "reorder-checker").await?;
+    let checker = ReorderChecker::from_app(&app);
+    let checker = &checker;
+    let metrics = &app.metrics;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
-        tracing::warn!(request_id = %event.context.request_id, "reorder-checker handler not implemented yet");
-        Ok::<_, Error>(serde_json::json!({"status": "not implemented"}))
+        let result = checker.handle_event(event.payload).await;
+        metrics.flush();
+        result.map_err(Error::from)
     }))
     .await
 }

@@ -404,6 +404,11 @@ impl BrightpearlSandbox {
         f(&lock(&self.state))
     }
 
+    /// Edits the state in place (tests shape the catalogue: reorder settings, suppliers).
+    pub fn with_state_mut<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut lock(&self.state))
+    }
+
     pub fn faults(&self) -> &FaultInjector {
         &self.faults
     }

@@ -536,6 +536,36 @@ impl BrightpearlClient {
         Ok(())
     }
 
+    /// Goods-in notes from ID-set GETs built by `path` (note ids, or order ids).
+    async fn goods_in_by(&self, ids: &[u64], path: impl Fn(&str) -> String) -> Result<Vec<GoodsInNote>> {
+        let items = self.get_by_id_sets(ids, self.chunk(), path).await?;
+        let mut notes: Vec<GoodsInNote> = items
+            .iter()
+            .filter_map(|v| {
+                let id = loose_u64(v.get("goodsNoteId")).or_else(|| loose_u64(v.get("__key")))?;
+                let moved: Vec<&Value> =
+                    v.get("goodsMoved").and_then(Value::as_array).into_iter().flatten().collect();
+                Some(GoodsInNote {
+                    id,
+                    purchase_order_id: loose_u64(v.get("orderId"))?,
+                    warehouse_id: loose_u64(v.get("warehouseId"))
+                        .or_else(|| moved.first().and_then(|m| loose_u64(m.get("warehouseId")))),
+                    received_on: v.get("receivedOn").and_then(Value::as_str).map(str::to_string),
+                    rows: moved
+                        .iter()
+                        .map(|m| GoodsNoteRow {
+                            order_row_id: loose_u64(m.get("purchaseOrderRowId")),
+                            product_id: loose_u64(m.get("productId")).unwrap_or_default(),
+                            quantity: loose_i64(m.get("quantity")).unwrap_or_default(),
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        notes.sort_by_key(|n| n.id);
+        Ok(notes)
+    }
+
     fn goods_rows(rows: Option<&Value>) -> Vec<GoodsNoteRow> {
         // `orderRows`: {"rowId": [{productId, quantity}, …]}
         let mut out = Vec::new();
@@ -735,6 +765,26 @@ impl BrightpearlApi for BrightpearlClient {
         }
         let cache = lock(&self.inner.cache);
         Ok(skus.iter().filter_map(|s| cache.sku_map.get(s).map(|id| (s.clone(), *id))).collect())
+    }
+
+    async fn catalogue_product_ids(&self) -> Result<Vec<u64>> {
+        let now = Instant::now();
+        let (rebuilt, swept) = {
+            let cache = lock(&self.inner.cache);
+            (cache.sku_map_rebuilt, cache.sku_map_swept_at)
+        };
+        match (rebuilt, swept) {
+            (Some(r), Some((at, since))) if now.duration_since(r) < SKU_MAP_REBUILD => {
+                if now.duration_since(at) >= self.ttl() {
+                    self.sweep_skus(Some(since - chrono::Duration::minutes(5))).await?;
+                }
+            }
+            _ => self.sweep_skus(None).await?,
+        }
+        let mut ids: Vec<u64> = lock(&self.inner.cache).sku_map.values().copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
     }
 
     async fn products(&self, ids: &[u64]) -> Result<Vec<Product>> {
@@ -1025,36 +1075,12 @@ impl BrightpearlApi for BrightpearlClient {
     }
 
     async fn goods_in_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsInNote>> {
-        let items = self
-            .get_by_id_sets(note_ids, self.chunk(), |set| {
-                format!("/warehouse-service/order/*/goods-note/goods-in/{set}")
-            })
-            .await?;
-        let mut notes: Vec<GoodsInNote> = items
-            .iter()
-            .filter_map(|v| {
-                let id = loose_u64(v.get("goodsNoteId")).or_else(|| loose_u64(v.get("__key")))?;
-                let moved: Vec<&Value> =
-                    v.get("goodsMoved").and_then(Value::as_array).into_iter().flatten().collect();
-                Some(GoodsInNote {
-                    id,
-                    purchase_order_id: loose_u64(v.get("orderId"))?,
-                    warehouse_id: loose_u64(v.get("warehouseId"))
-                        .or_else(|| moved.first().and_then(|m| loose_u64(m.get("warehouseId")))),
-                    received_on: v.get("receivedOn").and_then(Value::as_str).map(str::to_string),
-                    rows: moved
-                        .iter()
-                        .map(|m| GoodsNoteRow {
-                            order_row_id: loose_u64(m.get("purchaseOrderRowId")),
-                            product_id: loose_u64(m.get("productId")).unwrap_or_default(),
-                            quantity: loose_i64(m.get("quantity")).unwrap_or_default(),
-                        })
-                        .collect(),
-                })
-            })
-            .collect();
-        notes.sort_by_key(|n| n.id);
-        Ok(notes)
+        self.goods_in_by(note_ids, |set| format!("/warehouse-service/order/*/goods-note/goods-in/{set}"))
+            .await
+    }
+
+    async fn goods_in_notes_for_orders(&self, order_ids: &[u64]) -> Result<Vec<GoodsInNote>> {
+        self.goods_in_by(order_ids, |set| format!("/warehouse-service/order/{set}/goods-note/goods-in")).await
     }
 
     async fn create_purchase_order(&self, order: &NewPurchaseOrder) -> Result<CreatedPurchaseOrder> {

@@ -33,6 +33,9 @@ pub trait BrightpearlApi: Send + Sync {
     /// `updatedOn` when the TTL ends or a SKU is missing, and rebuilt daily. Before any full
     /// load, up to 3 unknown SKUs are looked up one `SKU=` search each instead.
     async fn products_by_sku(&self, skus: &[String]) -> Result<HashMap<String, u64>>;
+    /// Every product id in the catalogue, from the same cached SKU map (loaded or refreshed
+    /// as `products_by_sku` does; products without a SKU are not in it).
+    async fn catalogue_product_ids(&self) -> Result<Vec<u64>>;
     async fn products(&self, ids: &[u64]) -> Result<Vec<Product>>;
     /// Product id → availability; products Brightpearl does not return are absent.
     async fn availability(&self, ids: &[u64]) -> Result<HashMap<u64, Availability>>;
@@ -66,6 +69,8 @@ pub trait BrightpearlApi: Send + Sync {
 
     async fn goods_out_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsOutNote>>;
     async fn goods_in_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsInNote>>;
+    /// Every goods-in note of these purchase orders (the fallback poll of receipts).
+    async fn goods_in_notes_for_orders(&self, order_ids: &[u64]) -> Result<Vec<GoodsInNote>>;
 
     /// Creates the PO header, then its rows in multi-messages of 10. To resume after a
     /// failure, call [`BrightpearlApi::create_purchase_order_header`] and
