@@ -18,6 +18,8 @@ pub struct Config {
     pub stores: Vec<crate::channels::StoreConfig>,
     #[serde(default)]
     pub ingress: IngressConfig,
+    #[serde(default)]
+    pub orders: crate::orders::OrdersConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -207,6 +209,7 @@ impl Config {
         if let Some(bytes) = parse_var::<usize>(env, "PEARLSYNC_MAX_BODY_BYTES")? {
             self.ingress.max_body_bytes = Some(bytes);
         }
+        self.orders.apply_env(env)?;
         Ok(())
     }
 
