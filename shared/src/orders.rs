@@ -330,10 +330,10 @@ impl OrderWriter {
         self.load(&mut works).await;
         // Cancellations and updates of written orders take their own path.
         for w in works.iter_mut().filter(|w| w.pending()) {
-            let cancelled =
-                w.event == OrderEvent::Cancelled || w.order.as_ref().is_some_and(|o| o.cancelled);
+            let cancelled = w.event == OrderEvent::Cancelled || w.order.as_ref().is_some_and(|o| o.cancelled);
             let step = w.saga.as_ref().map(|s| s.step);
-            let closed = step == Some(Step::CancelledBeforeCreate) || w.saga.as_ref().is_some_and(|s| s.cancelled);
+            let closed =
+                step == Some(Step::CancelledBeforeCreate) || w.saga.as_ref().is_some_and(|s| s.cancelled);
             if closed || step == Some(Step::Done) && !cancelled {
                 if w.event == OrderEvent::Updated && step == Some(Step::Done) && !closed {
                     let r = self.note_update(w).await;
@@ -505,7 +505,9 @@ impl OrderWriter {
         let mut rows = Vec::new();
         for line in &order.lines {
             let product = match &line.sku {
-                Some(sku) => products.get(sku).copied().or(misc).ok_or_else(|| Error::UnknownSku(sku.clone())),
+                Some(sku) => {
+                    products.get(sku).copied().or(misc).ok_or_else(|| Error::UnknownSku(sku.clone()))
+                }
                 None => misc.ok_or_else(|| Error::BadInput(format!("line {:?} has no SKU", line.name))),
             }?;
             let gross = line.unit_price * f64::from(line.quantity) - line.discount;
@@ -546,7 +548,11 @@ impl OrderWriter {
             warehouse_id: store.reservation_warehouse_id,
             status_id: None,
             placed_on: order.created_at,
-            delivery_address: order.delivery_address.as_ref().or(order.billing_address.as_ref()).map(order_address),
+            delivery_address: order
+                .delivery_address
+                .as_ref()
+                .or(order.billing_address.as_ref())
+                .map(order_address),
             shipping_method_id: None,
             rows,
         })
@@ -767,7 +773,9 @@ impl OrderWriter {
             let rows: Vec<ReservationRow> = saga
                 .rows
                 .iter()
-                .filter_map(|r| Some(ReservationRow { row_id: r.row_id, product_id: r.product_id?, quantity: r.quantity }))
+                .filter_map(|r| {
+                    Some(ReservationRow { row_id: r.row_id, product_id: r.product_id?, quantity: r.quantity })
+                })
                 .collect();
             let Some(so) = saga.sales_order_id.filter(|_| !rows.is_empty()) else { continue };
             let uri = format!("/warehouse-service/order/{so}/reservation/warehouse/{warehouse}");
@@ -809,19 +817,19 @@ impl OrderWriter {
             )));
         }
         let mut posts: Vec<(usize, Message)> = Vec::new();
-        for i in 0..works.len() {
-            if !works[i].at(Step::Reserved) {
+        for (i, w) in works.iter_mut().enumerate() {
+            if !w.at(Step::Reserved) {
                 continue;
             }
-            let Some(order) = works[i].order.clone() else { continue };
+            let Some(order) = w.order.clone() else { continue };
             if !order.paid {
-                self.advance(&mut works[i], Step::Done, |_| {}).await;
+                self.advance(w, Step::Done, |_| {}).await;
                 continue;
             }
-            if !self.advance(&mut works[i], Step::Paying, |_| {}).await {
+            if !self.advance(w, Step::Paying, |_| {}).await {
                 continue;
             }
-            let so = works[i].saga.as_ref().and_then(|s| s.sales_order_id).unwrap_or_default();
+            let so = w.saga.as_ref().and_then(|s| s.sales_order_id).unwrap_or_default();
             let payment = NewCustomerPayment {
                 order_id: so,
                 payment_method_code: self
@@ -875,7 +883,9 @@ impl OrderWriter {
             .into_iter()
             .find(|s| s.order_type_code == "SO" && s.name.to_lowercase().starts_with("cancel"))
             .map(|s| s.id)
-            .ok_or_else(|| Error::config("orders.cancelled_status_id", "the account has no SO status named Cancelled"))
+            .ok_or_else(|| {
+                Error::config("orders.cancelled_status_id", "the account has no SO status named Cancelled")
+            })
     }
 
     /// The cancellation rule (see the module doc).
@@ -886,14 +896,17 @@ impl OrderWriter {
             so = self.existing_sales_order(&w.order_id).await?;
         }
         let Some(so) = so else {
-            self.save(w, Saga {
-                step: Step::CancelledBeforeCreate,
-                contact_id: None,
-                sales_order_id: None,
-                rows: vec![],
-                fingerprint: String::new(),
-                cancelled: true,
-            })
+            self.save(
+                w,
+                Saga {
+                    step: Step::CancelledBeforeCreate,
+                    contact_id: None,
+                    sales_order_id: None,
+                    rows: vec![],
+                    fingerprint: String::new(),
+                    cancelled: true,
+                },
+            )
             .await?;
             self.bump(|r| r.cancelled += 1);
             return Ok(Outcome::Done);
@@ -1046,9 +1059,10 @@ impl OrderWriter {
         let Some(so) = self.brightpearl.sales_orders(&[sales_order_id]).await?.into_iter().next() else {
             return Ok(None);
         };
-        let channel = self.channels.iter().find(|c| {
-            so.channel_id.is_some() && c.store().brightpearl_channel_id == so.channel_id
-        });
+        let channel = self
+            .channels
+            .iter()
+            .find(|c| so.channel_id.is_some() && c.store().brightpearl_channel_id == so.channel_id);
         Ok(match (channel, so.external_ref) {
             (Some(c), Some(r)) => Some((c.kind(), c.store().name.clone(), r)),
             _ => None,
@@ -1070,11 +1084,7 @@ impl OrderWriter {
             return Ok(saga.rows.into_iter().filter_map(|r| Some((r.row_id, r.line_id?))).collect());
         }
         let orders = self.brightpearl.sales_orders(&[sales_order_id]).await?;
-        Ok(orders
-            .into_iter()
-            .flat_map(|o| o.rows)
-            .filter_map(|r| Some((r.id, r.external_ref?)))
-            .collect())
+        Ok(orders.into_iter().flat_map(|o| o.rows).filter_map(|r| Some((r.id, r.external_ref?))).collect())
     }
 
     // ---------- reconciliation ----------
@@ -1170,12 +1180,15 @@ impl WaveHandler for OrderWriter {
                     resumed_creating: false,
                 }),
                 Job::Shipment { goods_out_note_ids } => {
-                    let outcome = self.handle_shipment(goods_out_note_ids).await.unwrap_or_else(|e| outcome_of(&e));
+                    let outcome =
+                        self.handle_shipment(goods_out_note_ids).await.unwrap_or_else(|e| outcome_of(&e));
                     let outcome = match outcome {
-                        Outcome::Parked(reason) => match parking::park(self.state.as_ref(), &job, &reason).await {
-                            Ok(_) => Outcome::Parked(reason),
-                            Err(e) => outcome_of(&e),
-                        },
+                        Outcome::Parked(reason) => {
+                            match parking::park(self.state.as_ref(), &job, &reason).await {
+                                Ok(_) => Outcome::Parked(reason),
+                                Err(e) => outcome_of(&e),
+                            }
+                        }
                         other => other,
                     };
                     out.insert(message_id, outcome);

@@ -72,7 +72,11 @@ async fn setup() -> Env {
         brightpearl: BrightpearlConfig {
             base_url: Some(sb.base_url.clone()),
             account: d.account,
-            auth: AuthConfig { app_ref: d.app_ref, staff_token: Secret::literal(d.staff_token), ..Default::default() },
+            auth: AuthConfig {
+                app_ref: d.app_ref,
+                staff_token: Secret::literal(d.staff_token),
+                ..Default::default()
+            },
             installed_integration_instance_id: Some(42),
             rate_limit_requests: RATE.0,
             rate_limit_window_ms: RATE.1.as_millis() as u64,
@@ -101,7 +105,12 @@ fn new_order(email: &str, lines: &[(&str, u32)]) -> NewOrder {
         currency: "GBP".into(),
         lines: lines
             .iter()
-            .map(|(sku, q)| NewOrderLine { sku: Some(sku.to_string()), name: String::new(), quantity: *q, price: 12.5 })
+            .map(|(sku, q)| NewOrderLine {
+                sku: Some(sku.to_string()),
+                name: String::new(),
+                quantity: *q,
+                price: 12.5,
+            })
             .collect(),
     }
 }
@@ -119,7 +128,12 @@ fn shopify_job(env: &Env, order: NewOrder) -> (String, Job) {
 }
 
 fn message(id: &str, job: &Job) -> BatchMessage {
-    BatchMessage { message_id: id.into(), body: job.encode(), group_id: Some(job.group_id()), receive_count: 1 }
+    BatchMessage {
+        message_id: id.into(),
+        body: job.encode(),
+        group_id: Some(job.group_id()),
+        receive_count: 1,
+    }
 }
 
 /// Sales orders per externalRef.
@@ -154,7 +168,11 @@ fn payments_per_order(env: &Env) -> BTreeMap<u64, usize> {
 }
 
 /// Feeds batches of 10 until every message is done or parked, redelivering failures.
-async fn run_to_completion(writer: &OrderWriter, mut pending: Vec<BatchMessage>, max_rounds: usize) -> BatchReport {
+async fn run_to_completion(
+    writer: &OrderWriter,
+    mut pending: Vec<BatchMessage>,
+    max_rounds: usize,
+) -> BatchReport {
     let mut total = BatchReport::default();
     for _ in 0..max_rounds {
         if pending.is_empty() {
@@ -177,8 +195,10 @@ async fn run_to_completion(writer: &OrderWriter, mut pending: Vec<BatchMessage>,
 async fn a_shopify_order_delivered_three_times_gives_one_order_reservation_and_payment() {
     let env = setup().await;
     let (id, job) = shopify_job(&env, new_order("ann@example.test", &[("SKU-00001", 2), ("SKU-00002", 1)]));
-    let (first, second) =
-        tokio::join!(env.writer.handle_batch(vec![message("m1", &job)]), env.writer.handle_batch(vec![message("m2", &job)]));
+    let (first, second) = tokio::join!(
+        env.writer.handle_batch(vec![message("m1", &job)]),
+        env.writer.handle_batch(vec![message("m2", &job)])
+    );
     let third = env.writer.handle_batch(vec![message("m3", &job)]).await;
     // A concurrent duplicate is retried, never done twice; its redelivery is a duplicate.
     let mut redelivered = Vec::new();
@@ -254,7 +274,8 @@ async fn an_unknown_sku_parks_the_order_with_its_reason() {
 #[tokio::test]
 async fn a_bigcommerce_order_job_without_payload_fetches_the_order() {
     let env = setup().await;
-    let (id, _) = env.sb.channels.create_order(Channel::Bigcommerce, new_order("bc@example.test", &[("SKU-00004", 2)]));
+    let (id, _) =
+        env.sb.channels.create_order(Channel::Bigcommerce, new_order("bc@example.test", &[("SKU-00004", 2)]));
     let job = Job::ChannelOrder {
         channel: ChannelKind::Bigcommerce,
         store: "bigcommerce-main".into(),
@@ -264,7 +285,11 @@ async fn a_bigcommerce_order_job_without_payload_fetches_the_order() {
     };
     let report = env.writer.handle_batch(vec![message("m1", &job)]).await;
     assert_eq!(report.done, 1, "{report:?}");
-    assert_eq!(env.sb.channels.counters(Channel::Bigcommerce).count("v2/order"), 1, "the order was fetched once");
+    assert_eq!(
+        env.sb.channels.counters(Channel::Bigcommerce).count("v2/order"),
+        1,
+        "the order was fetched once"
+    );
     assert_eq!(sales_orders(&env).get(&id), Some(&1));
     let so = sales_order_id(&env, &id);
     env.sb.brightpearl.with_state(|s| {
@@ -291,7 +316,10 @@ async fn a_shipped_goods_out_note_puts_tracking_on_the_channel_order_once() {
     }
     let fulfilments = env.sb.channels.fulfilments(Channel::Shopify, &id);
     assert_eq!(fulfilments.len(), 1, "{fulfilments:?}");
-    assert_eq!((fulfilments[0].tracking_number.as_str(), fulfilments[0].carrier.as_str()), ("TRK-123", "DHL"));
+    assert_eq!(
+        (fulfilments[0].tracking_number.as_str(), fulfilments[0].carrier.as_str()),
+        ("TRK-123", "DHL")
+    );
     let mut lines = fulfilments[0].lines.clone();
     lines.sort();
     assert_eq!(lines, vec![("SKU-00005".to_string(), 2), ("SKU-00006".to_string(), 1)]);
@@ -312,7 +340,11 @@ async fn two_hundred_orders_under_throttles_and_server_errors_end_as_two_hundred
         ids.push(id);
     }
     env.sb.brightpearl.reset_counters();
-    env.sb.brightpearl.faults().set_rates(FaultRates { throttle: 0.10, server_error: 0.05, ..Default::default() });
+    env.sb.brightpearl.faults().set_rates(FaultRates {
+        throttle: 0.10,
+        server_error: 0.05,
+        ..Default::default()
+    });
 
     let report = run_to_completion(&env.writer, messages, 30).await;
     assert!(report.parked.is_empty(), "{:?}", report.parked);
