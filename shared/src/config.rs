@@ -20,6 +20,8 @@ pub struct Config {
     pub ingress: IngressConfig,
     #[serde(default)]
     pub reorder: crate::reorder::ReorderConfig,
+    #[serde(default)]
+    pub orders: crate::orders::OrdersConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -210,6 +212,7 @@ impl Config {
         if let Some(bytes) = parse_var::<usize>(env, "PEARLSYNC_MAX_BODY_BYTES")? {
             self.ingress.max_body_bytes = Some(bytes);
         }
+        self.orders.apply_env(env)?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod ingress;
 pub mod lambda;
 pub mod metrics;
+pub mod orders;
 pub mod parking;
 pub mod queue;
 pub mod reorder;

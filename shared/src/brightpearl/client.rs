@@ -617,55 +617,7 @@ impl BrightpearlClient {
     }
 
     fn sales_order_body(&self, o: &NewSalesOrder) -> Value {
-        let instance =
-            o.installed_integration_instance_id.or(self.inner.config.installed_integration_instance_id);
-        let rows: Vec<Value> = o
-            .rows
-            .iter()
-            .map(|r| {
-                let mut row = json!({
-                    "productId": r.product_id,
-                    "quantity": r.quantity,
-                    "net": r.net,
-                    "tax": r.tax,
-                });
-                if let Some(n) = &r.name {
-                    row["name"] = json!(n);
-                }
-                if let Some(t) = &r.tax_code {
-                    row["taxCode"] = json!(t);
-                }
-                if let Some(e) = &r.external_ref {
-                    row["externalRef"] = json!(e);
-                }
-                row
-            })
-            .collect();
-        let mut body = json!({
-            "customer": {"id": o.customer_id},
-            "externalRef": o.external_ref,
-            "currency": {"code": o.currency_code},
-            "rows": rows,
-        });
-        let opt = |body: &mut Value, key: &str, v: Option<Value>| {
-            if let Some(v) = v {
-                body[key] = v;
-            }
-        };
-        opt(&mut body, "installedIntegrationInstanceId", instance.map(|i| json!(i)));
-        opt(&mut body, "ref", o.reference.as_ref().map(|r| json!(r)));
-        opt(&mut body, "channelId", o.channel_id.map(|c| json!(c)));
-        opt(&mut body, "priceListId", o.price_list_id.map(|c| json!(c)));
-        opt(&mut body, "warehouseId", o.warehouse_id.map(|c| json!(c)));
-        opt(&mut body, "statusId", o.status_id.map(|c| json!(c)));
-        opt(&mut body, "placedOn", o.placed_on.map(|d| json!(d.to_rfc3339())));
-        if o.delivery_address.is_some() || o.shipping_method_id.is_some() {
-            let mut delivery = json!({});
-            opt(&mut delivery, "address", o.delivery_address.as_ref().map(|a| json!(a)));
-            opt(&mut delivery, "shippingMethodId", o.shipping_method_id.map(|s| json!(s)));
-            body["delivery"] = delivery;
-        }
-        body
+        sales_order_body(o, self.inner.config.installed_integration_instance_id)
     }
 
     fn purchase_row_message(order_id: u64, label: String, r: &NewPurchaseOrderRow) -> Message {
@@ -725,6 +677,94 @@ impl BrightpearlClient {
             })
             .collect())
     }
+}
+
+/// The Sales Order POST body (also sent inside multi-messages by the order writer).
+/// `default_instance` applies when the order names no installed integration instance.
+/// A row with `product_id` 0 is a named row without a product (e.g. shipping).
+pub fn sales_order_body(o: &NewSalesOrder, default_instance: Option<u64>) -> Value {
+    let instance = o.installed_integration_instance_id.or(default_instance);
+    let rows: Vec<Value> = o
+        .rows
+        .iter()
+        .map(|r| {
+            let mut row = json!({
+                "quantity": r.quantity,
+                "net": r.net,
+                "tax": r.tax,
+            });
+            if r.product_id != 0 {
+                row["productId"] = json!(r.product_id);
+            }
+            if let Some(n) = &r.name {
+                row["name"] = json!(n);
+            }
+            if let Some(t) = &r.tax_code {
+                row["taxCode"] = json!(t);
+            }
+            if let Some(e) = &r.external_ref {
+                row["externalRef"] = json!(e);
+            }
+            row
+        })
+        .collect();
+    let mut body = json!({
+        "customer": {"id": o.customer_id},
+        "externalRef": o.external_ref,
+        "currency": {"code": o.currency_code},
+        "rows": rows,
+    });
+    let opt = |body: &mut Value, key: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            body[key] = v;
+        }
+    };
+    opt(&mut body, "installedIntegrationInstanceId", instance.map(|i| json!(i)));
+    opt(&mut body, "ref", o.reference.as_ref().map(|r| json!(r)));
+    opt(&mut body, "channelId", o.channel_id.map(|c| json!(c)));
+    opt(&mut body, "priceListId", o.price_list_id.map(|c| json!(c)));
+    opt(&mut body, "warehouseId", o.warehouse_id.map(|c| json!(c)));
+    opt(&mut body, "statusId", o.status_id.map(|c| json!(c)));
+    opt(&mut body, "placedOn", o.placed_on.map(|d| json!(d.to_rfc3339())));
+    if o.delivery_address.is_some() || o.shipping_method_id.is_some() {
+        let mut delivery = json!({});
+        opt(&mut delivery, "address", o.delivery_address.as_ref().map(|a| json!(a)));
+        opt(&mut delivery, "shippingMethodId", o.shipping_method_id.map(|s| json!(s)));
+        body["delivery"] = delivery;
+    }
+    body
+}
+
+/// The Customer Payment POST body (also sent inside multi-messages by the order writer).
+pub fn customer_payment_body(p: &NewCustomerPayment) -> Value {
+    let mut body = json!({
+        "paymentMethodCode": p.payment_method_code,
+        "paymentType": "RECEIPT",
+        "orderId": p.order_id,
+        "currencyIsoCode": p.currency_code,
+        "exchangeRate": 1,
+        "amountPaid": p.amount,
+        "paymentDate": p.payment_date.to_rfc3339(),
+    });
+    if let Some(j) = &p.journal_ref {
+        body["journalRef"] = json!(j);
+    }
+    body
+}
+
+/// The Reservation POST body (also sent inside multi-messages by the order writer).
+pub fn reservation_body(rows: &[ReservationRow]) -> Value {
+    // One entry per row with the total: two entries for one row can double-reserve.
+    let mut per_row: BTreeMap<u64, (u64, i64)> = BTreeMap::new();
+    for r in rows {
+        let e = per_row.entry(r.row_id).or_insert((r.product_id, 0));
+        e.1 += r.quantity;
+    }
+    let products: Vec<Value> = per_row
+        .iter()
+        .map(|(row, (product, qty))| json!({"productId": product, "salesOrderRowId": row, "quantity": qty}))
+        .collect();
+    json!({"products": products})
 }
 
 #[async_trait::async_trait]
@@ -948,18 +988,8 @@ impl BrightpearlApi for BrightpearlClient {
     }
 
     async fn reserve(&self, order_id: u64, warehouse_id: u64, rows: &[ReservationRow]) -> Result<()> {
-        // One entry per row with the total: two entries for one row can double-reserve.
-        let mut per_row: BTreeMap<u64, (u64, i64)> = BTreeMap::new();
-        for r in rows {
-            let e = per_row.entry(r.row_id).or_insert((r.product_id, 0));
-            e.1 += r.quantity;
-        }
-        let products: Vec<Value> = per_row
-            .iter()
-            .map(|(row, (product, qty))| json!({"productId": product, "salesOrderRowId": row, "quantity": qty}))
-            .collect();
         let path = format!("/warehouse-service/order/{order_id}/reservation/warehouse/{warehouse_id}");
-        match self.write(Method::POST, &path, &json!({"products": products}), Replay::Safe).await {
+        match self.write(Method::POST, &path, &reservation_body(rows), Replay::Safe).await {
             Ok(_) => Ok(()),
             // A repeat after a lost answer is refused; the reservation we made is what counts.
             Err(e @ Error::Rejected { .. }) => match self.reservation(order_id).await? {
@@ -1004,18 +1034,7 @@ impl BrightpearlApi for BrightpearlClient {
     }
 
     async fn create_customer_payment(&self, p: &NewCustomerPayment) -> Result<u64> {
-        let mut body = json!({
-            "paymentMethodCode": p.payment_method_code,
-            "paymentType": "RECEIPT",
-            "orderId": p.order_id,
-            "currencyIsoCode": p.currency_code,
-            "exchangeRate": 1,
-            "amountPaid": p.amount,
-            "paymentDate": p.payment_date.to_rfc3339(),
-        });
-        if let Some(j) = &p.journal_ref {
-            body["journalRef"] = json!(j);
-        }
+        let body = customer_payment_body(p);
         let v =
             self.write(Method::POST, "/accounting-service/customer-payment", &body, Replay::Unsafe).await?;
         Self::created_id("customer payment", &v)

@@ -1,0 +1,364 @@
+//! The order writer against the sandbox (Brightpearl + channels over real HTTP) with its state
+//! on the DynamoDB emulator: exactly-once order effects, crash recovery, parking, fetching thin
+//! jobs, shipments, and a batch run under injected faults.
+
+use pearlsync::app::App;
+use pearlsync::backends::Backends;
+use pearlsync::batch::{BatchMessage, BatchReport};
+use pearlsync::brightpearl::{AuthConfig, BrightpearlConfig};
+use pearlsync::channels::StoreConfig;
+use pearlsync::config::Config;
+use pearlsync::orders::OrderWriter;
+use pearlsync::queue::{ChannelKind, InProcessQueue, Job, OrderEvent};
+use pearlsync::secret::Secret;
+use pearlsync_sandbox::brightpearl::{BrightpearlSandboxConfig, SeedSpec};
+use pearlsync_sandbox::channels::{Channel, NewOrder, NewOrderLine};
+use pearlsync_sandbox::faults::{Fault, FaultRates};
+use pearlsync_sandbox::{Sandbox, SandboxConfig};
+use pearlsync_tests::emulator;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SO_POST: &str = "POST /order-service/sales-order";
+const SO_SEARCH: &str = "GET /order-service/sales-order-search";
+const RESERVE: &str = "POST /warehouse-service/order/{ids}/reservation/warehouse/{ids}";
+const PAYMENT: &str = "POST /accounting-service/customer-payment";
+/// Fast window: these tests are not about the rate limit.
+const RATE: (u32, Duration) = (200, Duration::from_millis(200));
+
+struct Env {
+    sb: Sandbox,
+    app: App,
+    writer: OrderWriter,
+}
+
+fn store(sb: &Sandbox, kind: ChannelKind) -> StoreConfig {
+    StoreConfig {
+        name: format!("{kind}-main"),
+        kind,
+        base_url: sb.base_url.clone(),
+        access_token: Secret::literal("token"),
+        webhook_secret: Secret::literal("hook-secret"),
+        store_hash: sb.channels.config().bigcommerce_store_hash.clone(),
+        location_id: Some("1".into()),
+        brightpearl_channel_id: Some(match kind {
+            ChannelKind::Shopify => 1,
+            ChannelKind::Bigcommerce => 2,
+            ChannelKind::Woocommerce => 3,
+        }),
+        price_list_id: Some(1),
+        reservation_warehouse_id: Some(1),
+        ..StoreConfig::default()
+    }
+}
+
+async fn setup() -> Env {
+    let bp = BrightpearlSandboxConfig {
+        rate_limit: RATE.0,
+        rate_window: RATE.1,
+        seed: Some(SeedSpec { products: 20, warehouses: 2, suppliers: 2, seed: 3 }),
+        ..Default::default()
+    };
+    let sb = pearlsync_sandbox::start(SandboxConfig { brightpearl: bp, ..Default::default() })
+        .await
+        .expect("sandbox starts");
+    let products: Vec<u64> = sb.brightpearl.with_state(|s| s.products.keys().copied().collect());
+    for p in products {
+        sb.brightpearl.set_stock(p, 1, 100_000);
+    }
+    let d = BrightpearlSandboxConfig::default();
+    let config = Config {
+        brightpearl: BrightpearlConfig {
+            base_url: Some(sb.base_url.clone()),
+            account: d.account,
+            auth: AuthConfig {
+                app_ref: d.app_ref,
+                staff_token: Secret::literal(d.staff_token),
+                ..Default::default()
+            },
+            installed_integration_instance_id: Some(42),
+            rate_limit_requests: RATE.0,
+            rate_limit_window_ms: RATE.1.as_millis() as u64,
+            request_timeout_ms: 3_000,
+            backoff_base_ms: 5,
+            backoff_cap_ms: 50,
+            ..Default::default()
+        },
+        stores: vec![store(&sb, ChannelKind::Shopify), store(&sb, ChannelKind::Bigcommerce)],
+        ..Config::default()
+    };
+    let backends = Backends {
+        state: Arc::new(emulator::dynamo_store().await),
+        queue: Arc::new(InProcessQueue::default()),
+    };
+    let app = App::with_backends(config, backends, "order-writer").expect("app builds");
+    let writer = OrderWriter::new(&app);
+    Env { sb, app, writer }
+}
+
+fn new_order(email: &str, lines: &[(&str, u32)]) -> NewOrder {
+    NewOrder {
+        email: Some(email.into()),
+        first_name: "Ann".into(),
+        last_name: "Lee".into(),
+        currency: "GBP".into(),
+        lines: lines
+            .iter()
+            .map(|(sku, q)| NewOrderLine {
+                sku: Some(sku.to_string()),
+                name: String::new(),
+                quantity: *q,
+                price: 12.5,
+            })
+            .collect(),
+    }
+}
+
+fn shopify_job(env: &Env, order: NewOrder) -> (String, Job) {
+    let (id, payload) = env.sb.channels.create_order(Channel::Shopify, order);
+    let job = Job::ChannelOrder {
+        channel: ChannelKind::Shopify,
+        store: "shopify-main".into(),
+        order_id: id.clone(),
+        event: OrderEvent::Created,
+        payload: Some(payload),
+    };
+    (id, job)
+}
+
+fn message(id: &str, job: &Job) -> BatchMessage {
+    BatchMessage {
+        message_id: id.into(),
+        body: job.encode(),
+        group_id: Some(job.group_id()),
+        receive_count: 1,
+    }
+}
+
+/// Sales orders per externalRef.
+fn sales_orders(env: &Env) -> BTreeMap<String, u64> {
+    env.sb.brightpearl.with_state(|s| {
+        let mut by_ref = BTreeMap::new();
+        for o in s.orders.values().filter(|o| o.order_type == "SO") {
+            *by_ref.entry(o.external_ref.clone().unwrap_or_default()).or_insert(0) += 1;
+        }
+        by_ref
+    })
+}
+
+fn sales_order_id(env: &Env, external_ref: &str) -> u64 {
+    env.sb.brightpearl.with_state(|s| {
+        s.orders
+            .values()
+            .find(|o| o.external_ref.as_deref() == Some(external_ref))
+            .map(|o| o.id)
+            .expect("the sales order exists")
+    })
+}
+
+fn payments_per_order(env: &Env) -> BTreeMap<u64, usize> {
+    env.sb.brightpearl.with_state(|s| {
+        let mut per = BTreeMap::new();
+        for p in &s.payments {
+            *per.entry(p.order_id).or_insert(0) += 1;
+        }
+        per
+    })
+}
+
+/// Feeds batches of 10 until every message is done or parked, redelivering failures.
+async fn run_to_completion(
+    writer: &OrderWriter,
+    mut pending: Vec<BatchMessage>,
+    max_rounds: usize,
+) -> BatchReport {
+    let mut total = BatchReport::default();
+    for _ in 0..max_rounds {
+        if pending.is_empty() {
+            return total;
+        }
+        let mut next = Vec::new();
+        for chunk in pending.chunks(10) {
+            let report = writer.handle_batch(chunk.to_vec()).await;
+            next.extend(chunk.iter().filter(|m| report.failures.contains(&m.message_id)).cloned());
+            total.done += report.done;
+            total.parked.extend(report.parked);
+        }
+        pending = next;
+    }
+    assert!(pending.is_empty(), "{} messages still failing after {max_rounds} rounds", pending.len());
+    total
+}
+
+#[tokio::test]
+async fn a_shopify_order_delivered_three_times_gives_one_order_reservation_and_payment() {
+    let env = setup().await;
+    let (id, job) = shopify_job(&env, new_order("ann@example.test", &[("SKU-00001", 2), ("SKU-00002", 1)]));
+    let (first, second) = tokio::join!(
+        env.writer.handle_batch(vec![message("m1", &job)]),
+        env.writer.handle_batch(vec![message("m2", &job)])
+    );
+    let third = env.writer.handle_batch(vec![message("m3", &job)]).await;
+    // A concurrent duplicate is retried, never done twice; its redelivery is a duplicate.
+    let mut redelivered = Vec::new();
+    for (name, report) in [("m1", &first), ("m2", &second), ("m3", &third)] {
+        if !report.failures.is_empty() {
+            redelivered.push(message(name, &job));
+        }
+    }
+    let rest = run_to_completion(&env.writer, redelivered, 3).await;
+    assert!(rest.parked.is_empty() && first.parked.is_empty() && second.parked.is_empty());
+
+    assert_eq!(sales_orders(&env).get(&id), Some(&1));
+    let so = sales_order_id(&env, &id);
+    let counters = env.sb.brightpearl.counters();
+    assert_eq!(counters.endpoint(SO_POST), 1, "one sales-order POST");
+    assert_eq!(counters.endpoint(RESERVE), 1, "one reservation POST");
+    assert_eq!(counters.endpoint(PAYMENT), 1, "one payment POST");
+    assert_eq!(counters.endpoint(SO_SEARCH), 0, "a first attempt makes no externalRef search");
+    assert_eq!(payments_per_order(&env).get(&so), Some(&1));
+    env.sb.brightpearl.with_state(|s| {
+        let order = &s.orders[&so];
+        assert_eq!(order.channel_id, Some(1));
+        assert_eq!(order.installed_integration_instance_id, Some(42));
+        // Two product rows and shipping as a named row, with the channel line ids on the rows.
+        assert_eq!(order.rows.len(), 3);
+        assert_eq!(order.rows.iter().filter(|r| r.external_ref.is_some()).count(), 2);
+        assert!((order.rows.iter().map(|r| r.net).sum::<f64>() - (3.0 * 12.5 + 5.0)).abs() < 1e-9);
+        assert_eq!(s.reservations[&so].rows.len(), 2);
+        let payment = s.payments.iter().find(|p| p.order_id == so).expect("payment");
+        assert!((payment.amount - (3.0 * 12.5 + 5.0)).abs() < 1e-9);
+    });
+    let report = env.writer.report();
+    assert_eq!(report.created, 1);
+    assert_eq!(report.paid, 1);
+    assert!(report.duplicates >= 1, "{report:?}");
+}
+
+#[tokio::test]
+async fn a_response_lost_after_the_sales_order_post_still_gives_one_order_after_the_retry() {
+    let env = setup().await;
+    let (id, job) = shopify_job(&env, new_order("crash@example.test", &[("SKU-00003", 1)]));
+    env.sb.brightpearl.fault_at(SO_POST, 1, Fault::LoseResponse);
+
+    let first = env.writer.handle_batch(vec![message("m1", &job)]).await;
+    assert_eq!(first.failures, vec!["m1".to_string()], "the lost answer is retried");
+    assert_eq!(sales_orders(&env).get(&id), Some(&1), "Brightpearl did create it");
+
+    let second = env.writer.handle_batch(vec![message("m1", &job)]).await;
+    assert!(second.failures.is_empty() && second.parked.is_empty(), "{second:?}");
+    assert_eq!(sales_orders(&env).get(&id), Some(&1));
+    let counters = env.sb.brightpearl.counters();
+    assert_eq!(counters.endpoint(SO_SEARCH), 1, "the retry searched by externalRef");
+    assert_eq!(counters.endpoint(SO_POST), 1, "and did not post again");
+    assert_eq!(counters.endpoint(RESERVE), 1);
+    assert_eq!(counters.endpoint(PAYMENT), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_sku_parks_the_order_with_its_reason() {
+    let env = setup().await;
+    let (_, job) = shopify_job(&env, new_order("park@example.test", &[("SKU-00001", 1), ("NOPE-1", 1)]));
+    let report = env.writer.handle_batch(vec![message("m1", &job)]).await;
+    assert_eq!(report.parked, vec![("m1".to_string(), "unknown SKU NOPE-1".to_string())]);
+    assert!(report.failures.is_empty());
+    let parked = pearlsync::parking::list(env.app.state.as_ref(), "unknown SKU NOPE-1").await.expect("list");
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].job, job);
+    let counters = env.sb.brightpearl.counters();
+    assert_eq!(counters.endpoint(SO_POST) + counters.endpoint("POST /multi-message"), 0);
+    assert_eq!(counters.endpoint("POST /contact-service/contact"), 0);
+}
+
+#[tokio::test]
+async fn a_bigcommerce_order_job_without_payload_fetches_the_order() {
+    let env = setup().await;
+    let (id, _) =
+        env.sb.channels.create_order(Channel::Bigcommerce, new_order("bc@example.test", &[("SKU-00004", 2)]));
+    let job = Job::ChannelOrder {
+        channel: ChannelKind::Bigcommerce,
+        store: "bigcommerce-main".into(),
+        order_id: id.clone(),
+        event: OrderEvent::Created,
+        payload: None,
+    };
+    let report = env.writer.handle_batch(vec![message("m1", &job)]).await;
+    assert_eq!(report.done, 1, "{report:?}");
+    assert_eq!(
+        env.sb.channels.counters(Channel::Bigcommerce).count("v2/order"),
+        1,
+        "the order was fetched once"
+    );
+    assert_eq!(sales_orders(&env).get(&id), Some(&1));
+    let so = sales_order_id(&env, &id);
+    env.sb.brightpearl.with_state(|s| {
+        assert_eq!(s.orders[&so].channel_id, Some(2));
+        assert_eq!(s.orders[&so].rows.iter().filter(|r| r.product_id.is_some()).count(), 1);
+    });
+}
+
+#[tokio::test]
+async fn a_shipped_goods_out_note_puts_tracking_on_the_channel_order_once() {
+    let env = setup().await;
+    let (id, job) = shopify_job(&env, new_order("ship@example.test", &[("SKU-00005", 2), ("SKU-00006", 1)]));
+    // Another order on the same account, so the note must find the right one.
+    let (other, other_job) = shopify_job(&env, new_order("other@example.test", &[("SKU-00005", 1)]));
+    let report = env.writer.handle_batch(vec![message("m1", &job), message("m2", &other_job)]).await;
+    assert_eq!(report.done, 2, "{report:?}");
+
+    let so = sales_order_id(&env, &id);
+    let note = env.sb.brightpearl.ship_goods_out(so, "TRK-123", "DHL").expect("ship");
+    let shipment = Job::Shipment { goods_out_note_ids: vec![note] };
+    for n in 0..2 {
+        let report = env.writer.handle_batch(vec![message(&format!("s{n}"), &shipment)]).await;
+        assert_eq!(report.done, 1, "{report:?}");
+    }
+    let fulfilments = env.sb.channels.fulfilments(Channel::Shopify, &id);
+    assert_eq!(fulfilments.len(), 1, "{fulfilments:?}");
+    assert_eq!(
+        (fulfilments[0].tracking_number.as_str(), fulfilments[0].carrier.as_str()),
+        ("TRK-123", "DHL")
+    );
+    let mut lines = fulfilments[0].lines.clone();
+    lines.sort();
+    assert_eq!(lines, vec![("SKU-00005".to_string(), 2), ("SKU-00006".to_string(), 1)]);
+    assert!(env.sb.channels.fulfilments(Channel::Shopify, &other).is_empty());
+    assert_eq!(env.sb.channels.counters(Channel::Shopify).count("graphql:fulfillmentCreate"), 1);
+    assert_eq!(env.writer.report().tracking_posted, 1);
+}
+
+#[tokio::test]
+async fn two_hundred_orders_under_throttles_and_server_errors_end_as_two_hundred_sales_orders() {
+    let env = setup().await;
+    let mut ids = Vec::new();
+    let mut messages = Vec::new();
+    for n in 0..200 {
+        let sku = format!("SKU-{:05}", n % 20 + 1);
+        let (id, job) = shopify_job(&env, new_order(&format!("buyer{}@example.test", n % 25), &[(&sku, 1)]));
+        messages.push(message(&format!("m{n}"), &job));
+        ids.push(id);
+    }
+    env.sb.brightpearl.reset_counters();
+    env.sb.brightpearl.faults().set_rates(FaultRates {
+        throttle: 0.10,
+        server_error: 0.05,
+        ..Default::default()
+    });
+
+    let report = run_to_completion(&env.writer, messages, 30).await;
+    assert!(report.parked.is_empty(), "{:?}", report.parked);
+    assert_eq!(report.done, 200);
+    let faults = env.sb.brightpearl.counters().faults;
+    assert!(faults.throttle > 0 && faults.server_error > 0, "faults were injected: {faults:?}");
+
+    let orders = sales_orders(&env);
+    for id in &ids {
+        assert_eq!(orders.get(id), Some(&1), "order {id}");
+    }
+    assert_eq!(orders.values().sum::<u64>(), 200);
+    let payments = payments_per_order(&env);
+    assert_eq!(payments.len(), 200);
+    assert!(payments.values().all(|n| *n == 1), "no order paid twice");
+    assert_eq!(env.sb.brightpearl.with_state(|s| s.reservations.len()), 200);
+}
