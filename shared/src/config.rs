@@ -18,6 +18,8 @@ pub struct Config {
     pub stores: Vec<crate::channels::StoreConfig>,
     #[serde(default)]
     pub ingress: IngressConfig,
+    #[serde(default)]
+    pub inventory: crate::inventory::InventoryConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -206,6 +208,9 @@ impl Config {
         }
         if let Some(bytes) = parse_var::<usize>(env, "PEARLSYNC_MAX_BODY_BYTES")? {
             self.ingress.max_body_bytes = Some(bytes);
+        }
+        if let Some(reconcile) = parse_var::<bool>(env, "PEARLSYNC_INVENTORY_RECONCILE")? {
+            self.inventory.reconcile = reconcile;
         }
         Ok(())
     }

@@ -33,6 +33,13 @@ pub trait BrightpearlApi: Send + Sync {
     /// `updatedOn` when the TTL ends or a SKU is missing, and rebuilt daily. Before any full
     /// load, up to 3 unknown SKUs are looked up one `SKU=` search each instead.
     async fn products_by_sku(&self, skus: &[String]) -> Result<HashMap<String, u64>>;
+    /// (product id, SKU) of every product updated since `since` (the whole catalogue when
+    /// None), from a product search; the cached SKU map is refreshed with the answer. For
+    /// callers that keep their own mapping and cursor across processes.
+    async fn product_skus_since(
+        &self,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<(u64, String)>>;
     async fn products(&self, ids: &[u64]) -> Result<Vec<Product>>;
     /// Product id → availability; products Brightpearl does not return are absent.
     async fn availability(&self, ids: &[u64]) -> Result<HashMap<u64, Availability>>;
