@@ -596,6 +596,14 @@ impl InventoryPoll {
     ) -> Result<()> {
         let config_prints: BTreeMap<String, String> =
             self.channels.iter().map(|c| (c.store().name.clone(), store_print(c.store()))).collect();
+        // A targeted run reads all its ids at once: one ID set per 200, whatever their chunks.
+        let mut prefetched = match targets {
+            Some(t) => {
+                let ids: Vec<u64> = t.iter().copied().collect();
+                Some(self.brightpearl.availability(&ids).await?)
+            }
+            None => None,
+        };
         let mut window: Vec<Work> = Vec::new();
         for pos in index.positions() {
             let cref = &index.pages[pos.0].chunks[pos.1];
@@ -609,7 +617,10 @@ impl InventoryPoll {
                     continue;
                 }
             }
-            let availability = self.brightpearl.availability(&ids).await?;
+            let availability = match prefetched.as_mut() {
+                Some(all) => ids.iter().filter_map(|id| all.remove(id).map(|a| (*id, a))).collect(),
+                None => self.brightpearl.availability(&ids).await?,
+            };
             run.report.products_read += availability.len();
             let mut fingerprints = BTreeMap::new();
             let mut look = targets.is_some() || reconcile;
@@ -699,7 +710,13 @@ impl InventoryPoll {
         Ok(())
     }
 
-    async fn flush_store(&self, channel: &dyn SalesChannel, window: &mut [Work], run: &mut Run, reconcile: bool) {
+    async fn flush_store(
+        &self,
+        channel: &dyn SalesChannel,
+        window: &mut [Work],
+        run: &mut Run,
+        reconcile: bool,
+    ) {
         let store = channel.store();
         let name = store.name.clone();
         let Some(mut report) = run.by_store.remove(&name) else { return };
@@ -840,7 +857,8 @@ impl WaveHandler for InventoryPoll {
                     stock_jobs.push(message_id);
                 }
                 other => {
-                    let reason = format!("the stock queue takes stock_changed jobs, not {}", other.group_id());
+                    let reason =
+                        format!("the stock queue takes stock_changed jobs, not {}", other.group_id());
                     if let Err(e) = crate::parking::park(self.state.as_ref(), &other, &reason).await {
                         outcomes.insert(message_id, Outcome::Retry(e.to_string()));
                     } else {
@@ -928,7 +946,12 @@ fn store_print(store: &StoreConfig) -> String {
 
 /// FNV-1a over the store settings and each product's sellable stock: stable across builds,
 /// unlike `DefaultHasher`, because it is persisted.
-fn fingerprint(store: &StoreConfig, print: &str, ids: &[u64], availability: &HashMap<u64, Availability>) -> String {
+fn fingerprint(
+    store: &StoreConfig,
+    print: &str,
+    ids: &[u64],
+    availability: &HashMap<u64, Availability>,
+) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
