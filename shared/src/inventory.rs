@@ -444,9 +444,9 @@ impl InventoryPoll {
                 match located.get(id).copied() {
                     Some((pi, ci)) => {
                         let chunk_id = index.pages[pi].chunks[ci].id;
-                        if !touched.contains_key(&chunk_id) {
+                        if let std::collections::btree_map::Entry::Vacant(slot) = touched.entry(chunk_id) {
                             let chunk = self.load_chunk(chunk_id, run).await?;
-                            touched.insert(chunk_id, (chunk.clone(), chunk));
+                            slot.insert((chunk.clone(), chunk));
                         }
                         let Some((chunk, _)) = touched.get_mut(&chunk_id) else { continue };
                         if stores.is_empty() {
@@ -505,9 +505,9 @@ impl InventoryPoll {
                         id
                     }
                 };
-                if !touched.contains_key(&chunk_id) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = touched.entry(chunk_id) {
                     let chunk = self.load_chunk(chunk_id, run).await?;
-                    touched.insert(chunk_id, (chunk.clone(), chunk));
+                    slot.insert((chunk.clone(), chunk));
                 }
                 if let Some((chunk, _)) = touched.get_mut(&chunk_id) {
                     chunk.products.insert(id, mapped);
