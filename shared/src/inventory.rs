@@ -874,9 +874,8 @@ impl WaveHandler for InventoryPoll {
         } else {
             match self.run(PollTrigger::Products(ids)).await {
                 Ok(_) => Outcome::Done,
-                Err(e) if e.is_retryable() => Outcome::Retry(e.to_string()),
-                // Nothing to park per message: the ids are fine, the answer was not usable.
-                // Retry so the DLQ holds them after the receive limit.
+                // Permanent errors retry too: the ids are not at fault, so there is nothing to
+                // park per message, and the DLQ keeps them after the receive limit.
                 Err(e) => Outcome::Retry(e.to_string()),
             }
         };
