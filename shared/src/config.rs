@@ -22,6 +22,8 @@ pub struct Config {
     pub reorder: crate::reorder::ReorderConfig,
     #[serde(default)]
     pub orders: crate::orders::OrdersConfig,
+    #[serde(default)]
+    pub inventory: crate::inventory::InventoryConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -213,6 +215,9 @@ impl Config {
             self.ingress.max_body_bytes = Some(bytes);
         }
         self.orders.apply_env(env)?;
+        if let Some(reconcile) = parse_var::<bool>(env, "PEARLSYNC_INVENTORY_RECONCILE")? {
+            self.inventory.reconcile = reconcile;
+        }
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod channels;
 pub mod config;
 pub mod error;
 pub mod ingress;
+pub mod inventory;
 pub mod lambda;
 pub mod metrics;
 pub mod orders;

@@ -1,13 +1,18 @@
-//! inventory-poll Lambda: wiring only; the handler lives in the pearlsync library.
+//! inventory-poll Lambda: wiring only; the handler lives in `pearlsync::inventory`.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use pearlsync::app::App;
+use pearlsync::config::Config;
+use pearlsync::inventory::InventoryPoll;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pearlsync::telemetry::init();
+    let app = App::from_config(Config::load_for_lambda().await?, "inventory-poll").await?;
+    let poll = InventoryPoll::new(&app);
+    let poll = &poll;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
-        tracing::warn!(request_id = %event.context.request_id, "inventory-poll handler not implemented yet");
-        Ok::<_, Error>(serde_json::json!({"status": "not implemented"}))
+        Ok::<_, Error>(poll.handle_event(event.payload).await?)
     }))
     .await
 }

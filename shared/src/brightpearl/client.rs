@@ -514,7 +514,7 @@ impl BrightpearlClient {
         Ok(out)
     }
 
-    async fn sweep_skus(&self, since: Option<DateTime<Utc>>) -> Result<()> {
+    async fn sweep_skus(&self, since: Option<DateTime<Utc>>) -> Result<Vec<(u64, String)>> {
         let started = (Instant::now(), Utc::now());
         let mut filters = vec![("columns", "productId,SKU,updatedOn".to_string())];
         if let Some(since) = since {
@@ -522,18 +522,20 @@ impl BrightpearlClient {
         }
         let rows: Vec<ProductSearchRow> =
             self.search_all("/product-service/product-search", &filters).await?;
+        let rows: Vec<(u64, String)> = rows
+            .into_iter()
+            .filter_map(|row| row.sku.filter(|s| !s.is_empty()).map(|sku| (row.product_id, sku)))
+            .collect();
         let mut cache = lock(&self.inner.cache);
         if since.is_none() {
             cache.sku_map.clear();
             cache.sku_map_rebuilt = Some(started.0);
         }
-        for row in rows {
-            if let Some(sku) = row.sku.filter(|s| !s.is_empty()) {
-                cache.sku_map.insert(sku, row.product_id);
-            }
+        for (id, sku) in &rows {
+            cache.sku_map.insert(sku.clone(), *id);
         }
         cache.sku_map_swept_at = Some(started);
-        Ok(())
+        Ok(rows)
     }
 
     /// Goods-in notes from ID-set GETs built by `path` (note ids, or order ids).
@@ -785,7 +787,9 @@ impl BrightpearlApi for BrightpearlClient {
                     self.sweep_skus(Some(since - chrono::Duration::minutes(5))).await?;
                 }
             }
-            (Some(_), _) => self.sweep_skus(None).await?,
+            (Some(_), _) => {
+                self.sweep_skus(None).await?;
+            }
             // No catalogue loaded yet; earlier single lookups already cover this request.
             (None, _) if missing.is_empty() => {}
             (None, _) if missing.len() <= SKU_LOOKUP_ONE_BY_ONE => {
@@ -801,7 +805,9 @@ impl BrightpearlApi for BrightpearlClient {
                     }
                 }
             }
-            (None, _) => self.sweep_skus(None).await?,
+            (None, _) => {
+                self.sweep_skus(None).await?;
+            }
         }
         let cache = lock(&self.inner.cache);
         Ok(skus.iter().filter_map(|s| cache.sku_map.get(s).map(|id| (s.clone(), *id))).collect())
@@ -819,12 +825,18 @@ impl BrightpearlApi for BrightpearlClient {
                     self.sweep_skus(Some(since - chrono::Duration::minutes(5))).await?;
                 }
             }
-            _ => self.sweep_skus(None).await?,
+            _ => {
+                self.sweep_skus(None).await?;
+            }
         }
         let mut ids: Vec<u64> = lock(&self.inner.cache).sku_map.values().copied().collect();
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)
+    }
+
+    async fn product_skus_since(&self, since: Option<DateTime<Utc>>) -> Result<Vec<(u64, String)>> {
+        self.sweep_skus(since).await
     }
 
     async fn products(&self, ids: &[u64]) -> Result<Vec<Product>> {

@@ -36,6 +36,13 @@ pub trait BrightpearlApi: Send + Sync {
     /// Every product id in the catalogue, from the same cached SKU map (loaded or refreshed
     /// as `products_by_sku` does; products without a SKU are not in it).
     async fn catalogue_product_ids(&self) -> Result<Vec<u64>>;
+    /// (product id, SKU) of every product updated since `since` (the whole catalogue when
+    /// None), from a product search; the cached SKU map is refreshed with the answer. For
+    /// callers that keep their own mapping and cursor across processes.
+    async fn product_skus_since(
+        &self,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<(u64, String)>>;
     async fn products(&self, ids: &[u64]) -> Result<Vec<Product>>;
     /// Product id → availability; products Brightpearl does not return are absent.
     async fn availability(&self, ids: &[u64]) -> Result<HashMap<u64, Availability>>;

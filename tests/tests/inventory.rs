@@ -1,0 +1,377 @@
+//! inventory-poll against the sandbox (Brightpearl and the three channels over real HTTP) and
+//! the DynamoDB emulator: exact quantities per store, delta-only pushes, availability ID sets,
+//! repair after a failing channel, and manual channel edits.
+
+use pearlsync::batch::BatchMessage;
+use pearlsync::brightpearl::{AuthConfig, BrightpearlClient, BrightpearlConfig, Priority};
+use pearlsync::channels::{BufferRules, ChannelSet, SkuBuffer, StoreConfig};
+use pearlsync::inventory::{ChannelReport, InventoryConfig, InventoryPoll, PollReport, PollTrigger, Repair};
+use pearlsync::metrics::Metrics;
+use pearlsync::queue::{ChannelKind, Job};
+use pearlsync::secret::Secret;
+use pearlsync::state::StateStore;
+use pearlsync_sandbox::brightpearl::{BrightpearlSandboxConfig, SeedSpec};
+use pearlsync_sandbox::channels::Channel;
+use pearlsync_sandbox::faults::Fault;
+use pearlsync_sandbox::{Sandbox, SandboxConfig};
+use pearlsync_tests::emulator;
+use std::sync::Arc;
+use std::time::Duration;
+
+const AVAILABILITY: &str = "GET /warehouse-service/product-availability/{ids}";
+const SHOPIFY_WRITE: &str = "graphql:inventorySetQuantities";
+const BIGCOMMERCE_WRITE: &str = "v3/inventory/adjustments/absolute";
+const WOOCOMMERCE_WRITE: &str = "products/batch";
+
+async fn sandbox(products: u32, warehouses: u32) -> Sandbox {
+    let bp = BrightpearlSandboxConfig {
+        rate_limit: 100,
+        rate_window: Duration::from_secs(1),
+        seed: Some(SeedSpec { products, warehouses, suppliers: 2, seed: 5 }),
+        ..Default::default()
+    };
+    pearlsync_sandbox::start(SandboxConfig { brightpearl: bp, ..Default::default() })
+        .await
+        .expect("sandbox starts")
+}
+
+fn brightpearl(sb: &Sandbox) -> BrightpearlClient {
+    let d = BrightpearlSandboxConfig::default();
+    BrightpearlClient::new(BrightpearlConfig {
+        base_url: Some(sb.base_url.clone()),
+        account: d.account,
+        auth: AuthConfig {
+            app_ref: d.app_ref,
+            staff_token: Secret::literal(d.staff_token),
+            ..Default::default()
+        },
+        rate_limit_requests: 100,
+        rate_limit_window_ms: 1_000,
+        request_timeout_ms: 3_000,
+        backoff_base_ms: 10,
+        backoff_cap_ms: 200,
+        ..Default::default()
+    })
+    .expect("client builds")
+}
+
+fn store(sb: &Sandbox, kind: ChannelKind, warehouses: Vec<u64>, buffer: BufferRules) -> StoreConfig {
+    StoreConfig {
+        name: format!("{kind}-main"),
+        kind,
+        base_url: sb.base_url.clone(),
+        access_token: Secret::literal("token"),
+        store_hash: sb.channels.config().bigcommerce_store_hash.clone(),
+        consumer_key: Secret::literal("ck_x"),
+        consumer_secret: Secret::literal("cs_x"),
+        location_id: Some("1".into()),
+        warehouses,
+        buffer,
+        max_retries: 1,
+        ..StoreConfig::default()
+    }
+}
+
+fn sandbox_channel(kind: ChannelKind) -> Channel {
+    match kind {
+        ChannelKind::Shopify => Channel::Shopify,
+        ChannelKind::Bigcommerce => Channel::Bigcommerce,
+        ChannelKind::Woocommerce => Channel::Woocommerce,
+    }
+}
+
+fn write_endpoint(kind: ChannelKind) -> &'static str {
+    match kind {
+        ChannelKind::Shopify => SHOPIFY_WRITE,
+        ChannelKind::Bigcommerce => BIGCOMMERCE_WRITE,
+        ChannelKind::Woocommerce => WOOCOMMERCE_WRITE,
+    }
+}
+
+struct Rig {
+    sb: Sandbox,
+    stores: Vec<StoreConfig>,
+    poll: InventoryPoll,
+}
+
+async fn rig(sb: Sandbox, stores: Vec<StoreConfig>) -> Rig {
+    let state: Arc<dyn StateStore> = Arc::new(emulator::dynamo_store().await);
+    let channels = Arc::new(ChannelSet::new(&stores, Arc::clone(&state)).expect("stores are valid"));
+    let poll = InventoryPoll::from_parts(
+        Arc::new(brightpearl(&sb).with_priority(Priority::Background)),
+        channels,
+        state,
+        Arc::new(Metrics::new("inventory-poll")),
+        InventoryConfig::default(),
+    );
+    Rig { sb, stores, poll }
+}
+
+/// (product id, SKU) of the seeded catalogue.
+fn catalogue(sb: &Sandbox) -> Vec<(u64, String)> {
+    sb.brightpearl.with_state(|s| s.products.values().map(|p| (p.id, p.sku.clone())).collect())
+}
+
+/// What a store should show for a product, from the sandbox's stock and the store's rules.
+fn expected(sb: &Sandbox, store: &StoreConfig, product_id: u64, sku: &str) -> i64 {
+    let available: i64 = sb.brightpearl.with_state(|s| {
+        s.stock
+            .get(&product_id)
+            .map(|by_warehouse| {
+                by_warehouse
+                    .iter()
+                    .filter(|(w, _)| store.warehouses.is_empty() || store.warehouses.contains(w))
+                    .map(|(_, level)| level.on_hand)
+                    .sum()
+            })
+            .unwrap_or(0)
+    });
+    store.apply_buffer(available, sku)
+}
+
+fn seed_channel(sb: &Sandbox, kind: ChannelKind, skus: &[String]) {
+    let products: Vec<(String, i64)> = skus.iter().map(|s| (s.clone(), 0)).collect();
+    sb.channels.seed_products(sandbox_channel(kind), &products);
+}
+
+fn channel<'a>(report: &'a PollReport, store: &StoreConfig) -> &'a ChannelReport {
+    report.channels.iter().find(|c| c.name == store.name).expect("every store is reported")
+}
+
+fn writes(sb: &Sandbox, kind: ChannelKind) -> u64 {
+    sb.channels.counters(sandbox_channel(kind)).count(write_endpoint(kind))
+}
+
+fn reset_counters(sb: &Sandbox) {
+    sb.brightpearl.reset_counters();
+    for kind in [ChannelKind::Shopify, ChannelKind::Bigcommerce, ChannelKind::Woocommerce] {
+        sb.channels.reset_counters(sandbox_channel(kind));
+    }
+}
+
+#[tokio::test]
+async fn three_stores_end_with_their_own_warehouse_sums_and_buffers_and_a_quiet_poll_writes_nothing() {
+    let sb = sandbox(30, 3).await;
+    let mut woo_rules = BufferRules { safety_stock: 1, ..BufferRules::default() };
+    woo_rules.overrides.insert("SKU-00003".into(), SkuBuffer { fixed: Some(0), ..SkuBuffer::default() });
+    let stores = vec![
+        store(&sb, ChannelKind::Shopify, vec![1], BufferRules { safety_stock: 2, ..BufferRules::default() }),
+        store(
+            &sb,
+            ChannelKind::Bigcommerce,
+            vec![2, 3],
+            BufferRules { percent: 50.0, cap: Some(15), ..BufferRules::default() },
+        ),
+        store(&sb, ChannelKind::Woocommerce, vec![], woo_rules),
+    ];
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    // Shopify lists the first 20, BigCommerce the last 20, WooCommerce all but the last 5.
+    seed_channel(&sb, ChannelKind::Shopify, &skus[..20]);
+    seed_channel(&sb, ChannelKind::Bigcommerce, &skus[10..]);
+    seed_channel(&sb, ChannelKind::Woocommerce, &skus[..25]);
+    let rig = rig(sb, stores).await;
+
+    let first = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    for (store, listed) in rig.stores.iter().zip([&skus[..20], &skus[10..], &skus[..25]]) {
+        let ch = sandbox_channel(store.kind);
+        for (id, sku) in products.iter().filter(|(_, s)| listed.contains(s)) {
+            assert_eq!(
+                rig.sb.channels.quantity(ch, sku),
+                Some(expected(&rig.sb, store, *id, sku)),
+                "{} {sku}",
+                store.name
+            );
+        }
+        let r = channel(&first, store);
+        assert_eq!(r.skus_mapped, listed.len());
+        assert_eq!(r.skus_read, listed.len());
+        assert!(r.failures.is_empty() && r.conflicts.is_empty() && r.error.is_none(), "{r:?}");
+        // Nothing was pushed before, so every listed SKU goes, in one batch per store.
+        assert_eq!(r.pushed, listed.len());
+        assert_eq!(writes(&rig.sb, store.kind), 1, "{}", store.name);
+    }
+    assert_eq!(rig.sb.channels.quantity(Channel::Woocommerce, "SKU-00003"), Some(0), "per-SKU override");
+    assert_eq!(first.products_read, 30);
+    assert_eq!(rig.sb.brightpearl.counters().endpoint(AVAILABILITY), 1);
+
+    reset_counters(&rig.sb);
+    let second = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    assert_eq!(second.state_writes, 0, "{second:?}");
+    assert!(second.state_reads <= 2, "meta and one index page: {second:?}");
+    assert_eq!(second.chunks_changed, 0);
+    for store in &rig.stores {
+        assert_eq!(writes(&rig.sb, store.kind), 0, "{}", store.name);
+        assert_eq!(channel(&second, store).pushed, 0);
+    }
+    assert_eq!(rig.sb.brightpearl.counters().endpoint(AVAILABILITY), 1);
+}
+
+#[tokio::test]
+async fn a_1000_sku_poll_reads_5_id_sets_and_3_changed_skus_make_one_write_per_channel() {
+    let sb = sandbox(1000, 2).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    let kinds = [ChannelKind::Shopify, ChannelKind::Bigcommerce, ChannelKind::Woocommerce];
+    for kind in kinds {
+        seed_channel(&sb, kind, &skus);
+    }
+    let stores: Vec<StoreConfig> =
+        kinds.iter().map(|k| store(&sb, *k, vec![], BufferRules::default())).collect();
+    let rig = rig(sb, stores).await;
+
+    let first = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    assert_eq!(rig.sb.brightpearl.counters().endpoint(AVAILABILITY), 5);
+    assert_eq!(first.products_read, 1000);
+    for store in &rig.stores {
+        assert_eq!(channel(&first, store).skus_read, 1000);
+    }
+
+    // Three products in three different chunks.
+    let changed = [products[0].clone(), products[500].clone(), products[999].clone()];
+    for (id, _) in &changed {
+        let now = rig.sb.brightpearl.with_state(|s| s.stock[id][&1].on_hand);
+        rig.sb.brightpearl.set_stock(*id, 1, now + 7);
+    }
+    reset_counters(&rig.sb);
+    let report = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    for store in &rig.stores {
+        assert_eq!(writes(&rig.sb, store.kind), 1, "{}", store.name);
+        let r = channel(&report, store);
+        assert_eq!((r.changed, r.pushed), (3, 3), "{r:?}");
+        for (id, sku) in &changed {
+            assert_eq!(
+                rig.sb.channels.quantity(sandbox_channel(store.kind), sku),
+                Some(expected(&rig.sb, store, *id, sku))
+            );
+        }
+    }
+    assert_eq!(report.chunks_changed, 3);
+    // Three chunk items, their index page and the mapping cursor.
+    assert_eq!(report.state_writes, 5, "{report:?}");
+    assert_eq!(rig.sb.brightpearl.counters().endpoint(AVAILABILITY), 5);
+}
+
+#[tokio::test]
+async fn a_channel_failing_mid_push_is_repaired_next_run_and_the_others_go_on() {
+    let sb = sandbox(600, 2).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    for kind in [ChannelKind::Shopify, ChannelKind::Bigcommerce] {
+        seed_channel(&sb, kind, &skus);
+    }
+    let stores = vec![
+        store(&sb, ChannelKind::Shopify, vec![], BufferRules::default()),
+        store(&sb, ChannelKind::Bigcommerce, vec![], BufferRules::default()),
+    ];
+    let rig = rig(sb, stores).await;
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+
+    for (id, _) in &products {
+        let now = rig.sb.brightpearl.with_state(|s| s.stock[id][&1].on_hand);
+        rig.sb.brightpearl.set_stock(*id, 1, now + 3);
+    }
+    reset_counters(&rig.sb);
+    // Shopify takes the first mutation (250 SKUs), then fails the second and its retry.
+    rig.sb.channels.faults(Channel::Shopify).script([
+        None,
+        Some(Fault::ServerError),
+        Some(Fault::ServerError),
+    ]);
+    let broken = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    let shopify = channel(&broken, &rig.stores[0]);
+    assert!(shopify.error.is_some(), "{shopify:?}");
+    assert_eq!(shopify.pushed, 250);
+    assert_eq!(channel(&broken, &rig.stores[1]).pushed, 600, "BigCommerce is not held back");
+    // The first mutation, then the failing one and its one retry; the third batch never went.
+    assert_eq!(writes(&rig.sb, ChannelKind::Shopify), 3);
+
+    rig.sb.channels.faults(Channel::Shopify).clear();
+    reset_counters(&rig.sb);
+    let repaired = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    let shopify = channel(&repaired, &rig.stores[0]);
+    assert_eq!(shopify.pushed, 350, "only what did not land: {shopify:?}");
+    assert_eq!(writes(&rig.sb, ChannelKind::Shopify), 2, "250 + 100");
+    assert_eq!(writes(&rig.sb, ChannelKind::Bigcommerce), 0);
+    for (id, sku) in &products {
+        assert_eq!(
+            rig.sb.channels.quantity(Channel::Shopify, sku),
+            Some(expected(&rig.sb, &rig.stores[0], *id, sku))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_manual_shopify_edit_is_reported_not_overwritten_until_reconcile() {
+    let sb = sandbox(5, 2).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+
+    let (id, sku) = products[1].clone();
+    rig.sb.channels.set_quantity(Channel::Shopify, &sku, 99);
+    let now = rig.sb.brightpearl.with_state(|s| s.stock[&id][&1].on_hand);
+    rig.sb.brightpearl.set_stock(id, 1, now + 1);
+    let desired = expected(&rig.sb, &rig.stores[0], id, &sku);
+    assert_ne!(desired, 99);
+
+    let drift = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    let r = channel(&drift, &rig.stores[0]);
+    assert_eq!(r.conflicts, vec![(sku.clone(), 99)]);
+    assert_eq!(r.pushed, 0);
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(99), "the edit survives");
+
+    reset_counters(&rig.sb);
+    let quiet = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    assert!(channel(&quiet, &rig.stores[0]).conflicts.is_empty());
+    assert_eq!(writes(&rig.sb, ChannelKind::Shopify), 0);
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(99));
+
+    let fixed = rig.poll.run(PollTrigger::Full { reconcile: true }).await.unwrap();
+    assert_eq!(
+        channel(&fixed, &rig.stores[0]).repaired,
+        vec![Repair { sku: sku.clone(), from: Some(99), to: desired }]
+    );
+    assert_eq!(writes(&rig.sb, ChannelKind::Shopify), 1);
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(desired));
+}
+
+#[tokio::test]
+async fn stock_changed_jobs_of_a_batch_make_one_targeted_run() {
+    let sb = sandbox(400, 2).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    seed_channel(&sb, ChannelKind::Woocommerce, &skus);
+    let stores = vec![store(&sb, ChannelKind::Woocommerce, vec![2], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+
+    let targets = [products[3].0, products[250].0];
+    for id in targets {
+        rig.sb.brightpearl.set_stock(id, 2, 33);
+    }
+    reset_counters(&rig.sb);
+    let messages: Vec<BatchMessage> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, id)| BatchMessage {
+            message_id: format!("m{i}"),
+            body: Job::StockChanged { product_ids: vec![*id] }.encode(),
+            group_id: None,
+            receive_count: 1,
+        })
+        .collect();
+    let batch = rig.poll.handle_batch(messages).await;
+    assert_eq!(batch.done, 2);
+    assert!(batch.failures.is_empty());
+    assert_eq!(rig.sb.brightpearl.counters().endpoint(AVAILABILITY), 1, "both ids in one ID set");
+    assert_eq!(rig.sb.brightpearl.counters().endpoint("GET /product-service/product-search"), 0);
+    assert_eq!(writes(&rig.sb, ChannelKind::Woocommerce), 1);
+    for id in targets {
+        let sku = &products.iter().find(|(p, _)| *p == id).expect("seeded").1;
+        assert_eq!(rig.sb.channels.quantity(Channel::Woocommerce, sku), Some(33));
+    }
+}
