@@ -123,6 +123,13 @@ impl Ingress {
         }
     }
 
+    /// One Lambda invocation: a Function URL event in, its response out.
+    pub async fn handle_event(&self, event: serde_json::Value) -> crate::Result<serde_json::Value> {
+        let response = function_url::handle(self, &event).await;
+        self.metrics.flush();
+        Ok(response)
+    }
+
     pub async fn handle(&self, request: IngressRequest) -> IngressResponse {
         let response = self.route(&request).await;
         if response.status >= 400 && response.status < 500 {

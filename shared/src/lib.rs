@@ -20,5 +20,6 @@ pub mod secret;
 pub mod setup;
 pub mod state;
 pub mod telemetry;
+pub mod worker;
 
 pub use error::{Error, ErrorClass, Result};

@@ -299,6 +299,22 @@ impl OrderWriter {
         f(&mut self.report.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
+    /// One Lambda invocation: an `orders.fifo` batch (partial-batch answer) or the
+    /// reconciliation schedule (`{"pearlsync":"reconcile-orders"}` or a plain schedule).
+    pub async fn handle_event(&self, event: serde_json::Value) -> Result<serde_json::Value> {
+        use crate::lambda::{Trigger, batch_response, classify};
+        let answer = match classify(event) {
+            Trigger::Sqs(messages) => Ok(batch_response(&self.handle_batch(messages).await)),
+            Trigger::Schedule { task, .. } if task.as_deref().is_none_or(|t| t == "reconcile-orders") => self
+                .reconcile_orders()
+                .await
+                .and_then(|r| serde_json::to_value(r).map_err(|e| Error::BadInput(e.to_string()))),
+            other => Err(Error::BadInput(format!("not an order-writer event: {other:?}"))),
+        };
+        self.metrics.flush();
+        answer
+    }
+
     /// One SQS batch from `orders.fifo`: `ChannelOrder` and `Shipment` jobs.
     pub async fn handle_batch(&self, messages: Vec<BatchMessage>) -> BatchReport {
         let before = self.brightpearl.stats().requests;

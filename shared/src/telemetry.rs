@@ -7,18 +7,23 @@ pub fn on_lambda() -> bool {
     std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some()
 }
 
-fn filter() -> EnvFilter {
+fn filter(default: &str) -> EnvFilter {
     let directive = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
         .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|v| v.to_lowercase()))
-        .unwrap_or_else(|| "info".to_string());
-    EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"))
+        .unwrap_or_else(|| default.to_string());
+    EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new(default))
 }
 
 /// Installs the global subscriber once; later calls are ignored (tests call it freely).
 pub fn init() {
-    let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr);
+    init_with_default("info")
+}
+
+/// As `init`, with another level when neither variable is set (the demo shows warnings only).
+pub fn init_with_default(default: &str) {
+    let builder = tracing_subscriber::fmt().with_env_filter(filter(default)).with_writer(std::io::stderr);
     let result = if on_lambda() {
         builder.json().with_current_span(false).with_ansi(false).without_time().try_init()
     } else {

@@ -4,7 +4,7 @@
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pearlsync::app::App;
 use pearlsync::config::Config;
-use pearlsync::ingress::{Ingress, function_url};
+use pearlsync::ingress::Ingress;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -12,9 +12,7 @@ async fn main() -> Result<(), Error> {
     let app = App::from_config(Config::load_for_lambda().await?, "webhook-ingress").await?;
     let ingress = &Ingress::from_app(&app);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let response = function_url::handle(ingress, &event.payload).await;
-        ingress.metrics.flush();
-        Ok::<_, Error>(response)
+        Ok::<_, Error>(ingress.handle_event(event.payload).await?)
     }))
     .await
 }
