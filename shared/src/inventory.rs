@@ -234,6 +234,9 @@ struct Run {
     down: BTreeSet<String>,
 }
 
+/// Longest a run may hold its lease: the Lambda timeout (15 minutes).
+const RUN_LEASE: std::time::Duration = std::time::Duration::from_secs(900);
+
 pub struct InventoryPoll {
     brightpearl: Arc<dyn BrightpearlApi>,
     channels: Arc<ChannelSet>,
@@ -288,7 +291,25 @@ impl InventoryPoll {
         batch::process_batch(messages, self).await
     }
 
+    /// One run at a time: a full poll that finds another run in progress reports
+    /// `mode = "skipped"`; a targeted run fails as retryable so its jobs come back later.
     pub async fn run(&self, trigger: PollTrigger) -> Result<PollReport> {
+        let targeted = matches!(trigger, PollTrigger::Products(_));
+        let exclusive = crate::state::idempotency::run_exclusively(
+            Arc::clone(&self.state),
+            "inventory",
+            RUN_LEASE,
+            self.run_unlocked(trigger),
+        )
+        .await?;
+        match exclusive {
+            Some(report) => Ok(report),
+            None if targeted => Err(Error::State("another inventory run is in progress".into())),
+            None => Ok(PollReport { mode: "skipped".into(), ..PollReport::default() }),
+        }
+    }
+
+    async fn run_unlocked(&self, trigger: PollTrigger) -> Result<PollReport> {
         let bp_before = self.brightpearl.stats().requests;
         let ch_before: BTreeMap<String, u64> =
             self.channels.iter().map(|c| (c.store().name.clone(), c.stats().requests)).collect();

@@ -272,6 +272,8 @@ pub struct ReorderReport {
     pub goods_in: GoodsInReport,
     /// Requests this run made to Brightpearl.
     pub brightpearl_requests: u64,
+    /// Another check was running: this one did nothing (two at once could both raise a PO).
+    pub skipped_concurrent_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,6 +357,9 @@ struct Tracked {
     record: PoRecord,
 }
 
+/// Longest a check may hold its lease: the Lambda timeout (15 minutes).
+const RUN_LEASE: std::time::Duration = std::time::Duration::from_secs(900);
+
 pub struct ReorderChecker {
     brightpearl: Arc<dyn BrightpearlApi>,
     state: Arc<dyn StateStore>,
@@ -404,6 +409,23 @@ impl ReorderChecker {
     /// The scheduled check: resume unfinished POs, project stock, raise one PO per supplier and
     /// warehouse for what is short, then poll goods-in notes of the open POs.
     pub async fn run_check(&self, options: CheckOptions) -> Result<ReorderReport> {
+        if options.dry_run || self.config.dry_run {
+            return self.check(options).await;
+        }
+        let exclusive = crate::state::idempotency::run_exclusively(
+            Arc::clone(&self.state),
+            "reorder-check",
+            RUN_LEASE,
+            self.check(options),
+        )
+        .await?;
+        Ok(exclusive.unwrap_or_else(|| {
+            tracing::info!("another reorder check is running; this one skipped");
+            ReorderReport { skipped_concurrent_run: true, ..ReorderReport::default() }
+        }))
+    }
+
+    async fn check(&self, options: CheckOptions) -> Result<ReorderReport> {
         let requests_before = self.brightpearl.stats().requests;
         let dry_run = options.dry_run || self.config.dry_run;
         let mut report = ReorderReport { dry_run, ..Default::default() };

@@ -175,3 +175,28 @@ impl Idempotency {
         Ok(())
     }
 }
+
+/// Runs `work` only if no other process is running the same `name`: a lease in state until
+/// `ttl` passes (a crashed holder's lease is taken over after that). Returns None, without
+/// running `work`, while another run holds it. Scheduled polls use it so that two runs never
+/// overlap, whatever Lambda concurrency allows.
+pub async fn run_exclusively<T>(
+    store: Arc<dyn StateStore>,
+    name: &str,
+    ttl: Duration,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<Option<T>> {
+    let leases = Idempotency::new(store, ttl);
+    let marker = serde_json::json!(name);
+    let until = now_epoch_millis() + ttl.as_millis() as i64;
+    let lease = match leases.begin(&format!("run:{name}"), &marker, until).await? {
+        Claim::Acquired(lease) => lease,
+        // Leases are released, never completed; a completed record is a stale writer's.
+        Claim::InProgress { .. } | Claim::Completed(_) => return Ok(None),
+    };
+    let outcome = work.await;
+    if let Err(e) = leases.release(lease).await {
+        tracing::warn!(run = name, error = %e, "run lease not released; it expires by itself");
+    }
+    outcome.map(Some)
+}
