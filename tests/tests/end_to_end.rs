@@ -35,7 +35,8 @@ async fn world() -> World {
     let local = local::start(&LocalOptions { products: 10, warehouses: 1, suppliers: 1, rate_limit: RATE })
         .await
         .expect("sandbox starts");
-    for product in 1..=10 {
+    let products: Vec<u64> = local.sandbox.brightpearl.with_state(|s| s.products.keys().copied().collect());
+    for product in products {
         local.sandbox.brightpearl.set_stock(product, 1, 10_000);
     }
     let mut config = local.config.clone();
