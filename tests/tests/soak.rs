@@ -276,6 +276,11 @@ async fn orders_under_duplicates_faults_and_crashes_are_written_exactly_once_or_
         }
     }
 
+    eprintln!(
+        "soak of {size} orders: {} batches, {} messages, {} writers killed",
+        drive.batches, drive.messages, drive.killed
+    );
+
     // ---- the sandbox's own state ----
     let counters = sb.brightpearl.counters();
     let faults = counters.faults;
