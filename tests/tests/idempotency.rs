@@ -154,3 +154,25 @@ async fn many_tasks_racing_to_take_over_an_expired_lock_have_exactly_one_winner(
     };
     assert_eq!(race(store, "takeover", 60_000, 32).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_one_of_two_overlapping_runs_does_the_work_and_the_lease_is_released_after() {
+    use pearlsync::state::idempotency::run_exclusively;
+    let store: Arc<dyn StateStore> = Arc::new(emulator::dynamo_store().await);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let first =
+        tokio::spawn(run_exclusively(Arc::clone(&store), "poll", Duration::from_secs(60), async move {
+            let _ = started_tx.send(());
+            let _ = finish_rx.await;
+            Ok::<_, Error>("first")
+        }));
+    started_rx.await.unwrap();
+    let second =
+        run_exclusively(Arc::clone(&store), "poll", Duration::from_secs(60), async { Ok("second") }).await;
+    assert_eq!(second.unwrap(), None, "the overlapping run must not run");
+    finish_tx.send(()).unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), Some("first"));
+    let third = run_exclusively(store, "poll", Duration::from_secs(60), async { Ok("third") }).await;
+    assert_eq!(third.unwrap(), Some("third"), "the lease is free once the first run ended");
+}
