@@ -64,6 +64,15 @@ fn decode(bytes: &[u8]) -> Result<Item> {
     serde_json::from_slice(bytes).map_err(state_err)
 }
 
+/// Whether a conditional write may go ahead over `current` (the live item, if any).
+fn holds(condition: Condition, current: Option<&Item>) -> bool {
+    match condition {
+        Condition::Always => true,
+        Condition::Absent => current.is_none(),
+        Condition::VersionIs(v) => current.is_some_and(|c| c.version == v),
+    }
+}
+
 fn live(item: Item, now: i64) -> Option<Item> {
     (!item.is_expired(now)).then_some(item)
 }
@@ -94,12 +103,7 @@ impl StateStore for EmbeddedStore {
                     Some(v) => live(decode(v.value())?, now_epoch_seconds()),
                     None => None,
                 };
-                let allowed = match condition {
-                    Condition::Always => true,
-                    Condition::Absent => current.is_none(),
-                    Condition::VersionIs(v) => current.as_ref().is_some_and(|c| c.version == v),
-                };
-                if allowed {
+                if holds(condition, current.as_ref()) {
                     table.insert(k.as_str(), body.as_slice()).map_err(state_err)?;
                     PutOutcome::Written
                 } else {
@@ -126,11 +130,7 @@ impl StateStore for EmbeddedStore {
                     Some(v) => live(decode(v.value())?, now_epoch_seconds()),
                     None => None,
                 };
-                let allowed = match condition {
-                    Condition::Always => true,
-                    Condition::Absent => current.is_none(),
-                    Condition::VersionIs(v) => current.as_ref().is_some_and(|c| c.version == v),
-                };
+                let allowed = holds(condition, current.as_ref());
                 if allowed {
                     table.remove(k.as_str()).map_err(state_err)?;
                 }
