@@ -21,6 +21,12 @@ pub enum Error {
     #[error("{service} unavailable: {detail}")]
     Unavailable { service: &'static str, detail: String },
 
+    /// The request went out but its answer was lost (timeout, dropped connection): it may or
+    /// may not have been applied. Retryable where the write is idempotent or guarded; a caller
+    /// with a non-idempotent write (a payment) must check before repeating it.
+    #[error("{service}: outcome unknown, the answer was lost: {detail}")]
+    OutcomeUnknown { service: &'static str, detail: String },
+
     /// The remote service understood the request and refused it (4xx other than 429).
     #[error("{service} rejected the request (HTTP {status} {code}): {message}")]
     Rejected { service: &'static str, status: u16, code: String, message: String },
@@ -61,9 +67,11 @@ pub enum ErrorClass {
 impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Throttled { .. } | Error::Unavailable { .. } | Error::State(_) | Error::Queue(_) => {
-                ErrorClass::Retryable
-            }
+            Error::Throttled { .. }
+            | Error::Unavailable { .. }
+            | Error::OutcomeUnknown { .. }
+            | Error::State(_)
+            | Error::Queue(_) => ErrorClass::Retryable,
             Error::Config { .. }
             | Error::Rejected { .. }
             | Error::Unauthorized { .. }

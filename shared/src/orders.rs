@@ -206,8 +206,8 @@ fn state_err(e: impl std::fmt::Display) -> Error {
 fn surely_not_applied(e: &Error) -> bool {
     match e {
         Error::Throttled { .. } => true,
-        // The client words answered 5xx as "HTTP {status} …"; other details are lost answers.
-        Error::Unavailable { detail, .. } => detail.starts_with("HTTP 5"),
+        // Brightpearl answered with an error envelope (or the connection was refused).
+        Error::Unavailable { .. } => true,
         _ => false,
     }
 }
@@ -1235,6 +1235,10 @@ fn clone_error(e: &Error) -> Error {
     match e {
         Error::Throttled { service, retry_after } => Error::Throttled { service, retry_after: *retry_after },
         Error::Unavailable { service, detail } => Error::Unavailable { service, detail: detail.clone() },
+        // Must stay "unknown": treating it as a plain outage could repeat a payment.
+        Error::OutcomeUnknown { service, detail } => {
+            Error::OutcomeUnknown { service, detail: detail.clone() }
+        }
         Error::Rejected { service, status, code, message } => {
             Error::Rejected { service, status: *status, code: code.clone(), message: message.clone() }
         }

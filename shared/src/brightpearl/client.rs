@@ -363,9 +363,12 @@ impl BrightpearlClient {
                         tokio::time::sleep(self.backoff(attempt)).await;
                         continue;
                     }
-                    return Err(Error::Unavailable {
-                        service: SERVICE,
-                        detail: format!("{method} {path}: {e}"),
+                    // Refused connections never reached Brightpearl; anything else may have.
+                    let detail = format!("{method} {path}: {e}");
+                    return Err(if e.is_connect() {
+                        Error::Unavailable { service: SERVICE, detail }
+                    } else {
+                        Error::OutcomeUnknown { service: SERVICE, detail }
                     });
                 }
             };
@@ -384,9 +387,9 @@ impl BrightpearlClient {
                         tokio::time::sleep(self.backoff(attempt)).await;
                         continue;
                     }
-                    return Err(Error::Unavailable {
+                    return Err(Error::OutcomeUnknown {
                         service: SERVICE,
-                        detail: format!("{method} {path}: answer lost: {e}"),
+                        detail: format!("{method} {path}: {e}"),
                     });
                 }
             };
