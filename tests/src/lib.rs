@@ -113,3 +113,28 @@ pub mod emulator {
         }
     }
 }
+
+/// A Brightpearl client configuration for the in-process sandbox: its default credentials,
+/// the given rolling window, and short timeouts and backoffs so fault tests stay fast.
+pub fn sandbox_brightpearl(
+    sandbox: &pearlsync_sandbox::Sandbox,
+    rate: (u32, std::time::Duration),
+) -> pearlsync::brightpearl::BrightpearlConfig {
+    let d = pearlsync_sandbox::brightpearl::BrightpearlSandboxConfig::default();
+    pearlsync::brightpearl::BrightpearlConfig {
+        base_url: Some(sandbox.base_url.clone()),
+        account: d.account,
+        auth: pearlsync::brightpearl::AuthConfig {
+            app_ref: d.app_ref,
+            staff_token: pearlsync::secret::Secret::literal(d.staff_token),
+            ..Default::default()
+        },
+        installed_integration_instance_id: Some(42),
+        rate_limit_requests: rate.0,
+        rate_limit_window_ms: rate.1.as_millis() as u64,
+        request_timeout_ms: 3_000,
+        backoff_base_ms: 10,
+        backoff_cap_ms: 200,
+        ..Default::default()
+    }
+}

@@ -28,23 +28,7 @@ fn seeded(products: u32, rate: (u32, Duration)) -> BrightpearlSandboxConfig {
 }
 
 fn client_config(sb: &Sandbox, rate: (u32, Duration)) -> BrightpearlConfig {
-    let d = BrightpearlSandboxConfig::default();
-    BrightpearlConfig {
-        base_url: Some(sb.base_url.clone()),
-        account: d.account,
-        auth: AuthConfig {
-            app_ref: d.app_ref,
-            staff_token: Secret::literal(d.staff_token),
-            ..Default::default()
-        },
-        installed_integration_instance_id: Some(42),
-        rate_limit_requests: rate.0,
-        rate_limit_window_ms: rate.1.as_millis() as u64,
-        request_timeout_ms: 3_000,
-        backoff_base_ms: 10,
-        backoff_cap_ms: 200,
-        ..Default::default()
-    }
+    pearlsync_tests::sandbox_brightpearl(sb, rate)
 }
 
 fn client(sb: &Sandbox, rate: (u32, Duration)) -> BrightpearlClient {

@@ -3,7 +3,7 @@
 //! repair after a failing channel, and manual channel edits.
 
 use pearlsync::batch::BatchMessage;
-use pearlsync::brightpearl::{AuthConfig, BrightpearlClient, BrightpearlConfig, Priority};
+use pearlsync::brightpearl::{BrightpearlClient, Priority};
 use pearlsync::channels::{BufferRules, ChannelSet, SkuBuffer, StoreConfig};
 use pearlsync::inventory::{ChannelReport, InventoryConfig, InventoryPoll, PollReport, PollTrigger, Repair};
 use pearlsync::metrics::Metrics;
@@ -36,23 +36,8 @@ async fn sandbox(products: u32, warehouses: u32) -> Sandbox {
 }
 
 fn brightpearl(sb: &Sandbox) -> BrightpearlClient {
-    let d = BrightpearlSandboxConfig::default();
-    BrightpearlClient::new(BrightpearlConfig {
-        base_url: Some(sb.base_url.clone()),
-        account: d.account,
-        auth: AuthConfig {
-            app_ref: d.app_ref,
-            staff_token: Secret::literal(d.staff_token),
-            ..Default::default()
-        },
-        rate_limit_requests: 100,
-        rate_limit_window_ms: 1_000,
-        request_timeout_ms: 3_000,
-        backoff_base_ms: 10,
-        backoff_cap_ms: 200,
-        ..Default::default()
-    })
-    .expect("client builds")
+    BrightpearlClient::new(pearlsync_tests::sandbox_brightpearl(sb, (100, Duration::from_secs(1))))
+        .expect("client builds")
 }
 
 fn store(sb: &Sandbox, kind: ChannelKind, warehouses: Vec<u64>, buffer: BufferRules) -> StoreConfig {

@@ -5,7 +5,7 @@
 use pearlsync::app::App;
 use pearlsync::backends::Backends;
 use pearlsync::batch::{BatchMessage, BatchReport};
-use pearlsync::brightpearl::{AuthConfig, BrightpearlConfig};
+use pearlsync::brightpearl::BrightpearlConfig;
 use pearlsync::channels::StoreConfig;
 use pearlsync::config::Config;
 use pearlsync::orders::OrderWriter;
@@ -67,23 +67,11 @@ async fn setup() -> Env {
     for p in products {
         sb.brightpearl.set_stock(p, 1, 100_000);
     }
-    let d = BrightpearlSandboxConfig::default();
     let config = Config {
         brightpearl: BrightpearlConfig {
-            base_url: Some(sb.base_url.clone()),
-            account: d.account,
-            auth: AuthConfig {
-                app_ref: d.app_ref,
-                staff_token: Secret::literal(d.staff_token),
-                ..Default::default()
-            },
-            installed_integration_instance_id: Some(42),
-            rate_limit_requests: RATE.0,
-            rate_limit_window_ms: RATE.1.as_millis() as u64,
-            request_timeout_ms: 3_000,
             backoff_base_ms: 5,
             backoff_cap_ms: 50,
-            ..Default::default()
+            ..pearlsync_tests::sandbox_brightpearl(&sb, RATE)
         },
         stores: vec![store(&sb, ChannelKind::Shopify), store(&sb, ChannelKind::Bigcommerce)],
         ..Config::default()

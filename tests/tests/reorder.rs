@@ -3,11 +3,10 @@
 //! same need, dry runs, goods-in by job and by poll, and resuming after lost answers.
 
 use pearlsync::batch::BatchMessage;
-use pearlsync::brightpearl::{AuthConfig, BrightpearlApi, BrightpearlClient, BrightpearlConfig, Priority};
+use pearlsync::brightpearl::{BrightpearlApi, BrightpearlClient, Priority};
 use pearlsync::metrics::Metrics;
 use pearlsync::queue::{InProcessQueue, Job, JobQueue, QueueName};
 use pearlsync::reorder::{CheckOptions, ReorderChecker, ReorderConfig, SkipReason};
-use pearlsync::secret::Secret;
 use pearlsync::state::StateStore;
 use pearlsync_sandbox::brightpearl::state::{DefaultsRec, OrderRec, StockRec};
 use pearlsync_sandbox::brightpearl::{BrightpearlSandboxConfig, SeedSpec};
@@ -61,23 +60,8 @@ async fn harness(products: u32, suppliers: u32) -> (Harness, BTreeMap<u64, i64>)
             expected.insert(id, (need + quantity - 1) / quantity * quantity);
         }
     });
-    let d = BrightpearlSandboxConfig::default();
-    let client = BrightpearlClient::new(BrightpearlConfig {
-        base_url: Some(sb.base_url.clone()),
-        account: d.account,
-        auth: AuthConfig {
-            app_ref: d.app_ref,
-            staff_token: Secret::literal(d.staff_token),
-            ..Default::default()
-        },
-        rate_limit_requests: FAST.0,
-        rate_limit_window_ms: FAST.1.as_millis() as u64,
-        request_timeout_ms: 3_000,
-        backoff_base_ms: 10,
-        backoff_cap_ms: 200,
-        ..Default::default()
-    })
-    .expect("client builds");
+    let client =
+        BrightpearlClient::new(pearlsync_tests::sandbox_brightpearl(&sb, FAST)).expect("client builds");
     let state: Arc<dyn StateStore> = Arc::new(emulator::dynamo_store().await);
     let queue = Arc::new(InProcessQueue::default());
     let checker = ReorderChecker::new(
