@@ -223,7 +223,8 @@ pub async fn run(args: &DemoArgs) -> crate::commands::CliResult<DemoReport> {
     }
     let drained = worker.drain(10_000).await?;
     let sandbox_state = local.sandbox.brightpearl.state();
-    let refs: Vec<String> = placed.iter().map(|(_, _, id)| id.clone()).collect();
+    let refs: Vec<String> =
+        placed.iter().map(|(_, store, id)| pearlsync::orders::external_ref(store, id)).collect();
     let sales_orders: Vec<_> = sandbox_state
         .orders
         .values()
@@ -250,8 +251,8 @@ pub async fn run(args: &DemoArgs) -> crate::commands::CliResult<DemoReport> {
     let posted = |local: &LocalSandbox| {
         placed
             .iter()
-            .filter(|(kind, _, id)| {
-                shipped_orders.contains(id)
+            .filter(|(kind, store, id)| {
+                shipped_orders.contains(&pearlsync::orders::external_ref(store, id))
                     && !local.sandbox.channels.fulfilments(sandbox_channel(*kind), id).is_empty()
             })
             .count()

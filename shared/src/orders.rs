@@ -197,6 +197,14 @@ fn cursor_key(store: &str) -> Key {
     Key::new(format!("cursor#orders:{store}"), "reconcile")
 }
 
+/// The sales order's `externalRef`: the channel order id qualified by its store. Brightpearl's
+/// unique pair (`externalRef` + `installedIntegrationInstanceId`) spans every store of the
+/// account, and stores number their orders independently (BigCommerce #100 and WooCommerce
+/// #100 are different orders), so the bare id would merge them.
+pub fn external_ref(store: &str, order_id: &str) -> String {
+    format!("{store}:{order_id}")
+}
+
 fn state_err(e: impl std::fmt::Display) -> Error {
     Error::State(e.to_string())
 }
@@ -555,7 +563,7 @@ impl OrderWriter {
         }
         Ok(NewSalesOrder {
             customer_id: 0,
-            external_ref: order.id.clone(),
+            external_ref: external_ref(&order.store, &order.id),
             installed_integration_instance_id: self.installed_integration_instance_id,
             reference: Some(order.number.clone()),
             channel_id: store.brightpearl_channel_id,
@@ -666,7 +674,7 @@ impl OrderWriter {
     /// earlier attempt are first searched by externalRef.
     async fn create(&self, works: &mut [Work]) {
         for w in works.iter_mut().filter(|w| w.at(Step::Creating) && w.resumed_creating) {
-            match self.existing_sales_order(&w.order_id).await {
+            match self.existing_sales_order(&external_ref(&w.store, &w.order_id)).await {
                 Ok(Some(id)) => {
                     self.created(w, id).await;
                 }
@@ -909,7 +917,7 @@ impl OrderWriter {
         let step = w.saga.as_ref().map(|s| s.step);
         let mut so = w.saga.as_ref().and_then(|s| s.sales_order_id);
         if step == Some(Step::Creating) && so.is_none() {
-            so = self.existing_sales_order(&w.order_id).await?;
+            so = self.existing_sales_order(&external_ref(&w.store, &w.order_id)).await?;
         }
         let Some(so) = so else {
             self.save(
@@ -1080,7 +1088,11 @@ impl OrderWriter {
             .iter()
             .find(|c| so.channel_id.is_some() && c.store().brightpearl_channel_id == so.channel_id);
         Ok(match (channel, so.external_ref) {
-            (Some(c), Some(r)) => Some((c.kind(), c.store().name.clone(), r)),
+            (Some(c), Some(r)) => {
+                let store = c.store().name.clone();
+                let order_id = r.strip_prefix(&format!("{store}:")).unwrap_or(&r).to_string();
+                Some((c.kind(), store, order_id))
+            }
             _ => None,
         })
     }

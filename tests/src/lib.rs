@@ -138,3 +138,9 @@ pub fn sandbox_brightpearl(
         ..Default::default()
     }
 }
+
+/// The channel order id inside a sales order's `externalRef` (`{store}:{order id}`).
+pub fn channel_order_id(external_ref: &Option<String>) -> String {
+    let r = external_ref.as_deref().unwrap_or_default();
+    r.split_once(':').map_or(r, |(_, id)| id).to_string()
+}

@@ -3,7 +3,7 @@
 
 use pearlsync::app::App;
 use pearlsync::backends::Backends;
-use pearlsync::queue::{InProcessQueue, QueueName};
+use pearlsync::queue::{ChannelKind, InProcessQueue, Job, OrderEvent, QueueName};
 use pearlsync::state::EmbeddedStore;
 use pearlsync_cli::commands::{self, Function, ServeOptions};
 use pearlsync_cli::{demo, local};
@@ -136,7 +136,58 @@ async fn serve_works_its_queue_empty_before_it_exits() {
     assert_eq!(queue.receive(QueueName::Orders, 10, Duration::ZERO).await.unwrap().len(), 0);
     let state = sandbox.sandbox.brightpearl.state();
     for id in &ids {
-        let count = state.orders.values().filter(|o| o.external_ref.as_deref() == Some(id.as_str())).count();
+        let external_ref = pearlsync::orders::external_ref("demo-shopify", id);
+        let count = state
+            .orders
+            .values()
+            .filter(|o| o.external_ref.as_deref() == Some(external_ref.as_str()))
+            .count();
         assert_eq!(count, 1, "order {id} must be written exactly once before serve exits");
+    }
+}
+
+#[tokio::test]
+async fn orders_with_the_same_id_on_two_stores_become_two_sales_orders() {
+    let (sandbox, app) = local_app("collide").await;
+    let new = || NewOrder {
+        email: Some("same@example.test".into()),
+        first_name: "S".into(),
+        last_name: "Ame".into(),
+        currency: "GBP".into(),
+        lines: vec![NewOrderLine {
+            sku: Some("SKU-00003".into()),
+            name: "P".into(),
+            quantity: 1,
+            price: 5.0,
+        }],
+    };
+    // Stores number their orders independently, so two stores can both have order 4242.
+    let shop_id = "4242".to_string();
+    let mut jobs = Vec::new();
+    for (channel, kind, store) in [
+        (Channel::Shopify, ChannelKind::Shopify, "demo-shopify"),
+        (Channel::Woocommerce, ChannelKind::Woocommerce, "demo-woocommerce"),
+    ] {
+        let (id, mut payload) = sandbox.sandbox.channels.create_order(channel, new());
+        assert_ne!(id, shop_id);
+        payload["id"] = serde_json::json!(4242);
+        jobs.push(Job::ChannelOrder {
+            channel: kind,
+            store: store.into(),
+            order_id: shop_id.clone(),
+            event: OrderEvent::Created,
+            payload: Some(payload),
+        });
+    }
+    app.queue.send(&jobs).await.unwrap();
+    let worker = pearlsync::worker::QueueWorker::new(&app);
+    worker.drain(100).await.unwrap();
+    let state = sandbox.sandbox.brightpearl.state();
+    let refs: Vec<Option<String>> =
+        state.orders.values().filter(|o| o.order_type == "SO").map(|o| o.external_ref.clone()).collect();
+    assert_eq!(refs.len(), 2, "{refs:?}");
+    for store in ["demo-shopify", "demo-woocommerce"] {
+        let expected = pearlsync::orders::external_ref(store, &shop_id);
+        assert_eq!(refs.iter().filter(|r| r.as_deref() == Some(expected.as_str())).count(), 1, "{refs:?}");
     }
 }

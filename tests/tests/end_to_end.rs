@@ -142,7 +142,7 @@ impl World {
         self.local.sandbox.brightpearl.with_state(|s| {
             let mut by_ref: BTreeMap<String, Vec<u64>> = BTreeMap::new();
             for o in s.orders.values().filter(|o| o.order_type == "SO" && o.channel_id == Some(channel_id)) {
-                by_ref.entry(o.external_ref.clone().unwrap_or_default()).or_default().push(o.id);
+                by_ref.entry(pearlsync_tests::channel_order_id(&o.external_ref)).or_default().push(o.id);
             }
             by_ref
         })

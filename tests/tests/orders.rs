@@ -129,7 +129,7 @@ fn sales_orders(env: &Env) -> BTreeMap<String, u64> {
     env.sb.brightpearl.with_state(|s| {
         let mut by_ref = BTreeMap::new();
         for o in s.orders.values().filter(|o| o.order_type == "SO") {
-            *by_ref.entry(o.external_ref.clone().unwrap_or_default()).or_insert(0) += 1;
+            *by_ref.entry(pearlsync_tests::channel_order_id(&o.external_ref)).or_insert(0) += 1;
         }
         by_ref
     })
@@ -139,7 +139,9 @@ fn sales_order_id(env: &Env, external_ref: &str) -> u64 {
     env.sb.brightpearl.with_state(|s| {
         s.orders
             .values()
-            .find(|o| o.external_ref.as_deref() == Some(external_ref))
+            .find(|o| {
+                o.order_type == "SO" && pearlsync_tests::channel_order_id(&o.external_ref) == external_ref
+            })
             .map(|o| o.id)
             .expect("the sales order exists")
     })

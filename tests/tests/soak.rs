@@ -312,7 +312,10 @@ async fn orders_under_duplicates_faults_and_crashes_are_written_exactly_once_or_
             let mut so_by_ref: BTreeMap<(u64, String), Vec<u64>> = BTreeMap::new();
             for o in s.orders.values().filter(|o| o.order_type == "SO") {
                 so_by_ref
-                    .entry((o.channel_id.unwrap_or_default(), o.external_ref.clone().unwrap_or_default()))
+                    .entry((
+                        o.channel_id.unwrap_or_default(),
+                        pearlsync_tests::channel_order_id(&o.external_ref),
+                    ))
                     .or_default()
                     .push(o.id);
             }
