@@ -93,6 +93,7 @@ struct PollMeasurement {
 struct Counters {
     brightpearl: u64,
     availability: u64,
+    brightpearl_by_endpoint: std::collections::BTreeMap<String, u64>,
     /// Requests per store, in `CHANNELS` order.
     channels: Vec<u64>,
 }
@@ -199,6 +200,7 @@ fn figures(args: &InventoryArgs, poll: &PollMeasurement, counters: &Counters) ->
         "brightpearl_requests_min": brightpearl_requests_min,
         "brightpearl_ratio": ratio(counters.brightpearl, brightpearl_requests_min),
         "availability_reads": counters.availability,
+        "brightpearl_by_endpoint": counters.brightpearl_by_endpoint,
         "channel_requests": channel_requests,
         "channel_requests_min": channel_requests_min,
         "channel_ratio": ratio(channel_requests, channel_requests_min),
@@ -402,6 +404,7 @@ fn answer(sandbox: &Sandbox, args: &SandboxChildArgs, command: &str) -> String {
             let counters = Counters {
                 brightpearl: bp.requests,
                 availability: bp.endpoint("GET /warehouse-service/product-availability/{ids}"),
+                brightpearl_by_endpoint: bp.per_endpoint.clone(),
                 channels: CHANNELS
                     .iter()
                     .take(usize::from(args.channels))
