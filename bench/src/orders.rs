@@ -226,10 +226,14 @@ impl World<'_> {
         for n in 0..args.orders {
             let kind = kinds[n as usize % kinds.len()];
             let store = self.config.stores.iter().find(|s| s.kind == kind).ok_or("no store for a channel")?;
+            let customers = args.customers.max(1);
             let email = if rng.f64() < new_customer_rate {
                 format!("new-{pass}-{n}@bench.test")
+            } else if pass == 0 {
+                // The cold pass meets every pooled customer.
+                format!("customer{}@bench.test", n % customers)
             } else {
-                format!("customer{}@bench.test", rng.u32(..args.customers.max(1)))
+                format!("customer{}@bench.test", rng.u32(..customers))
             };
             let lines = (0..rng.usize(1..=3))
                 .map(|_| NewOrderLine {
