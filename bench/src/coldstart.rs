@@ -83,7 +83,8 @@ pub async fn run(args: &ColdstartArgs, out: &Path, print_json: bool) -> Result<(
     let mut functions = serde_json::Map::new();
     for name in FUNCTIONS {
         let (init, rss, bytes) = summary(name);
-        let samples: Vec<f64> = starts.get(name).map_or(Vec::new(), |s| s.iter().map(|s| round(s.init_ms, 2)).collect());
+        let samples: Vec<f64> =
+            starts.get(name).map_or(Vec::new(), |s| s.iter().map(|s| round(s.init_ms, 2)).collect());
         functions.insert(
             name.into(),
             json!({
@@ -179,7 +180,9 @@ async fn start_once(binary: &Path, name: &str, state: &Path) -> Result<Start, St
     let output = child.wait_with_output();
     server.abort();
     match polled {
-        Ok(Ok(at)) => Ok(Start { init_ms: at.duration_since(spawned_at).as_secs_f64() * 1000.0, peak_rss_mb }),
+        Ok(Ok(at)) => {
+            Ok(Start { init_ms: at.duration_since(spawned_at).as_secs_f64() * 1000.0, peak_rss_mb })
+        }
         _ => {
             let stderr = output.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
             Err(format!("{name} did not reach /next within {INIT_TIMEOUT:?}: {stderr}"))

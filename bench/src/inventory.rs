@@ -130,10 +130,12 @@ pub async fn run(args: &InventoryArgs, out: &Path, print_json: bool) -> Result<(
     progress("cold poll (builds the mapping and the state)…");
     sandbox.command("reset")?;
     let cold = poll_child(&sandbox.base_url, &state, args.channels)?;
-    let cold_counters: Counters = serde_json::from_str(&sandbox.command("counters")?).map_err(|e| e.to_string())?;
+    let cold_counters: Counters =
+        serde_json::from_str(&sandbox.command("counters")?).map_err(|e| e.to_string())?;
     progress(&format!("cold poll done in {:.1}s", cold.wall_ms / 1000.0));
 
-    let changed: u64 = sandbox.command(&format!("change {}", args.change_rate))?.trim().parse().map_err(|_| "bad answer")?;
+    let changed: u64 =
+        sandbox.command(&format!("change {}", args.change_rate))?.trim().parse().map_err(|_| "bad answer")?;
     progress(&format!("changed stock of {changed} products; steady poll (measured)…"));
     sandbox.command("reset")?;
     let steady = poll_child(&sandbox.base_url, &state, args.channels)?;
@@ -155,9 +157,11 @@ pub async fn run(args: &InventoryArgs, out: &Path, print_json: bool) -> Result<(
         );
         map.insert(
             "method".into(),
-            json!("sandbox in a child process; each poll in a fresh child process over one embedded \
+            json!(
+                "sandbox in a child process; each poll in a fresh child process over one embedded \
                    state file; cpu_ms = getrusage(RUSAGE_SELF) around the poll; peak_rss_mb = the poll \
-                   process's VmHWM"),
+                   process's VmHWM"
+            ),
         );
         map.insert("machine".into(), measure::machine());
     }
@@ -194,7 +198,9 @@ fn figures(args: &InventoryArgs, poll: &PollMeasurement, counters: &Counters) ->
         );
     }
     let channel_requests: u64 = counters.channels.iter().sum();
-    let ratio = |actual: u64, min: u64| if min == 0 { json!(null) } else { json!(round(actual as f64 / min as f64, 3)) };
+    let ratio = |actual: u64, min: u64| {
+        if min == 0 { json!(null) } else { json!(round(actual as f64 / min as f64, 3)) }
+    };
     json!({
         "brightpearl_requests": counters.brightpearl,
         "brightpearl_requests_min": brightpearl_requests_min,
@@ -263,7 +269,11 @@ fn config(base_url: &str, state: &Path, channels: u8) -> Config {
         brightpearl: BrightpearlConfig {
             base_url: Some(base_url.to_string()),
             account: d.account,
-            auth: AuthConfig { app_ref: d.app_ref, staff_token: Secret::literal(d.staff_token), ..Default::default() },
+            auth: AuthConfig {
+                app_ref: d.app_ref,
+                staff_token: Secret::literal(d.staff_token),
+                ..Default::default()
+            },
             rate_limit_requests: FAST_RATE.0,
             rate_limit_window_ms: FAST_RATE.1.as_millis() as u64,
             ..Default::default()

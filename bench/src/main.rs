@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "pearlsync-bench", about = "pearlsync benchmarks: Brightpearl budget, CPU, memory, cold start")]
+#[command(
+    name = "pearlsync-bench",
+    about = "pearlsync benchmarks: Brightpearl budget, CPU, memory, cold start"
+)]
 struct Cli {
     /// Print the report's JSON on stdout.
     #[arg(long, global = true)]

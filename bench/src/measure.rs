@@ -76,11 +76,15 @@ pub fn round(value: f64, places: i32) -> f64 {
 /// CPUs, memory, kernel, rustc and the date, recorded with every report.
 pub fn machine() -> Value {
     let memory_gb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        let kb: f64 = m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        let kb: f64 =
+            m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
         Some(round(kb / 1024.0 / 1024.0, 1))
     });
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
-        c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string())
+        c.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|s| s.trim().to_string())
     });
     json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -104,7 +108,13 @@ pub fn default_report_dir() -> PathBuf {
 
 /// Writes `<dir>/<name>.json` and `<dir>/<name>.md` (a table of the report's top-level
 /// numbers, then each nested section), and prints the JSON to stdout when `print_json`.
-pub fn write_report(dir: &Path, name: &str, title: &str, report: &Value, print_json: bool) -> std::io::Result<()> {
+pub fn write_report(
+    dir: &Path,
+    name: &str,
+    title: &str,
+    report: &Value,
+    print_json: bool,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let pretty = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(dir.join(format!("{name}.json")), format!("{pretty}\n"))?;

@@ -139,11 +139,12 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
 
     let state_dir = std::env::temp_dir().join(format!("pearlsync-bench-orders-{}", std::process::id()));
     std::fs::create_dir_all(&state_dir).map_err(|e| format!("state dir: {e}"))?;
-    let store = EmbeddedStore::open(&state_dir.join("state.redb")).map_err(|e| format!("state: {e}"))?;
+    let store = EmbeddedStore::open(state_dir.join("state.redb")).map_err(|e| format!("state: {e}"))?;
     let queue = Arc::new(InProcessQueue::default());
     let backends = Backends { state: Arc::new(store), queue: Arc::clone(&queue) as Arc<dyn JobQueue> };
 
-    let ingress_app = App::with_backends(config.clone(), backends.clone(), "webhook-ingress").map_err(|e| e.to_string())?;
+    let ingress_app =
+        App::with_backends(config.clone(), backends.clone(), "webhook-ingress").map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let ingress_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
     let (stop_ingress, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -151,7 +152,8 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
         let _ = stopped.await;
     }));
 
-    let writer_app = App::with_backends(config.clone(), backends, "order-writer").map_err(|e| e.to_string())?;
+    let writer_app =
+        App::with_backends(config.clone(), backends, "order-writer").map_err(|e| e.to_string())?;
     let (to_writer, writer_inbox) = std::sync::mpsc::channel::<PassRequest>();
     let writer_queue = Arc::clone(&queue);
     let writer_thread = std::thread::Builder::new()
@@ -165,7 +167,10 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
     }
     progress(&format!("orders: cold pass, {} orders from {} new customers…", args.orders, args.customers));
     let cold = world.pass(args, 0, 0.0, &to_writer).await?;
-    progress(&format!("orders: warm pass, {} orders, {} new-customer rate…", args.orders, args.new_customer_rate));
+    progress(&format!(
+        "orders: warm pass, {} orders, {} new-customer rate…",
+        args.orders, args.new_customer_rate
+    ));
     let warm = world.pass(args, 1, args.new_customer_rate, &to_writer).await?;
 
     drop(to_writer);
@@ -308,7 +313,10 @@ impl World<'_> {
         let mut latencies: Vec<f64> = sent_at
             .iter()
             .filter_map(|(key, sent)| {
-                writer.completed.get(key).map(|done| done.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
+                writer
+                    .completed
+                    .get(key)
+                    .map(|done| done.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
             })
             .collect();
         latencies.sort_by(f64::total_cmp);
