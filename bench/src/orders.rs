@@ -306,6 +306,16 @@ impl World<'_> {
             by_ref
         });
         let found: Vec<u64> = pass_orders.iter().filter_map(|key| sales_orders.get(key).copied()).collect();
+        let lost_orders: Vec<String> = pass_orders
+            .iter()
+            .filter(|key| !sales_orders.contains_key(*key))
+            .take(5)
+            .map(|(channel, id)| {
+                let elsewhere: Vec<u64> =
+                    sales_orders.keys().filter(|(_, r)| r == id).map(|(c, _)| *c).collect();
+                format!("channel {channel} order {id} (same ref on channels {elsewhere:?})")
+            })
+            .collect();
         let created: u64 = found.iter().sum();
         let duplicates: u64 = found.iter().map(|n| n.saturating_sub(1)).sum();
         let lost = unique - found.len();
@@ -337,6 +347,7 @@ impl World<'_> {
             "duplicates": duplicates,
             "lost": lost,
             "parked": writer.parked,
+            "lost_examples": lost_orders,
             "webhook_deliveries": deliveries,
             "webhook_refused": refused,
             "writer_duplicate_jobs": writer.writer_duplicates,
