@@ -47,6 +47,10 @@ const PRODUCTS: u32 = 50;
 /// Orders not written by then count as lost.
 const PASS_TIMEOUT: Duration = Duration::from_secs(300);
 const WRITER_THREAD: &str = "writer";
+/// The orders queue's visibility timeout: when a failed job is seen again (shorter than a
+/// deployment's, so a faulted run ends in seconds).
+const RETRY_VISIBILITY: Duration = Duration::from_secs(10);
+const MAX_RECEIVES: u32 = 5;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct OrdersArgs {
@@ -140,7 +144,7 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
     let state_dir = std::env::temp_dir().join(format!("pearlsync-bench-orders-{}", std::process::id()));
     std::fs::create_dir_all(&state_dir).map_err(|e| format!("state dir: {e}"))?;
     let store = EmbeddedStore::open(state_dir.join("state.redb")).map_err(|e| format!("state: {e}"))?;
-    let queue = Arc::new(InProcessQueue::default());
+    let queue = Arc::new(InProcessQueue::new(RETRY_VISIBILITY, MAX_RECEIVES));
     let backends = Backends { state: Arc::new(store), queue: Arc::clone(&queue) as Arc<dyn JobQueue> };
 
     let ingress_app =
@@ -185,7 +189,8 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
             "params".into(),
             json!({"orders": args.orders, "duplicate_rate": args.duplicate_rate, "fault_rate": args.fault_rate,
                    "new_customer_rate": args.new_customer_rate, "customers": args.customers,
-                   "orders_per_second": args.orders_per_second, "batch_window_ms": BATCH_WINDOW.as_millis() as u64}),
+                   "orders_per_second": args.orders_per_second, "batch_window_ms": BATCH_WINDOW.as_millis() as u64,
+                   "retry_visibility_s": RETRY_VISIBILITY.as_secs()}),
         );
         map.insert("machine".into(), measure::machine());
     }
@@ -465,15 +470,16 @@ async fn drain(writer: &OrderWriter, queue: &InProcessQueue, request: &PassReque
         });
         pass.parked += report.parked.len();
         for r in &received {
-            let outcome = if report.failures.contains(&r.message_id) {
-                queue.release(QueueName::Orders, &r.receipt).await
-            } else {
-                if let Job::ChannelOrder { store, order_id, .. } = &r.job {
-                    pass.completed.entry((store.clone(), order_id.clone())).or_insert(completed_at);
-                }
-                queue.ack(QueueName::Orders, &r.receipt).await
-            };
-            if let Err(e) = outcome {
+            // A failed job stays in flight and comes back after the visibility timeout, as a
+            // `batchItemFailures` entry does on SQS (released at once, it would be retried in a
+            // tight loop against its own idempotency lease and block the batches behind it).
+            if report.failures.contains(&r.message_id) {
+                continue;
+            }
+            if let Job::ChannelOrder { store, order_id, .. } = &r.job {
+                pass.completed.entry((store.clone(), order_id.clone())).or_insert(completed_at);
+            }
+            if let Err(e) = queue.ack(QueueName::Orders, &r.receipt).await {
                 eprintln!("writer: queue: {e}");
             }
         }
