@@ -1,1 +1,72 @@
-fn main() {}
+//! `pearlsync-bench`: benchmarks of what users pay for — Brightpearl budget, CPU, memory and
+//! Lambda cold start. Each scenario prints progress on stderr, then writes
+//! `bench/reports/<name>.json` and `.md`; `--json` also prints the JSON on stdout.
+
+mod coldstart;
+mod inventory;
+mod measure;
+mod orders;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pearlsync-bench",
+    about = "pearlsync benchmarks: Brightpearl budget, CPU, memory, cold start"
+)]
+struct Cli {
+    /// Print the report's JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Report directory (default: bench/reports of this checkout).
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// One steady-state inventory poll (after a cold one) against the sandbox.
+    Inventory(inventory::InventoryArgs),
+    /// Orders as signed webhooks through the ingress, written by the order writer.
+    Orders(orders::OrdersArgs),
+    /// Lambda init time, peak RSS and binary size of each function against a hello-world.
+    Coldstart(coldstart::ColdstartArgs),
+    /// Internal: one measured poll (spawned by `inventory`).
+    #[command(hide = true)]
+    PollChild(inventory::PollChildArgs),
+    /// Internal: the sandbox in its own process (spawned by `inventory`).
+    #[command(hide = true)]
+    SandboxChild(inventory::SandboxChildArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = cli.out.clone().unwrap_or_else(measure::default_report_dir);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.scenario {
+            Scenario::Inventory(args) => inventory::run(args, &out, cli.json).await,
+            Scenario::Orders(args) => orders::run(args, &out, cli.json).await,
+            Scenario::Coldstart(args) => coldstart::run(args, &out, cli.json).await,
+            Scenario::PollChild(args) => inventory::poll_child_main(args).await,
+            Scenario::SandboxChild(args) => inventory::sandbox_child_main(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pearlsync-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! `orders`: M orders across the three channels, delivered as signed webhooks over real HTTP
+//! into the ingress (redelivered at the duplicate rate), queued on the in-process FIFO queue,
+//! and drained by the order writer in batches of up to 10 — all against the in-process sandbox
+//! with embedded state.
+//!
+//! Two passes over one writer (a warm Lambda): the cold pass meets every pooled customer for
+//! the first time with empty caches; the warm pass then runs with the given rates over known
+//! customers and cached SKUs. The top-level figures are the warm pass's; `cold` holds the first.
+//!
+//! - Orders arrive at `--orders-per-second`; the writer collects a batch for up to
+//!   `BATCH_WINDOW` or until 10 jobs (SQS's batching window), so a steady stream gives full
+//!   batches and the latency is not a backlog artefact.
+//! - Brightpearl requests: the sandbox's count during the pass (refused and faulted requests
+//!   included: they cost budget), per unique order; `full_batches` repeats it from the writer's
+//!   own count over batches of exactly 10.
+//! - CPU: the writer runs on its own runtime whose threads are all named `writer`; its CPU is the
+//!   sum over those threads (/proc/self/task), so the sandbox and the ingress do not count.
+//! - Latency: webhook delivery start → the writer's completion of the batch holding the job.
+//! - `created` sales orders, `duplicates` (sales orders beyond one per order) and `lost`
+//!   (orders without one) come from the sandbox's state, by channel and `externalRef`.
+
+use crate::measure::{self, percentile, progress, round};
+use pearlsync::app::App;
+use pearlsync::backends::Backends;
+use pearlsync::batch::BatchMessage;
+use pearlsync::ingress::{Ingress, http};
+use pearlsync::orders::OrderWriter;
+use pearlsync::queue::{ChannelKind, InProcessQueue, Job, JobQueue, QueueName};
+use pearlsync::state::EmbeddedStore;
+use pearlsync_cli::local;
+use pearlsync_sandbox::brightpearl::{BrightpearlSandboxConfig, SeedSpec};
+use pearlsync_sandbox::channels::{Channel, ChannelSandboxConfig, DeliveryOptions, NewOrder, NewOrderLine};
+use pearlsync_sandbox::faults::FaultRates;
+use pearlsync_sandbox::{Sandbox, SandboxConfig};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FAST_RATE: (u32, Duration) = (100_000, Duration::from_secs(60));
+/// How long the writer waits to fill a batch (SQS `MaximumBatchingWindowInSeconds`).
+const BATCH_WINDOW: Duration = Duration::from_millis(250);
+const BATCH_SIZE: usize = 10;
+/// Products in the catalogue; orders pick 1–3 of them.
+const PRODUCTS: u32 = 50;
+/// Orders not written by then count as lost.
+const PASS_TIMEOUT: Duration = Duration::from_secs(300);
+const WRITER_THREAD: &str = "writer";
+/// The orders queue's visibility timeout: when a failed job is seen again (shorter than a
+/// deployment's, so a faulted run ends in seconds).
+const RETRY_VISIBILITY: Duration = Duration::from_secs(10);
+const MAX_RECEIVES: u32 = 5;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct OrdersArgs {
+    #[arg(long, default_value_t = 200)]
+    pub orders: u32,
+    /// Share (0..1) of orders whose webhook is delivered twice.
+    #[arg(long, default_value_t = 0.1)]
+    pub duplicate_rate: f64,
+    /// Share (0..1) of Brightpearl requests answered with a fault (503, 500, slow, dropped).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// Share (0..1) of warm-pass orders from a customer not seen before.
+    #[arg(long, default_value_t = 0.2)]
+    pub new_customer_rate: f64,
+    /// Known customers the orders are spread over.
+    #[arg(long, default_value_t = 20)]
+    pub customers: u32,
+    /// Webhook arrival rate.
+    #[arg(long, default_value_t = 40.0)]
+    pub orders_per_second: f64,
+}
+
+type OrderKey = (String, String);
+
+/// One batch the writer handled.
+#[derive(Debug, Clone, Copy)]
+struct BatchStat {
+    size: usize,
+    brightpearl_requests: u64,
+}
+
+/// What the writer thread measured over one pass.
+#[derive(Debug, Default)]
+struct WriterPass {
+    batches: Vec<BatchStat>,
+    completed: HashMap<OrderKey, Instant>,
+    cpu: Duration,
+    parked: usize,
+    writer_duplicates: u64,
+    timed_out: bool,
+}
+
+/// Tells the writer thread to drain one pass of `expected` unique orders.
+struct PassRequest {
+    expected: usize,
+    delivered: Arc<std::sync::atomic::AtomicBool>,
+    answer: std::sync::mpsc::Sender<WriterPass>,
+}
+
+pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), String> {
+    for (name, rate) in [
+        ("--duplicate-rate", args.duplicate_rate),
+        ("--fault-rate", args.fault_rate),
+        ("--new-customer-rate", args.new_customer_rate),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(format!("{name} must be between 0 and 1"));
+        }
+    }
+    let bp = BrightpearlSandboxConfig {
+        rate_limit: FAST_RATE.0,
+        rate_window: FAST_RATE.1,
+        seed: Some(SeedSpec { products: PRODUCTS, warehouses: 2, suppliers: 2, seed: 11 }),
+        fault_seed: 11,
+        ..Default::default()
+    };
+    let sandbox = pearlsync_sandbox::start(SandboxConfig {
+        brightpearl: bp.clone(),
+        channels: ChannelSandboxConfig {
+            shopify_client_secret: local::SAMPLE_SHOPIFY_SECRET.into(),
+            // Channel limits are not what this measures (the writer fetches BigCommerce orders).
+            bigcommerce_quota: 1_000_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("sandbox: {e}"))?;
+    let products: Vec<(u64, String)> =
+        sandbox.brightpearl.with_state(|s| s.products.values().map(|p| (p.id, p.sku.clone())).collect());
+    for (id, _) in &products {
+        sandbox.brightpearl.set_stock(*id, 1, 1_000_000);
+    }
+    let skus: Vec<String> = products.iter().map(|(_, sku)| sku.clone()).collect();
+    let listed: Vec<(String, i64)> = skus.iter().map(|s| (s.clone(), 100)).collect();
+    for channel in [Channel::Shopify, Channel::Bigcommerce, Channel::Woocommerce] {
+        sandbox.channels.seed_products(channel, &listed);
+    }
+    let config = local::sandbox_config(&sandbox, &bp, FAST_RATE);
+
+    let state_dir = std::env::temp_dir().join(format!("pearlsync-bench-orders-{}", std::process::id()));
+    std::fs::create_dir_all(&state_dir).map_err(|e| format!("state dir: {e}"))?;
+    let store = EmbeddedStore::open(state_dir.join("state.redb")).map_err(|e| format!("state: {e}"))?;
+    let queue = Arc::new(InProcessQueue::new(RETRY_VISIBILITY, MAX_RECEIVES));
+    let backends = Backends { state: Arc::new(store), queue: Arc::clone(&queue) as Arc<dyn JobQueue> };
+
+    let ingress_app =
+        App::with_backends(config.clone(), backends.clone(), "webhook-ingress").map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let ingress_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    let (stop_ingress, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http::serve(listener, Arc::new(Ingress::from_app(&ingress_app)), async move {
+        let _ = stopped.await;
+    }));
+
+    let writer_app =
+        App::with_backends(config.clone(), backends, "order-writer").map_err(|e| e.to_string())?;
+    let (to_writer, writer_inbox) = std::sync::mpsc::channel::<PassRequest>();
+    let writer_queue = Arc::clone(&queue);
+    let writer_thread = std::thread::Builder::new()
+        .name(WRITER_THREAD.into())
+        .spawn(move || writer_main(writer_app, writer_queue, writer_inbox))
+        .map_err(|e| e.to_string())?;
+
+    let world = World { sandbox: &sandbox, ingress_url: &ingress_url, config: &config, skus: &skus };
+    if args.fault_rate > 0.0 {
+        sandbox.brightpearl.faults().set_rates(FaultRates::mixed(args.fault_rate));
+    }
+    progress(&format!("orders: cold pass, {} orders from {} new customers…", args.orders, args.customers));
+    let cold = world.pass(args, 0, 0.0, &to_writer).await?;
+    progress(&format!(
+        "orders: warm pass, {} orders, {} new-customer rate…",
+        args.orders, args.new_customer_rate
+    ));
+    let warm = world.pass(args, 1, args.new_customer_rate, &to_writer).await?;
+
+    drop(to_writer);
+    let _ = writer_thread.join();
+    let _ = stop_ingress.send(());
+    let _ = std::fs::remove_dir_all(&state_dir);
+
+    let mut report = warm;
+    if let Some(map) = report.as_object_mut() {
+        map.insert("cold".into(), cold);
+        map.insert(
+            "params".into(),
+            json!({"orders": args.orders, "duplicate_rate": args.duplicate_rate, "fault_rate": args.fault_rate,
+                   "new_customer_rate": args.new_customer_rate, "customers": args.customers,
+                   "orders_per_second": args.orders_per_second, "batch_window_ms": BATCH_WINDOW.as_millis() as u64,
+                   "retry_visibility_s": RETRY_VISIBILITY.as_secs()}),
+        );
+        map.insert("machine".into(), measure::machine());
+    }
+    let name = format!(
+        "orders-{}-d{}-f{}-c{}",
+        args.orders, args.duplicate_rate, args.fault_rate, args.new_customer_rate
+    );
+    measure::write_report(out, &name, &format!("orders, {} per pass", args.orders), &report, print_json)
+        .map_err(|e| format!("writing the report: {e}"))
+}
+
+struct World<'a> {
+    sandbox: &'a Sandbox,
+    ingress_url: &'a str,
+    config: &'a pearlsync::config::Config,
+    skus: &'a [String],
+}
+
+impl World<'_> {
+    /// Delivers one pass of orders while the writer drains them; returns the pass's figures.
+    async fn pass(
+        &self,
+        args: &OrdersArgs,
+        pass: u32,
+        new_customer_rate: f64,
+        writer: &std::sync::mpsc::Sender<PassRequest>,
+    ) -> Result<Value, String> {
+        let mut rng = fastrand::Rng::with_seed(u64::from(pass) + 100);
+        self.sandbox.brightpearl.reset_counters();
+        let delivered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (answer, result) = std::sync::mpsc::channel();
+        let unique = args.orders as usize;
+        writer
+            .send(PassRequest { expected: unique, delivered: Arc::clone(&delivered), answer })
+            .map_err(|_| "the writer thread stopped")?;
+
+        let kinds = [ChannelKind::Shopify, ChannelKind::Bigcommerce, ChannelKind::Woocommerce];
+        let started = Instant::now();
+        let mut sent_at: HashMap<OrderKey, Instant> = HashMap::new();
+        let mut pass_orders: Vec<(u64, String)> = Vec::new();
+        let mut deliveries = 0usize;
+        let mut refused = 0usize;
+        for n in 0..args.orders {
+            let kind = kinds[n as usize % kinds.len()];
+            let store = self.config.stores.iter().find(|s| s.kind == kind).ok_or("no store for a channel")?;
+            let customers = args.customers.max(1);
+            let email = if rng.f64() < new_customer_rate {
+                format!("new-{pass}-{n}@bench.test")
+            } else if pass == 0 {
+                // The cold pass meets every pooled customer.
+                format!("customer{}@bench.test", n % customers)
+            } else {
+                format!("customer{}@bench.test", rng.u32(..customers))
+            };
+            let lines = (0..rng.usize(1..=3))
+                .map(|_| NewOrderLine {
+                    sku: Some(self.skus[rng.usize(..self.skus.len())].clone()),
+                    name: String::new(),
+                    quantity: rng.u32(1..=3),
+                    price: 12.5,
+                })
+                .collect();
+            let new = NewOrder {
+                email: Some(email),
+                first_name: "Bench".into(),
+                last_name: format!("Buyer{n}"),
+                currency: "GBP".into(),
+                lines,
+            };
+            let channel = sandbox_channel(kind);
+            let (order_id, _) = self.sandbox.channels.create_order(channel, new);
+            // Pace arrivals: order n is due at n / rate seconds into the pass.
+            let due = started + Duration::from_secs_f64(f64::from(n) / args.orders_per_second.max(0.001));
+            tokio::time::sleep_until(due.into()).await;
+            let options = DeliveryOptions {
+                duplicates: usize::from(rng.f64() < args.duplicate_rate),
+                ..DeliveryOptions::default()
+            };
+            let url = format!("{}/webhooks/{kind}/{}", self.ingress_url, store.name);
+            sent_at.insert((store.name.clone(), order_id.clone()), Instant::now());
+            let sent = self
+                .sandbox
+                .channels
+                .deliver_order_webhook(channel, &order_id, &url, secret(kind), &options)
+                .await;
+            deliveries += sent.len();
+            refused += sent.iter().filter(|s| s.status != 200).count();
+            pass_orders.push((store.brightpearl_channel_id.unwrap_or(0), order_id));
+        }
+        delivered.store(true, std::sync::atomic::Ordering::SeqCst);
+        let measured = tokio::task::spawn_blocking(move || result.recv())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|_| "the writer thread stopped")?;
+        let wall = started.elapsed();
+        Ok(self.figures(unique, deliveries, refused, &pass_orders, &sent_at, &measured, wall))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn figures(
+        &self,
+        unique: usize,
+        deliveries: usize,
+        refused: usize,
+        pass_orders: &[(u64, String)],
+        sent_at: &HashMap<OrderKey, Instant>,
+        writer: &WriterPass,
+        wall: Duration,
+    ) -> Value {
+        let counters = self.sandbox.brightpearl.counters();
+        let sales_orders: HashMap<(u64, String), u64> = self.sandbox.brightpearl.with_state(|s| {
+            let mut by_ref = HashMap::new();
+            for o in s.orders.values().filter(|o| o.order_type == "SO") {
+                if let Some(external_ref) = &o.external_ref {
+                    *by_ref.entry((o.channel_id.unwrap_or(0), external_ref.clone())).or_insert(0) += 1;
+                }
+            }
+            by_ref
+        });
+        let found: Vec<u64> = pass_orders.iter().filter_map(|key| sales_orders.get(key).copied()).collect();
+        let lost_orders: Vec<String> = pass_orders
+            .iter()
+            .filter(|key| !sales_orders.contains_key(*key))
+            .take(5)
+            .map(|(channel, id)| {
+                let elsewhere: Vec<u64> =
+                    sales_orders.keys().filter(|(_, r)| r == id).map(|(c, _)| *c).collect();
+                format!("channel {channel} order {id} (same ref on channels {elsewhere:?})")
+            })
+            .collect();
+        let created: u64 = found.iter().sum();
+        let duplicates: u64 = found.iter().map(|n| n.saturating_sub(1)).sum();
+        let lost = unique - found.len();
+
+        let mut latencies: Vec<f64> = sent_at
+            .iter()
+            .filter_map(|(key, sent)| {
+                writer
+                    .completed
+                    .get(key)
+                    .map(|done| done.saturating_duration_since(*sent).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let full: Vec<&BatchStat> = writer.batches.iter().filter(|b| b.size == BATCH_SIZE).collect();
+        let full_requests: u64 = full.iter().map(|b| b.brightpearl_requests).sum();
+        let full_orders = full.len() * BATCH_SIZE;
+        let mut sizes: BTreeMap<usize, usize> = BTreeMap::new();
+        for b in &writer.batches {
+            *sizes.entry(b.size).or_insert(0) += 1;
+        }
+        let per_order = |n: u64| round(n as f64 / unique.max(1) as f64, 3);
+        let endpoints: serde_json::Map<String, Value> =
+            counters.per_endpoint.iter().map(|(k, v)| (k.clone(), json!(per_order(*v)))).collect();
+        json!({
+            "orders": unique,
+            "unique": unique,
+            "created": created,
+            "duplicates": duplicates,
+            "lost": lost,
+            "parked": writer.parked,
+            "lost_examples": lost_orders,
+            "webhook_deliveries": deliveries,
+            "webhook_refused": refused,
+            "writer_duplicate_jobs": writer.writer_duplicates,
+            "brightpearl_requests": counters.requests,
+            "brightpearl_requests_per_order": per_order(counters.requests),
+            "cpu_ms_per_order": round(writer.cpu.as_secs_f64() * 1000.0 / unique.max(1) as f64, 3),
+            "latency_ms_p50": percentile(&latencies, 50.0).map(|v| round(v, 1)),
+            "latency_ms_p99": percentile(&latencies, 99.0).map(|v| round(v, 1)),
+            "wall_s": round(wall.as_secs_f64(), 2),
+            "timed_out": writer.timed_out,
+            "faults": serde_json::to_value(counters.faults).unwrap_or_default(),
+            "full_batches": {
+                "batches": full.len(),
+                "orders": full_orders,
+                "brightpearl_requests": full_requests,
+                "brightpearl_requests_per_order": if full_orders == 0 { json!(null) } else {
+                    json!(round(full_requests as f64 / full_orders as f64, 3))
+                },
+            },
+            "batch_sizes": sizes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "brightpearl_requests_per_order_by_endpoint": endpoints,
+        })
+    }
+}
+
+fn sandbox_channel(kind: ChannelKind) -> Channel {
+    match kind {
+        ChannelKind::Shopify => Channel::Shopify,
+        ChannelKind::Bigcommerce => Channel::Bigcommerce,
+        ChannelKind::Woocommerce => Channel::Woocommerce,
+    }
+}
+
+/// The sample secrets `local::sandbox_config` gives the stores.
+fn secret(kind: ChannelKind) -> &'static str {
+    match kind {
+        ChannelKind::Shopify => local::SAMPLE_SHOPIFY_SECRET,
+        ChannelKind::Bigcommerce => local::SAMPLE_BIGCOMMERCE_SECRET,
+        ChannelKind::Woocommerce => local::SAMPLE_WOO_SECRET,
+    }
+}
+
+/// The writer thread: its own runtime (every thread named `writer`), one `OrderWriter` kept
+/// across passes, like a warm Lambda.
+fn writer_main(app: App, queue: Arc<InProcessQueue>, inbox: std::sync::mpsc::Receiver<PassRequest>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(WRITER_THREAD)
+        // Keep blocking threads (the embedded store) alive so their CPU stays countable.
+        .thread_keep_alive(Duration::from_secs(3600))
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("writer runtime: {e}");
+            return;
+        }
+    };
+    let writer = OrderWriter::new(&app);
+    while let Ok(request) = inbox.recv() {
+        let measured = runtime.block_on(drain(&writer, &queue, &request));
+        let _ = request.answer.send(measured);
+    }
+}
+
+/// Receives and handles batches until every expected order is done or parked and delivery
+/// has finished, or the pass times out.
+async fn drain(writer: &OrderWriter, queue: &InProcessQueue, request: &PassRequest) -> WriterPass {
+    let cpu_before = measure::threads_cpu(WRITER_THREAD);
+    let before = writer.report();
+    let started = Instant::now();
+    let mut pass = WriterPass::default();
+    loop {
+        let all_delivered = request.delivered.load(std::sync::atomic::Ordering::SeqCst);
+        if all_delivered && pass.completed.len() >= request.expected && queue.depth(QueueName::Orders) == 0 {
+            break;
+        }
+        if started.elapsed() > PASS_TIMEOUT {
+            pass.timed_out = true;
+            break;
+        }
+        let mut received = Vec::new();
+        let window_ends = Instant::now() + BATCH_WINDOW;
+        while received.len() < BATCH_SIZE {
+            let left = window_ends.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match queue.receive(QueueName::Orders, BATCH_SIZE - received.len(), left).await {
+                Ok(got) => received.extend(got),
+                Err(e) => {
+                    eprintln!("writer: receive failed: {e}");
+                    break;
+                }
+            }
+        }
+        if received.is_empty() {
+            continue;
+        }
+        let messages: Vec<BatchMessage> = received
+            .iter()
+            .map(|r| BatchMessage {
+                message_id: r.message_id.clone(),
+                body: r.job.encode(),
+                group_id: Some(r.job.group_id()),
+                receive_count: r.receive_count,
+            })
+            .collect();
+        let requests_before = writer.report().brightpearl_requests;
+        let report = writer.handle_batch(messages).await;
+        let completed_at = Instant::now();
+        pass.batches.push(BatchStat {
+            size: received.len(),
+            brightpearl_requests: writer.report().brightpearl_requests - requests_before,
+        });
+        pass.parked += report.parked.len();
+        for r in &received {
+            // A failed job stays in flight and comes back after the visibility timeout, as a
+            // `batchItemFailures` entry does on SQS (released at once, it would be retried in a
+            // tight loop against its own idempotency lease and block the batches behind it).
+            if report.failures.contains(&r.message_id) {
+                continue;
+            }
+            if let Job::ChannelOrder { store, order_id, .. } = &r.job {
+                pass.completed.entry((store.clone(), order_id.clone())).or_insert(completed_at);
+            }
+            if let Err(e) = queue.ack(QueueName::Orders, &r.receipt).await {
+                eprintln!("writer: queue: {e}");
+            }
+        }
+    }
+    pass.writer_duplicates = writer.report().duplicates - before.duplicates;
+    pass.cpu = measure::threads_cpu(WRITER_THREAD).saturating_sub(cpu_before);
+    pass
+}
