@@ -305,7 +305,9 @@ impl World<'_> {
             let mut by_ref = HashMap::new();
             for o in s.orders.values().filter(|o| o.order_type == "SO") {
                 if let Some(external_ref) = &o.external_ref {
-                    *by_ref.entry((o.channel_id.unwrap_or(0), external_ref.clone())).or_insert(0) += 1;
+                    // `{store}:{order id}`: the store is told apart by the channel id already.
+                    let order_id = external_ref.split_once(':').map_or(external_ref.as_str(), |(_, id)| id);
+                    *by_ref.entry((o.channel_id.unwrap_or(0), order_id.to_string())).or_insert(0) += 1;
                 }
             }
             by_ref
