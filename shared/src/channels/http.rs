@@ -67,11 +67,18 @@ pub(crate) enum Retry {
 
 impl Http {
     pub fn new(service: &'static str, max_retries: u32) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+        // One connection pool and TLS setup for every store: building a client loads the
+        // trust roots, and a function's cold start should do that once, not once per store.
+        static SHARED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+        let client = SHARED
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .connect_timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap_or_default()
+            })
+            .clone();
         Http {
             client,
             service,
