@@ -146,24 +146,17 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Drift between Brightpearl and one store: with `fix`, a reconciling poll repairs it.
+/// Drift between Brightpearl and one store, read-only; with `fix`, a reconciling poll
+/// repairs it (that poll covers every store, as the scheduled one would).
 pub async fn reconcile(app: &App, store: &str, fix: bool) -> CliResult<Value> {
-    if app.channels.get(store).is_none() {
-        return Err(format!("no store named {store:?} in the configuration").into());
-    }
     let poll = InventoryPoll::new(app);
+    let drift = poll.drift(store).await?;
     if !fix {
-        // A normal poll first brings the mapping and baselines up to date; conflicts it finds
-        // are the drift (manual edits) it would not overwrite.
-        let report = poll.run(PollTrigger::Full { reconcile: false }).await?;
-        let channel = report.channels.into_iter().find(|c| c.name == store);
-        return Ok(json!({"store": store, "fixed": false, "drift": channel.map(|c| json!({
-            "conflicts": c.conflicts, "failures": c.failures, "pending_error": c.error,
-        }))}));
+        return Ok(json!({"store": store, "fixed": false, "drift": drift}));
     }
     let report = poll.run(PollTrigger::Full { reconcile: true }).await?;
-    let channel = report.channels.into_iter().find(|c| c.name == store);
-    Ok(json!({"store": store, "fixed": true, "repaired": channel.map(|c| c.repaired)}))
+    let repaired = report.channels.into_iter().find(|c| c.name == store).map(|c| c.repaired);
+    Ok(json!({"store": store, "fixed": true, "drift_before": drift, "repaired": repaired}))
 }
 
 /// Re-queues parked jobs whose reason contains `reason`; with `dlq`, also moves SQS DLQ

@@ -97,6 +97,14 @@ pub struct PollReport {
     pub channels: Vec<ChannelReport>,
 }
 
+/// A SKU whose store quantity differs from what Brightpearl says it should be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub sku: String,
+    pub expected: i64,
+    pub shown: i64,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ChannelReport {
     pub name: String,
@@ -289,6 +297,36 @@ impl InventoryPoll {
     /// targeted run. Other job kinds are parked.
     pub async fn handle_batch(&self, messages: Vec<BatchMessage>) -> BatchReport {
         batch::process_batch(messages, self).await
+    }
+
+    /// Read-only drift report for one store: every catalogue SKU the store lists, with what
+    /// Brightpearl's availability and the store's rules say it should show, where the store
+    /// shows something else. Writes nothing (`reconcile: true` repairs). Costs a catalogue
+    /// sweep and ceil(N/200) availability reads: an operator's command, not a schedule.
+    pub async fn drift(&self, store_name: &str) -> Result<Vec<Drift>> {
+        let channel = self
+            .channels
+            .get(store_name)
+            .ok_or_else(|| Error::config("store", format!("no store named {store_name:?}")))?;
+        let store = channel.store();
+        let catalogue = self.brightpearl.product_skus_since(None).await?;
+        let mut drift = Vec::new();
+        for chunk in catalogue.chunks(CHUNK_SIZE) {
+            let ids: Vec<u64> = chunk.iter().map(|(id, _)| *id).collect();
+            let availability = self.brightpearl.availability(&ids).await?;
+            let skus: Vec<String> = chunk.iter().map(|(_, sku)| sku.clone()).collect();
+            let shown = channel.read_quantities(&skus).await?;
+            for (id, sku) in chunk {
+                let (Some(a), Some(&channel_quantity)) = (availability.get(id), shown.get(sku)) else {
+                    continue;
+                };
+                let expected = store.apply_buffer(available(store, a), sku);
+                if expected != channel_quantity {
+                    drift.push(Drift { sku: sku.clone(), expected, shown: channel_quantity });
+                }
+            }
+        }
+        Ok(drift)
     }
 
     /// One run at a time: a full poll that finds another run in progress reports

@@ -191,3 +191,28 @@ async fn orders_with_the_same_id_on_two_stores_become_two_sales_orders() {
         assert_eq!(refs.iter().filter(|r| r.as_deref() == Some(expected.as_str())).count(), 1, "{refs:?}");
     }
 }
+
+#[tokio::test]
+async fn reconcile_reports_drift_without_writing_and_fix_repairs_it() {
+    let (sandbox, app) = local_app("reconcile").await;
+    pearlsync::inventory::InventoryPoll::new(&app)
+        .run(pearlsync::inventory::PollTrigger::Full { reconcile: false })
+        .await
+        .unwrap();
+    let before = sandbox.sandbox.channels.quantity(Channel::Woocommerce, "SKU-00004").unwrap();
+    sandbox.sandbox.channels.set_quantity(Channel::Woocommerce, "SKU-00004", before + 7);
+    let report = commands::reconcile(&app, "demo-woocommerce", false).await.unwrap();
+    assert_eq!(
+        report["drift"],
+        serde_json::json!([{"sku": "SKU-00004", "expected": before, "shown": before + 7}])
+    );
+    assert_eq!(
+        sandbox.sandbox.channels.quantity(Channel::Woocommerce, "SKU-00004"),
+        Some(before + 7),
+        "report only"
+    );
+    let fixed = commands::reconcile(&app, "demo-woocommerce", true).await.unwrap();
+    assert_eq!(fixed["repaired"][0]["sku"], "SKU-00004");
+    assert_eq!(sandbox.sandbox.channels.quantity(Channel::Woocommerce, "SKU-00004"), Some(before));
+    assert!(commands::reconcile(&app, "no-such-store", false).await.is_err());
+}
