@@ -39,7 +39,7 @@ pub async fn invoke(app: &App, function: Function, event: Value) -> CliResult<Va
         Function::InventoryPoll => InventoryPoll::new(app).handle_event(event).await?,
         Function::OrderWriter => OrderWriter::new(app).handle_event(event).await?,
         Function::WebhookIngress => Ingress::from_app(app).handle_event(event).await?,
-        Function::ReorderChecker => ReorderChecker::from_app(app).handle_event(event).await?,
+        Function::ReorderChecker => ReorderChecker::new(app).handle_event(event).await?,
     };
     Ok(answer)
 }

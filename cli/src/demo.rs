@@ -270,7 +270,7 @@ pub async fn run(args: &DemoArgs) -> crate::commands::CliResult<DemoReport> {
     );
 
     step(5, "reorder check: purchase orders from reorder points; one is received");
-    let checker = ReorderChecker::from_app(&app);
+    let checker = ReorderChecker::new(&app);
     let reorder = checker.run_check(CheckOptions { dry_run: false }).await?;
     report.reorder.purchase_orders = reorder.purchase_orders.len();
     report.reorder.rows = reorder.purchase_orders.iter().map(|po| po.rows.len()).sum();

@@ -369,7 +369,7 @@ pub struct ReorderChecker {
 }
 
 impl ReorderChecker {
-    pub fn new(
+    pub fn from_parts(
         brightpearl: Arc<dyn BrightpearlApi>,
         state: Arc<dyn StateStore>,
         queue: Arc<dyn JobQueue>,
@@ -380,8 +380,8 @@ impl ReorderChecker {
     }
 
     /// Background priority: reorder checks yield to order work when the budget runs low.
-    pub fn from_app(app: &App) -> Self {
-        Self::new(
+    pub fn new(app: &App) -> Self {
+        Self::from_parts(
             app.background_brightpearl(),
             Arc::clone(&app.state),
             Arc::clone(&app.queue),

@@ -45,7 +45,7 @@ impl QueueWorker {
             queue: Arc::clone(&app.queue),
             orders: OrderWriter::new(app),
             inventory: InventoryPoll::new(app),
-            reorder: ReorderChecker::from_app(app),
+            reorder: ReorderChecker::new(app),
         }
     }
 

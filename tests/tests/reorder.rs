@@ -64,7 +64,7 @@ async fn harness(products: u32, suppliers: u32) -> (Harness, BTreeMap<u64, i64>)
         BrightpearlClient::new(pearlsync_tests::sandbox_brightpearl(&sb, FAST)).expect("client builds");
     let state: Arc<dyn StateStore> = Arc::new(emulator::dynamo_store().await);
     let queue = Arc::new(InProcessQueue::default());
-    let checker = ReorderChecker::new(
+    let checker = ReorderChecker::from_parts(
         Arc::new(client.with_priority(Priority::Background)) as Arc<dyn BrightpearlApi>,
         state,
         Arc::clone(&queue) as Arc<dyn JobQueue>,

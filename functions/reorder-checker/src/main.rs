@@ -9,7 +9,7 @@ use pearlsync::reorder::ReorderChecker;
 async fn main() -> Result<(), Error> {
     pearlsync::telemetry::init();
     let app = App::from_config(Config::load_for_lambda().await?, "reorder-checker").await?;
-    let checker = ReorderChecker::from_app(&app);
+    let checker = ReorderChecker::new(&app);
     let checker = &checker;
     let metrics = &app.metrics;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
