@@ -454,15 +454,8 @@ async fn drain(writer: &OrderWriter, queue: &InProcessQueue, request: &PassReque
         if received.is_empty() {
             continue;
         }
-        let messages: Vec<BatchMessage> = received
-            .iter()
-            .map(|r| BatchMessage {
-                message_id: r.message_id.clone(),
-                body: r.job.encode(),
-                group_id: Some(r.job.group_id()),
-                receive_count: r.receive_count,
-            })
-            .collect();
+        let messages: Vec<BatchMessage> =
+            received.iter().map(|r| pearlsync::worker::batch_message(QueueName::Orders, r)).collect();
         let requests_before = writer.report().brightpearl_requests;
         let report = writer.handle_batch(messages).await;
         let completed_at = Instant::now();

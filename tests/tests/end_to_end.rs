@@ -114,15 +114,8 @@ impl World {
             if received.is_empty() {
                 return drained;
             }
-            let messages: Vec<BatchMessage> = received
-                .iter()
-                .map(|r| BatchMessage {
-                    message_id: r.message_id.clone(),
-                    body: r.job.encode(),
-                    group_id: Some(r.job.group_id()),
-                    receive_count: r.receive_count,
-                })
-                .collect();
+            let messages: Vec<BatchMessage> =
+                received.iter().map(|r| pearlsync::worker::batch_message(QueueName::Orders, r)).collect();
             let report = self.writer.handle_batch(messages).await;
             for r in &received {
                 if report.failures.contains(&r.message_id) {

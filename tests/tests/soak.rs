@@ -232,15 +232,8 @@ async fn orders_under_duplicates_faults_and_crashes_are_written_exactly_once_or_
         }
         drive.batches += 1;
         drive.messages += received.len();
-        let messages: Vec<BatchMessage> = received
-            .iter()
-            .map(|r| BatchMessage {
-                message_id: r.message_id.clone(),
-                body: r.job.encode(),
-                group_id: Some(r.job.group_id()),
-                receive_count: r.receive_count,
-            })
-            .collect();
+        let messages: Vec<BatchMessage> =
+            received.iter().map(|r| pearlsync::worker::batch_message(QueueName::Orders, r)).collect();
         // Every fifth full batch the writer is killed part-way, like a Lambda that dies.
         let kill = (max == 10 && drive.batches % 5 == 0)
             .then(|| Duration::from_millis(kill_delays[drive.killed % kill_delays.len()]));
