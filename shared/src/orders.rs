@@ -281,6 +281,9 @@ pub struct OrderWriter {
     installed_integration_instance_id: Option<u64>,
     idempotency: Idempotency,
     report: Mutex<OrderReport>,
+    /// The running Lambda invocation's deadline (epoch ms), 0 outside Lambda: idempotency
+    /// locks last until then, so a timed-out attempt frees its orders when it dies.
+    deadline_ms: std::sync::atomic::AtomicI64,
 }
 
 impl OrderWriter {
@@ -295,6 +298,7 @@ impl OrderWriter {
             installed_integration_instance_id: app.config.brightpearl.installed_integration_instance_id,
             idempotency: Idempotency::new(Arc::clone(&app.state), IDEMPOTENCY_TTL),
             report: Mutex::new(OrderReport::default()),
+            deadline_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -309,6 +313,16 @@ impl OrderWriter {
 
     /// One Lambda invocation: an `orders.fifo` batch (partial-batch answer) or the
     /// reconciliation schedule (`{"pearlsync":"reconcile-orders"}` or a plain schedule).
+    /// As `handle_event`, for a Lambda invocation that ends at `deadline_ms` (epoch ms).
+    pub async fn handle_invocation(
+        &self,
+        event: serde_json::Value,
+        deadline_ms: i64,
+    ) -> Result<serde_json::Value> {
+        self.deadline_ms.store(deadline_ms, std::sync::atomic::Ordering::Relaxed);
+        self.handle_event(event).await
+    }
+
     pub async fn handle_event(&self, event: serde_json::Value) -> Result<serde_json::Value> {
         use crate::lambda::{Trigger, batch_response, classify};
         let answer = match classify(event) {
@@ -383,7 +397,11 @@ impl OrderWriter {
 
     /// Takes each job's idempotency lock; repeats and concurrent duplicates end here.
     async fn claim(&self, works: &mut [Work]) {
-        let lock_until = now_epoch_millis() + (self.config.lock_secs as i64) * 1000;
+        let now = now_epoch_millis();
+        let deadline = self.deadline_ms.load(std::sync::atomic::Ordering::Relaxed);
+        // On Lambda: until the invocation's deadline (the design's "remaining time");
+        // elsewhere: the configured lock time.
+        let lock_until = if deadline > now { deadline } else { now + (self.config.lock_secs as i64) * 1000 };
         for w in works.iter_mut() {
             let key = format!("order:{}:{}:{}:{}", w.kind, w.store, w.order_id, w.job.dedup_id());
             match self.idempotency.begin(&key, &json!({"job": w.job.dedup_id()}), lock_until).await {

@@ -352,3 +352,27 @@ async fn two_hundred_orders_under_throttles_and_server_errors_end_as_two_hundred
     assert!(payments.values().all(|n| *n == 1), "no order paid twice");
     assert_eq!(env.sb.brightpearl.with_state(|s| s.reservations.len()), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_lambda_the_order_lock_lasts_until_the_invocation_deadline() {
+    let env = setup().await;
+    let (id, job) = shopify_job(&env, new_order("deadline@example.test", &[("SKU-00001", 1)]));
+    // Hold the writer's first Brightpearl request, so the lock can be read while the job runs.
+    env.sb.brightpearl.faults().script([Some(pearlsync_sandbox::faults::Fault::Slow { millis: 1500 })]);
+    let deadline = pearlsync::state::now_epoch_millis() + 600_000;
+    let event = serde_json::json!({"Records": [{
+        "messageId": "m1", "body": job.encode(), "eventSource": "aws:sqs",
+        "attributes": {"ApproximateReceiveCount": "1", "MessageGroupId": job.group_id()}
+    }]});
+    let key = pearlsync::state::Key::new(
+        format!("idem#order:shopify:shopify-main:{id}:{}", job.dedup_id()),
+        "idempotency",
+    );
+    let (answer, lock) = tokio::join!(env.writer.handle_invocation(event, deadline), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        env.app.state.get(&key).await.unwrap().map(|item| item.data["lock_expires_at"].clone())
+    });
+    assert_eq!(lock, Some(serde_json::json!(deadline)), "the lock runs until the deadline");
+    assert_eq!(answer.unwrap(), serde_json::json!({"batchItemFailures": []}));
+    assert_eq!(sales_orders(&env).len(), 1);
+}

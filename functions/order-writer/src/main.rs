@@ -12,7 +12,8 @@ async fn main() -> Result<(), Error> {
     let app = App::from_config(Config::load_for_lambda().await?, "order-writer").await?;
     let writer = &OrderWriter::new(&app);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        Ok::<_, Error>(writer.handle_event(event.payload).await?)
+        let deadline_ms = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
+        Ok::<_, Error>(writer.handle_invocation(event.payload, deadline_ms).await?)
     }))
     .await
 }
