@@ -216,3 +216,18 @@ async fn reconcile_reports_drift_without_writing_and_fix_repairs_it() {
     assert_eq!(sandbox.sandbox.channels.quantity(Channel::Woocommerce, "SKU-00004"), Some(before));
     assert!(commands::reconcile(&app, "no-such-store", false).await.is_err());
 }
+
+#[tokio::test]
+async fn invoke_refuses_an_event_the_function_does_not_take_with_a_clear_error() {
+    let (_sandbox, app) = local_app("invoke").await;
+    for function in [Function::InventoryPoll, Function::OrderWriter, Function::ReorderChecker] {
+        let err = commands::invoke(&app, function, serde_json::json!({"not": "an event"})).await.unwrap_err();
+        assert!(err.to_string().contains("bad input"), "{}: {err}", function.name());
+    }
+    // A Function URL event with a broken body is answered, not an error: a 4xx for the sender.
+    let answer = commands::invoke(&app, Function::WebhookIngress, serde_json::json!({"rawPath": "/webhooks/shopify/demo-shopify",
+        "requestContext": {"http": {"method": "POST"}}, "headers": {"content-type": "application/json"}, "body": "{"}))
+    .await
+    .unwrap();
+    assert_eq!(answer["statusCode"], 401);
+}

@@ -636,17 +636,8 @@ impl SalesChannel for ShopifyChannel {
             "trackingInfo": tracking,
         }});
         let data = self.graphql(M_FULFIL, variables, Retry::ThrottleOnly).await?;
-        if let Some(error) =
-            data.pointer("/fulfillmentCreate/userErrors").and_then(Value::as_array).and_then(|e| e.first())
-        {
-            let message =
-                error.get("message").and_then(Value::as_str).unwrap_or("fulfilment refused").to_string();
-            return Err(Error::Rejected {
-                service: SERVICE,
-                status: 200,
-                code: "USER_ERROR".into(),
-                message,
-            });
+        if let Some(refused) = user_error(&data, "/fulfillmentCreate/userErrors") {
+            return Err(refused);
         }
         Ok(())
     }
@@ -667,18 +658,8 @@ impl SalesChannel for ShopifyChannel {
             let variables =
                 json!({"topic": topic, "webhookSubscription": {"uri": target_url, "format": "JSON"}});
             let data = self.graphql(M_WEBHOOK, variables, Retry::ThrottleOnly).await?;
-            if let Some(error) = data
-                .pointer("/webhookSubscriptionCreate/userErrors")
-                .and_then(Value::as_array)
-                .and_then(|e| e.first())
-            {
-                let message = error.get("message").and_then(Value::as_str).unwrap_or("refused").to_string();
-                return Err(Error::Rejected {
-                    service: SERVICE,
-                    status: 200,
-                    code: "USER_ERROR".into(),
-                    message,
-                });
+            if let Some(refused) = user_error(&data, "/webhookSubscriptionCreate/userErrors") {
+                return Err(refused);
             }
         }
         Ok(())
@@ -687,6 +668,13 @@ impl SalesChannel for ShopifyChannel {
     fn stats(&self) -> ChannelStats {
         ChannelStats { requests: self.http.requests(), throttled: self.http.throttled() }
     }
+}
+
+/// The first of a mutation's `userErrors` at `pointer`, as the refusal it is (GraphQL answers 200).
+fn user_error(data: &Value, pointer: &str) -> Option<Error> {
+    let error = data.pointer(pointer).and_then(Value::as_array).and_then(|e| e.first())?;
+    let message = error.get("message").and_then(Value::as_str).unwrap_or("refused").to_string();
+    Some(Error::Rejected { service: SERVICE, status: 200, code: "USER_ERROR".into(), message })
 }
 
 #[cfg(test)]
