@@ -291,7 +291,7 @@ pub async fn poll_child_main(args: &PollChildArgs) -> Result<(), String> {
     let store = EmbeddedStore::open(&config.state.path).map_err(|e| format!("state: {e}"))?;
     let backends = Backends { state: Arc::new(store), queue: Arc::new(InProcessQueue::default()) };
     let app = App::with_backends(config, backends, "inventory-poll").map_err(|e| format!("app: {e}"))?;
-    let poll = InventoryPoll::new(&app);
+    let poll = app.inventory_poll();
     let cpu_before = measure::process_cpu();
     let started = Instant::now();
     let report = poll.run(PollTrigger::Full { reconcile: false }).await.map_err(|e| format!("poll: {e}"))?;

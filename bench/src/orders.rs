@@ -413,7 +413,7 @@ fn writer_main(app: App, queue: Arc<InProcessQueue>, inbox: std::sync::mpsc::Rec
             return;
         }
     };
-    let writer = OrderWriter::new(&app);
+    let writer = app.order_writer();
     while let Ok(request) = inbox.recv() {
         let measured = runtime.block_on(drain(&writer, &queue, &request));
         let _ = request.answer.send(measured);

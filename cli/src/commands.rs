@@ -2,8 +2,7 @@
 
 use pearlsync::app::App;
 use pearlsync::ingress::{Ingress, http};
-use pearlsync::inventory::{InventoryPoll, PollTrigger};
-use pearlsync::orders::OrderWriter;
+use pearlsync::inventory::PollTrigger;
 use pearlsync::queue::{Job, QueueName};
 use pearlsync::reorder::{CheckOptions, ReorderChecker};
 use pearlsync::worker::QueueWorker;
@@ -36,8 +35,8 @@ impl Function {
 /// Runs one function's handler on one event, exactly as its Lambda `main` does.
 pub async fn invoke(app: &App, function: Function, event: Value) -> CliResult<Value> {
     let answer = match function {
-        Function::InventoryPoll => InventoryPoll::new(app).handle_event(event).await?,
-        Function::OrderWriter => OrderWriter::new(app).handle_event(event).await?,
+        Function::InventoryPoll => app.inventory_poll().handle_event(event).await?,
+        Function::OrderWriter => app.order_writer().handle_event(event).await?,
         Function::WebhookIngress => Ingress::from_app(app).handle_event(event).await?,
         Function::ReorderChecker => ReorderChecker::new(app).handle_event(event).await?,
     };
@@ -149,7 +148,7 @@ pub async fn shutdown_signal() {
 /// Drift between Brightpearl and one store, read-only; with `fix`, a reconciling poll
 /// repairs it (that poll covers every store, as the scheduled one would).
 pub async fn reconcile(app: &App, store: &str, fix: bool) -> CliResult<Value> {
-    let poll = InventoryPoll::new(app);
+    let poll = app.inventory_poll();
     let drift = poll.drift(store).await?;
     if !fix {
         return Ok(json!({"store": store, "fixed": false, "drift": drift}));

@@ -6,7 +6,7 @@ use crate::local::{self, LocalOptions, LocalSandbox};
 use pearlsync::app::App;
 use pearlsync::backends::Backends;
 use pearlsync::ingress::{Ingress, http};
-use pearlsync::inventory::{InventoryPoll, PollTrigger};
+use pearlsync::inventory::PollTrigger;
 use pearlsync::queue::{ChannelKind, InProcessQueue};
 use pearlsync::reorder::{CheckOptions, ReorderChecker};
 use pearlsync::state::EmbeddedStore;
@@ -171,7 +171,7 @@ pub async fn run(args: &DemoArgs) -> crate::commands::CliResult<DemoReport> {
     eprintln!("      webhook ingress on {ingress_url}, Brightpearl and store webhooks registered");
 
     step(2, "inventory poll: Brightpearl availability -> three stores");
-    let poll = InventoryPoll::new(&app);
+    let poll = app.inventory_poll();
     let first = poll.run(PollTrigger::Full { reconcile: false }).await?;
     report.inventory.skus = args.skus;
     report.inventory.brightpearl_requests = first.brightpearl_requests;

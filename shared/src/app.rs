@@ -7,7 +7,9 @@ use crate::brightpearl::{BrightpearlApi, BrightpearlClient, Priority};
 use crate::channels::ChannelSet;
 use crate::config::Config;
 use crate::error::Result;
+use crate::inventory::InventoryPoll;
 use crate::metrics::Metrics;
+use crate::orders::{OrderWriter, OrderWriterParts};
 use crate::queue::JobQueue;
 use crate::state::StateStore;
 use std::sync::Arc;
@@ -52,5 +54,29 @@ impl App {
 
     pub fn order_brightpearl(&self) -> Arc<dyn BrightpearlApi> {
         Arc::clone(&self.brightpearl) as Arc<dyn BrightpearlApi>
+    }
+
+    /// The inventory poll. Polls are background work: they use the client handle that yields
+    /// to orders.
+    pub fn inventory_poll(&self) -> InventoryPoll {
+        InventoryPoll::from_parts(
+            self.background_brightpearl(),
+            Arc::clone(&self.channels),
+            Arc::clone(&self.state),
+            Arc::clone(&self.metrics),
+            self.config.inventory.clone(),
+        )
+    }
+
+    /// The order writer over this app's state, queue, clients and `[orders]` settings.
+    pub fn order_writer(&self) -> OrderWriter {
+        OrderWriter::new(OrderWriterParts {
+            state: Arc::clone(&self.state),
+            queue: Arc::clone(&self.queue),
+            brightpearl: self.order_brightpearl(),
+            channels: Arc::clone(&self.channels),
+            metrics: Arc::clone(&self.metrics),
+            config: self.config.orders.clone(),
+        })
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A configuration variable is missing or malformed. Permanent: fix the deployment.
     #[error("configuration: {variable}: {reason}")]
@@ -47,6 +47,11 @@ pub enum Error {
     #[error("idempotency key {key} reused with a different payload")]
     IdempotencyPayloadMismatch { key: String },
 
+    /// Waiting (for the budget, a throttle period or a backoff) would pass the invocation's
+    /// deadline. Retryable: the job goes back to its queue instead of dying with the Lambda.
+    #[error("{service}: {detail}; the invocation's deadline is too close to wait")]
+    Deadline { service: &'static str, detail: String },
+
     /// The state store failed (throttled, unreachable). Retryable.
     #[error("state store: {0}")]
     State(String),
@@ -70,6 +75,7 @@ impl Error {
             Error::Throttled { .. }
             | Error::Unavailable { .. }
             | Error::OutcomeUnknown { .. }
+            | Error::Deadline { .. }
             | Error::State(_)
             | Error::Queue(_) => ErrorClass::Retryable,
             Error::Config { .. }

@@ -27,6 +27,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a delivery holds its dedup key while it enqueues.
 const DEDUP_LOCK_MS: i64 = 30_000;
+/// `Retry-After` for a duplicate whose first delivery is still in progress: the first
+/// delivery has then finished or its lock has lapsed.
+const IN_PROGRESS_RETRY_SECS: u64 = 30;
+const STORE_RETRY_SECS: u64 = 5;
 
 /// An HTTP request as the ingress sees it, whatever carried it (Function URL, local server).
 #[derive(Debug, Clone, Default)]
@@ -41,17 +45,24 @@ pub struct IngressRequest {
 pub struct IngressResponse {
     pub status: u16,
     pub body: serde_json::Value,
+    /// Sent as `Retry-After` (seconds) with a 503 the sender should retry.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl IngressResponse {
-    fn new(status: u16, body: serde_json::Value) -> Self {
-        IngressResponse { status, body }
+    pub(crate) fn new(status: u16, body: serde_json::Value) -> Self {
+        IngressResponse { status, body, retry_after_secs: None }
     }
 
     fn reject(status: u16, reason: impl Into<String>) -> Self {
         let reason = reason.into();
         tracing::warn!(status, reason = %reason, "webhook rejected");
-        IngressResponse { status, body: json!({"error": reason}) }
+        IngressResponse::new(status, json!({"error": reason}))
+    }
+
+    /// Retry later: the sender keeps the delivery and comes back.
+    fn retry(body: serde_json::Value, after_secs: u64) -> Self {
+        IngressResponse { status: 503, body, retry_after_secs: Some(after_secs) }
     }
 }
 
@@ -240,14 +251,26 @@ impl Ingress {
         let marker = json!(dedup_key);
         let lease = match self.dedup.begin(&format!("webhook:{dedup_key}"), &marker, lock_until).await {
             Ok(Claim::Acquired(lease)) => lease,
-            Ok(Claim::Completed(_)) | Ok(Claim::InProgress { .. }) => {
+            Ok(Claim::Completed(_)) => {
                 self.metrics.count(names::DUPLICATES, 1);
                 tracing::info!(dedup_key, "duplicate delivery acknowledged");
                 return IngressResponse::new(200, json!({"status": "duplicate"}));
             }
+            // The first delivery is still being enqueued: if it then fails, only the sender's
+            // retry can bring the event back, so this one must not be acknowledged.
+            Ok(Claim::InProgress { .. }) => {
+                tracing::info!(dedup_key, "same delivery in progress; asking the sender to retry");
+                return IngressResponse::retry(
+                    json!({"status": "in_progress", "error": "the same delivery is in progress, retry"}),
+                    IN_PROGRESS_RETRY_SECS,
+                );
+            }
             Err(e) => {
                 tracing::error!(error = %e, "dedup store failed; asking the sender to retry");
-                return IngressResponse::new(503, json!({"error": "state store unavailable, retry"}));
+                return IngressResponse::retry(
+                    json!({"error": "state store unavailable, retry"}),
+                    STORE_RETRY_SECS,
+                );
             }
         };
         if let Err(e) = self.queue.send(&jobs).await {
@@ -255,7 +278,7 @@ impl Ingress {
             if let Err(release) = self.dedup.release(lease).await {
                 tracing::error!(error = %release, "could not release the dedup key; it frees itself after the lock");
             }
-            return IngressResponse::new(503, json!({"error": "queue unavailable, retry"}));
+            return IngressResponse::retry(json!({"error": "queue unavailable, retry"}), STORE_RETRY_SECS);
         }
         if let Err(e) = self.dedup.complete(lease, &json!({"jobs": jobs.len()})).await {
             // The jobs are queued; a redelivery may queue them again, which consumers absorb.
@@ -276,9 +299,8 @@ pub mod function_url {
         let text = |v: &Value| v.as_str().map(str::to_string);
         let raw_body = event.get("body").and_then(Value::as_str).unwrap_or_default();
         let body = if event.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false) {
-            base64::engine::general_purpose::STANDARD.decode(raw_body).map_err(|e| IngressResponse {
-                status: 400,
-                body: json!({"error": format!("body is not valid base64: {e}")}),
+            base64::engine::general_purpose::STANDARD.decode(raw_body).map_err(|e| {
+                IngressResponse::new(400, json!({"error": format!("body is not valid base64: {e}")}))
             })?
         } else {
             raw_body.as_bytes().to_vec()
@@ -298,9 +320,13 @@ pub mod function_url {
     }
 
     pub fn response(response: &IngressResponse) -> Value {
+        let mut headers = json!({"content-type": "application/json"});
+        if let Some(secs) = response.retry_after_secs {
+            headers["retry-after"] = json!(secs.to_string());
+        }
         json!({
             "statusCode": response.status,
-            "headers": {"content-type": "application/json"},
+            "headers": headers,
             "body": response.body.to_string(),
             "isBase64Encoded": false,
         })
@@ -321,7 +347,8 @@ pub mod http {
     use super::{Ingress, IngressRequest};
     use axum::body::Bytes;
     use axum::extract::State;
-    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::http::header::RETRY_AFTER;
+    use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
     use axum::response::IntoResponse;
     use std::sync::Arc;
 
@@ -347,7 +374,11 @@ pub mod http {
         };
         let response = ingress.handle(request).await;
         let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(response.body))
+        let mut headers = HeaderMap::new();
+        if let Some(v) = response.retry_after_secs.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            headers.insert(RETRY_AFTER, v);
+        }
+        (status, headers, axum::Json(response.body))
     }
 
     /// Serves the ingress on `listener` until `shutdown` resolves.

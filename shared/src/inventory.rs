@@ -30,7 +30,6 @@
 //! - `inventory#chunk` / `NNNNNN`: per product, its SKU and per store the last settled desired
 //!   quantity (`d`) and the channel's quantity as last known (`p`).
 
-use crate::app::App;
 use crate::batch::{self, BatchMessage, BatchReport, Outcome, WaveHandler};
 use crate::brightpearl::{Availability, BrightpearlApi, idset};
 use crate::channels::{ChannelSet, QuantityUpdate, SalesChannel, StoreConfig};
@@ -254,17 +253,6 @@ pub struct InventoryPoll {
 }
 
 impl InventoryPoll {
-    /// Polls are background work: they use the client handle that yields to orders.
-    pub fn new(app: &App) -> Self {
-        Self::from_parts(
-            app.background_brightpearl(),
-            Arc::clone(&app.channels),
-            Arc::clone(&app.state),
-            Arc::clone(&app.metrics),
-            app.config.inventory.clone(),
-        )
-    }
-
     pub fn from_parts(
         brightpearl: Arc<dyn BrightpearlApi>,
         channels: Arc<ChannelSet>,

@@ -43,8 +43,8 @@ impl QueueWorker {
     pub fn new(app: &App) -> Self {
         QueueWorker {
             queue: Arc::clone(&app.queue),
-            orders: OrderWriter::new(app),
-            inventory: InventoryPoll::new(app),
+            orders: app.order_writer(),
+            inventory: app.inventory_poll(),
             reorder: ReorderChecker::new(app),
         }
     }

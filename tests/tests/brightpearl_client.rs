@@ -36,6 +36,24 @@ fn client(sb: &Sandbox, rate: (u32, Duration)) -> BrightpearlClient {
 }
 
 const FAST: (u32, Duration) = (50, Duration::from_secs(1));
+
+/// One sales order, written the way the order saga writes it: after an answer is lost the
+/// externalRef search runs before the POST is repeated.
+async fn create_order(bp: &BrightpearlClient, order: &NewSalesOrder) -> u64 {
+    for _ in 0..10 {
+        match bp.create_sales_orders(std::slice::from_ref(order)).await.remove(0) {
+            WriteOutcome::Applied(id) => return id,
+            WriteOutcome::NotApplied(e) if e.is_retryable() => continue,
+            WriteOutcome::NotApplied(e) => panic!("sales order refused: {e}"),
+            WriteOutcome::Unknown(_) => {
+                if let Some(id) = bp.find_sales_order_id(&order.external_ref).await.expect("search") {
+                    return id;
+                }
+            }
+        }
+    }
+    panic!("sales order {} not written after 10 attempts", order.external_ref)
+}
 const AVAILABILITY: &str = "GET /warehouse-service/product-availability/{ids}";
 
 fn product_ids(sb: &Sandbox) -> Vec<u64> {
@@ -125,11 +143,12 @@ async fn calls_succeed_under_thirty_percent_injected_faults() {
                 quantity: 1,
                 net: 10.0,
                 tax: 2.0,
+                tax_code: Some("T20".into()),
                 ..Default::default()
             }],
             ..Default::default()
         };
-        let order_id = bp.create_sales_order(&order).await.expect("sales order");
+        let order_id = create_order(&bp, &order).await;
         let read = bp.sales_orders(&[order_id]).await.expect("sales order GET");
         assert_eq!(read[0].external_ref.as_deref(), Some(format!("shop-{i}").as_str()));
     }
@@ -187,15 +206,20 @@ async fn a_repeated_sales_order_post_leaves_one_order() {
             quantity: 2,
             net: 20.0,
             tax: 4.0,
+            tax_code: Some("T20".into()),
             ..Default::default()
         }],
         ..Default::default()
     };
-    // The first answer is lost after the order was made; the client's retry must not duplicate it.
+    // The first answer is lost after the order was made: the outcome is unknown, never a
+    // silent retry.
     sb.brightpearl.fault_at("POST /order-service/sales-order", 1, Fault::LoseResponse);
-    let first = bp.create_sales_order(&order).await.expect("first POST");
-    let second = bp.create_sales_order(&order).await.expect("repeat POST");
-    assert_eq!(first, second);
+    let lost = bp.create_sales_orders(std::slice::from_ref(&order)).await.remove(0);
+    assert!(matches!(lost, WriteOutcome::Unknown(_)), "{lost:?}");
+    let first = bp.find_sales_order_id("shopify-1001").await.expect("search").expect("the order was made");
+    // A repeat anyway is answered by Brightpearl's externalRef + instance uniqueness.
+    let repeat = bp.create_sales_orders(std::slice::from_ref(&order)).await.remove(0);
+    assert!(matches!(repeat, WriteOutcome::Applied(id) if id == first), "{repeat:?}");
     let found = bp.find_sales_orders_by_external_ref("shopify-1001").await.expect("search");
     assert_eq!(found.iter().map(|o| o.sales_order_id).collect::<Vec<_>>(), vec![first]);
     assert_eq!(found[0].installed_integration_instance_id, Some(42));
@@ -204,7 +228,7 @@ async fn a_repeated_sales_order_post_leaves_one_order() {
         state.orders.values().filter(|o| o.external_ref.as_deref() == Some("shopify-1001")).count(),
         1
     );
-    assert_eq!(sb.brightpearl.counters().endpoint("POST /order-service/sales-order"), 3);
+    assert_eq!(sb.brightpearl.counters().endpoint("POST /order-service/sales-order"), 2);
 }
 
 #[tokio::test]
@@ -374,8 +398,9 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
     assert_eq!(event.full_event, "product.modified.on-hand-modified");
     next_event(&mut hooks).await;
 
-    let order_id = bp
-        .create_sales_order(&NewSalesOrder {
+    let order_id = create_order(
+        &bp,
+        &NewSalesOrder {
             customer_id: ann,
             external_ref: "bc-77".into(),
             reference: Some("#77".into()),
@@ -395,6 +420,7 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
                     net: 30.0,
                     tax: 6.0,
                     external_ref: Some("li-1".into()),
+                    tax_code: Some("T20".into()),
                     ..Default::default()
                 },
                 NewOrderRow {
@@ -403,13 +429,14 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
                     net: 10.0,
                     tax: 2.0,
                     external_ref: Some("li-2".into()),
+                    tax_code: Some("T20".into()),
                     ..Default::default()
                 },
             ],
             ..Default::default()
-        })
-        .await
-        .expect("order");
+        },
+    )
+    .await;
     let order = bp.sales_orders(&[order_id]).await.expect("GET").remove(0);
     assert_eq!(order.channel_id, Some(3));
     let rows: Vec<ReservationRow> = order
@@ -423,9 +450,13 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
         .collect();
     assert_eq!(rows.len(), 2);
 
-    bp.reserve(order_id, 1, &rows).await.expect("reserve");
-    // A repeat (as after a lost answer) is accepted because the reservation exists.
-    bp.reserve(order_id, 1, &rows).await.expect("repeat reserve");
+    let request = ReservationRequest { order_id, warehouse_id: 1, rows: rows.clone() };
+    let reserved = bp.reserve_orders(std::slice::from_ref(&request)).await.remove(0);
+    assert!(reserved.is_applied(), "{reserved:?}");
+    // A repeat (as after a lost answer) is refused by Brightpearl; the GET shows the
+    // reservation exists, so it counts as applied, and nothing is reserved twice.
+    let repeat = bp.reserve_orders(std::slice::from_ref(&request)).await.remove(0);
+    assert!(repeat.is_applied(), "{repeat:?}");
     let reservation = bp.reservation(order_id).await.expect("GET").expect("a reservation");
     assert_eq!(reservation.rows, rows);
     let availability = bp.availability(&[p1]).await.expect("availability");
@@ -438,16 +469,22 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
         v
     });
 
-    bp.create_customer_payment(&NewCustomerPayment {
+    let payment = NewCustomerPayment {
         order_id,
+        transaction_ref: "bc:77:paid".into(),
+        payment_type: PaymentType::Receipt,
         payment_method_code: "SHOPIFY".into(),
         currency_code: "GBP".into(),
         amount: 48.0,
         payment_date: chrono::Utc::now(),
         journal_ref: Some("txn-1".into()),
-    })
-    .await
-    .expect("payment");
+    };
+    let paid = bp.create_customer_payments(std::slice::from_ref(&payment)).await.remove(0);
+    let WriteOutcome::Applied(payment_id) = paid else { panic!("payment: {paid:?}") };
+    // The same transactionRef again is refused by Brightpearl and resolves to the same payment.
+    let again = bp.create_customer_payments(std::slice::from_ref(&payment)).await.remove(0);
+    assert!(matches!(again, WriteOutcome::Applied(id) if id == payment_id), "{again:?}");
+    assert_eq!(bp.find_customer_payment(order_id, "bc:77:paid").await.expect("search"), Some(payment_id));
     assert_eq!(bp.add_order_note(order_id, "paid").await.map(|_| ()).ok(), Some(()));
 
     let note_id = sb.brightpearl.ship_goods_out(order_id, "TRACK123", "DHL").expect("ship");
@@ -551,39 +588,51 @@ async fn purchase_orders_are_batched_received_and_no_longer_open() {
 }
 
 #[tokio::test]
-async fn multi_message_reports_each_message() {
+async fn multi_message_gives_each_write_its_own_outcome() {
     let sb = sandbox(seeded(3, FAST)).await;
     let bp = client(&sb, FAST);
     let customer = sb.brightpearl.with_state(|s| *s.contacts.keys().next().expect("contact"));
-    let order_id = bp
-        .create_sales_order(&NewSalesOrder {
+    let product = product_ids(&sb)[0];
+    sb.brightpearl.set_stock(product, 1, 10);
+    let mut orders = Vec::new();
+    for i in 0..2 {
+        let order = NewSalesOrder {
             customer_id: customer,
-            external_ref: "x-1".into(),
+            external_ref: format!("x-{i}"),
             currency_code: "GBP".into(),
+            rows: vec![NewOrderRow {
+                product_id: product,
+                quantity: 1,
+                net: 1.0,
+                tax: 0.2,
+                tax_code: Some("T20".into()),
+                ..Default::default()
+            }],
             ..Default::default()
+        };
+        orders.push(create_order(&bp, &order).await);
+    }
+    let rows = |id: u64| -> Vec<ReservationRow> {
+        sb.brightpearl.with_state(|s| {
+            s.orders[&id]
+                .rows
+                .iter()
+                .map(|r| ReservationRow { row_id: r.id, product_id: product, quantity: 1 })
+                .collect()
         })
-        .await
-        .expect("order");
-    let messages = vec![
-        Message::post(
-            "note",
-            format!("/order-service/order/{order_id}/note"),
-            serde_json::json!({"text": "hi"}),
-        ),
-        Message::post("bad", "/order-service/order/999999/note", serde_json::json!({"text": "x"})),
-        Message::put(
-            "status",
-            format!("/order-service/order/{order_id}/status"),
-            serde_json::json!({"orderStatusId": 4}),
-        ),
+    };
+    let requests = vec![
+        ReservationRequest { order_id: orders[0], warehouse_id: 1, rows: rows(orders[0]) },
+        // No such order: refused with an error envelope, and only this one.
+        ReservationRequest { order_id: 999_999, warehouse_id: 1, rows: rows(orders[0]) },
+        ReservationRequest { order_id: orders[1], warehouse_id: 1, rows: rows(orders[1]) },
     ];
-    let results = bp.multi_message(messages).await.expect("multi-message");
-    assert_eq!(
-        results.iter().map(|r| (r.label.as_str(), r.is_success())).collect::<Vec<_>>(),
-        vec![("note", true), ("bad", false), ("status", true)]
-    );
-    assert_eq!(results[1].errors[0].0, "CMNC-404");
-    assert_eq!(sb.brightpearl.counters().endpoint("POST /multi-message"), 1);
+    let before = sb.brightpearl.counters().endpoint("POST /multi-message");
+    let outcomes = bp.reserve_orders(&requests).await;
+    assert!(outcomes[0].is_applied(), "{:?}", outcomes[0]);
+    assert!(outcomes[1].is_refused(), "{:?}", outcomes[1]);
+    assert!(outcomes[2].is_applied(), "{:?}", outcomes[2]);
+    assert_eq!(sb.brightpearl.counters().endpoint("POST /multi-message"), before + 1);
 }
 
 #[tokio::test]
@@ -703,19 +752,25 @@ async fn webhooks_without_id_sets_come_one_call_per_resource() {
         sb.brightpearl.set_stock(*id, 1, 5);
         next_event(&mut hooks).await;
     }
-    let order_id = bp
-        .create_sales_order(&NewSalesOrder {
+    let order_id = create_order(
+        &bp,
+        &NewSalesOrder {
             customer_id: customer,
             external_ref: "w-1".into(),
             currency_code: "GBP".into(),
             rows: ids
                 .iter()
-                .map(|p| NewOrderRow { product_id: *p, quantity: 1, ..Default::default() })
+                .map(|p| NewOrderRow {
+                    product_id: *p,
+                    quantity: 1,
+                    tax_code: Some("T20".into()),
+                    ..Default::default()
+                })
                 .collect(),
             ..Default::default()
-        })
-        .await
-        .expect("order");
+        },
+    )
+    .await;
     let rows: Vec<ReservationRow> = bp.sales_orders(&[order_id]).await.expect("GET")[0]
         .rows
         .iter()
@@ -725,7 +780,8 @@ async fn webhooks_without_id_sets_come_one_call_per_resource() {
             quantity: r.quantity,
         })
         .collect();
-    bp.reserve(order_id, 1, &rows).await.expect("reserve");
+    let request = ReservationRequest { order_id, warehouse_id: 1, rows };
+    assert!(bp.reserve_orders(&[request]).await.remove(0).is_applied());
     let mut seen = Vec::new();
     for _ in &ids {
         let event = next_event(&mut hooks).await;

@@ -195,10 +195,7 @@ async fn orders_with_the_same_id_on_two_stores_become_two_sales_orders() {
 #[tokio::test]
 async fn reconcile_reports_drift_without_writing_and_fix_repairs_it() {
     let (sandbox, app) = local_app("reconcile").await;
-    pearlsync::inventory::InventoryPoll::new(&app)
-        .run(pearlsync::inventory::PollTrigger::Full { reconcile: false })
-        .await
-        .unwrap();
+    app.inventory_poll().run(pearlsync::inventory::PollTrigger::Full { reconcile: false }).await.unwrap();
     let before = sandbox.sandbox.channels.quantity(Channel::Woocommerce, "SKU-00004").unwrap();
     sandbox.sandbox.channels.set_quantity(Channel::Woocommerce, "SKU-00004", before + 7);
     let report = commands::reconcile(&app, "demo-woocommerce", false).await.unwrap();

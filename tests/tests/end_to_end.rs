@@ -53,7 +53,7 @@ async fn world() -> World {
     tokio::spawn(http::serve(listener, Arc::new(Ingress::from_app(&app)), async move {
         let _ = stopped.await;
     }));
-    let writer = OrderWriter::new(&app);
+    let writer = app.order_writer();
     World { local, app, writer, ingress_url, _stop: stop }
 }
 

@@ -81,7 +81,7 @@ async fn setup() -> Env {
         queue: Arc::new(InProcessQueue::default()),
     };
     let app = App::with_backends(config, backends, "order-writer").expect("app builds");
-    let writer = OrderWriter::new(&app);
+    let writer = app.order_writer();
     Env { sb, app, writer }
 }
 

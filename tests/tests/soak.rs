@@ -15,7 +15,7 @@ use pearlsync::app::App;
 use pearlsync::backends::Backends;
 use pearlsync::batch::BatchMessage;
 use pearlsync::ingress::{Ingress, http};
-use pearlsync::orders::{OrderWriter, Saga, Step, saga_key};
+use pearlsync::orders::{Saga, Step, saga_key};
 use pearlsync::queue::{ChannelKind, Job, QueueName};
 use pearlsync::state::Key;
 use pearlsync_cli::local::{self, LocalOptions};
@@ -125,7 +125,7 @@ async fn orders_under_duplicates_faults_and_crashes_are_written_exactly_once_or_
     tokio::spawn(http::serve(listener, Arc::new(Ingress::from_app(&app)), async move {
         let _ = stopped.await;
     }));
-    let writer = Arc::new(OrderWriter::new(&app));
+    let writer = Arc::new(app.order_writer());
 
     // Orders on the three stores; buyers repeat, so contacts are shared and searched.
     let mut orders = Vec::new();

@@ -9,7 +9,7 @@ use pearlsync::inventory::InventoryPoll;
 async fn main() -> Result<(), Error> {
     pearlsync::telemetry::init();
     let app = App::from_config(Config::load_for_lambda().await?, "inventory-poll").await?;
-    let poll = InventoryPoll::new(&app);
+    let poll = app.inventory_poll();
     let poll = &poll;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
         Ok::<_, Error>(poll.handle_event(event.payload).await?)

@@ -10,7 +10,7 @@ use pearlsync::orders::OrderWriter;
 async fn main() -> Result<(), Error> {
     pearlsync::telemetry::init();
     let app = App::from_config(Config::load_for_lambda().await?, "order-writer").await?;
-    let writer = &OrderWriter::new(&app);
+    let writer = &app.order_writer();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let deadline_ms = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
         Ok::<_, Error>(writer.handle_invocation(event.payload, deadline_ms).await?)

@@ -1,13 +1,16 @@
-//! The HTTP client: auth headers, the `response`/`errors` envelope, pacing and retries, and
-//! the typed calls behind [`BrightpearlApi`].
+//! The client and the typed calls behind [`BrightpearlApi`]. The wire (pacing, retries, the
+//! write-outcome rule) is in `transport`; the typed writes of orders, reservations and
+//! payments in `writes`.
 
-use super::budget::{Budget, BudgetSettings, ClientStats, Decision, Priority, backoff};
-use super::config::{AuthKind, BrightpearlConfig};
-use super::multimessage::{MAX_MESSAGES, Message, MessageResult};
+use super::budget::{Budget, BudgetSettings, ClientStats, Priority};
+use super::config::BrightpearlConfig;
+use super::outcome::WriteOutcome;
 use super::search::{
     ContactSearchRow, OrderSearchRow, PAGE_SIZE, Period, ProductSearchRow, SalesOrderSearchRow, SearchPage,
 };
+use super::transport::{Replay, SERVICE};
 use super::types::*;
+use super::writes::ReservationRequest;
 use super::{BrightpearlApi, idset};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -19,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-const SERVICE: &str = "brightpearl";
 /// Goods-out note GETs take up to 500 ids per set.
 const GOODS_OUT_CHUNK: usize = 500;
 /// A full SKU-map rebuild at least this often, to drop deleted products.
@@ -28,16 +30,6 @@ const SKU_MAP_REBUILD: Duration = Duration::from_secs(24 * 3600);
 const SKU_LOOKUP_ONE_BY_ONE: usize = 3;
 /// Brightpearl's order type id for purchase orders.
 const ORDER_TYPE_PURCHASE: u64 = 3;
-
-/// May the request be sent again when we cannot tell whether it was processed?
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Replay {
-    /// Reads, and writes Brightpearl de-duplicates (the externalRef pair, status PUT).
-    Safe,
-    /// Writes that would duplicate: retried only when the server surely did not process them
-    /// (503, refused connection).
-    Unsafe,
-}
 
 #[derive(Default)]
 struct Cache {
@@ -50,31 +42,45 @@ struct Cache {
     sku_map_swept_at: Option<(Instant, DateTime<Utc>)>,
 }
 
-struct OauthTokens {
-    access: String,
-    refresh: String,
+pub(super) struct OauthTokens {
+    pub(super) access: String,
+    pub(super) refresh: String,
 }
 
-struct Inner {
-    http: reqwest::Client,
-    prefix: String,
-    config: BrightpearlConfig,
-    tokens: Mutex<OauthTokens>,
+/// The installed integration instance: configured, learned from OAuth, or seen on answers.
+#[derive(Default)]
+pub(super) struct Instance {
+    pub(super) configured: Option<u64>,
+    pub(super) oauth: Option<u64>,
+    /// Seen on an answer while none was configured (logged for the operator).
+    pub(super) learned: Option<u64>,
+    /// Seen on an answer and different from the configured one: writes stop.
+    pub(super) mismatch: Option<u64>,
+}
+
+pub(super) struct Inner {
+    pub(super) http: reqwest::Client,
+    pub(super) prefix: String,
+    pub(super) config: BrightpearlConfig,
+    pub(super) tokens: Mutex<OauthTokens>,
     /// Serialises refreshes so concurrent 401s make one grant.
-    refresh_lock: tokio::sync::Mutex<u64>,
-    budget: Mutex<Budget>,
-    rng: Mutex<fastrand::Rng>,
+    pub(super) refresh_lock: tokio::sync::Mutex<u64>,
+    pub(super) budget: Mutex<Budget>,
+    pub(super) rng: Mutex<fastrand::Rng>,
     cache: Mutex<Cache>,
-    requests: AtomicU64,
-    throttled: AtomicU64,
-    retried: AtomicU64,
+    pub(super) instance: Mutex<Instance>,
+    /// The running invocation's deadline; no wait goes past it.
+    pub(super) deadline: Mutex<Option<Instant>>,
+    pub(super) requests: AtomicU64,
+    pub(super) throttled: AtomicU64,
+    pub(super) retried: AtomicU64,
 }
 
 /// The Brightpearl client. Cheap to clone; clones and priority handles share one budget.
 #[derive(Clone)]
 pub struct BrightpearlClient {
-    inner: Arc<Inner>,
-    priority: Priority,
+    pub(super) inner: Arc<Inner>,
+    pub(super) priority: Priority,
 }
 
 impl std::fmt::Debug for BrightpearlClient {
@@ -86,53 +92,14 @@ impl std::fmt::Debug for BrightpearlClient {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `errors[]` as (code, message) pairs.
-pub(crate) fn parse_errors(body: &Value) -> Vec<(String, String)> {
-    body.get("errors")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .map(|e| {
-                    let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-                    (s("code"), s("message"))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Percent-encodes a query value, keeping the characters Brightpearl filters use literally.
-fn encode_query_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' | b'/' | b':' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-fn query_string(pairs: &[(&str, String)]) -> String {
-    if pairs.is_empty() {
-        return String::new();
-    }
-    let joined: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", encode_query_value(v))).collect();
-    format!("?{}", joined.join("&"))
-}
-
-fn header_u64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
-    headers.get(name)?.to_str().ok()?.trim().parse().ok()
-}
-
-fn bad_shape(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::BadInput(format!("unexpected Brightpearl {what} shape: {e}"))
+/// An answer of a shape we did not expect is Brightpearl's (or our reading's) fault, never
+/// the job's: retryable, so it does not park the orders that asked.
+pub(super) fn bad_shape(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Unavailable { service: SERVICE, detail: format!("unexpected Brightpearl {what} shape: {e}") }
 }
 
 fn from_value<T: DeserializeOwned>(what: &str, v: Value) -> Result<T> {
@@ -140,7 +107,7 @@ fn from_value<T: DeserializeOwned>(what: &str, v: Value) -> Result<T> {
 }
 
 /// Numbers Brightpearl sometimes sends as strings (`"5.0000"`).
-fn loose_i64(v: Option<&Value>) -> Option<i64> {
+pub(super) fn loose_i64(v: Option<&Value>) -> Option<i64> {
     match v? {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f.round() as i64)),
         Value::String(s) => s.trim().parse::<f64>().ok().map(|f| f.round() as i64),
@@ -148,7 +115,7 @@ fn loose_i64(v: Option<&Value>) -> Option<i64> {
     }
 }
 
-fn loose_u64(v: Option<&Value>) -> Option<u64> {
+pub(super) fn loose_u64(v: Option<&Value>) -> Option<u64> {
     match v? {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -161,8 +128,8 @@ impl BrightpearlClient {
         config.validate()?;
         let prefix = config.prefix()?;
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.request_timeout_ms.max(1)))
-            .connect_timeout(Duration::from_secs(10))
+            // Per request: `request_timeout_ms`, cut to the invocation's deadline (transport).
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)))
             .build()
             .map_err(|e| Error::config("brightpearl", format!("cannot build the HTTP client: {e}")))?;
         let budget = Budget::new(BudgetSettings {
@@ -183,6 +150,11 @@ impl BrightpearlClient {
                 budget: Mutex::new(budget),
                 rng: Mutex::new(fastrand::Rng::new()),
                 cache: Mutex::new(Cache::default()),
+                instance: Mutex::new(Instance {
+                    configured: config.installed_integration_instance_id,
+                    ..Instance::default()
+                }),
+                deadline: Mutex::new(None),
                 requests: AtomicU64::new(0),
                 throttled: AtomicU64::new(0),
                 retried: AtomicU64::new(0),
@@ -227,245 +199,7 @@ impl BrightpearlClient {
         Duration::from_secs(self.inner.config.cache_ttl_secs)
     }
 
-    async fn wait_for_budget(&self) {
-        loop {
-            let decision = lock(&self.inner.budget).try_acquire(Instant::now(), self.priority);
-            match decision {
-                Decision::Go => return,
-                Decision::Wait(d) => {
-                    tracing::debug!(wait_ms = d.as_millis() as u64, priority = ?self.priority, "brightpearl budget low, waiting");
-                    tokio::time::sleep(d).await;
-                }
-            }
-        }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let c = &self.inner.config;
-        backoff(
-            attempt,
-            Duration::from_millis(c.backoff_base_ms),
-            Duration::from_millis(c.backoff_cap_ms),
-            &mut lock(&self.inner.rng),
-        )
-    }
-
-    fn auth_headers(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let auth = &self.inner.config.auth;
-        req = req.header("brightpearl-app-ref", &auth.app_ref);
-        match auth.kind {
-            AuthKind::Staff => req.header("brightpearl-staff-token", auth.staff_token.expose()),
-            AuthKind::System => req.header("brightpearl-account-token", auth.account_token.expose()),
-            AuthKind::Oauth => {
-                let access = lock(&self.inner.tokens).access.clone();
-                req.header("brightpearl-dev-ref", &auth.dev_ref).bearer_auth(access)
-            }
-        }
-    }
-
-    /// One refresh-token grant. `seen_generation` avoids a second grant when another task
-    /// already refreshed while we waited.
-    async fn refresh_oauth(&self, seen_generation: u64) -> Result<()> {
-        let mut generation = self.inner.refresh_lock.lock().await;
-        if *generation != seen_generation {
-            return Ok(());
-        }
-        let c = &self.inner.config;
-        let url = c
-            .auth
-            .token_url
-            .clone()
-            .unwrap_or_else(|| format!("https://oauth.brightpearlapp.com/token/{}", c.account));
-        let refresh = lock(&self.inner.tokens).refresh.clone();
-        if refresh.is_empty() {
-            return Err(Error::Unauthorized {
-                service: SERVICE,
-                message: "access token refused and no refresh token".into(),
-            });
-        }
-        let mut form = vec![
-            ("grant_type", "refresh_token".to_string()),
-            ("refresh_token", refresh),
-            ("client_id", c.auth.app_ref.clone()),
-        ];
-        if !c.auth.client_secret.is_empty() {
-            form.push(("client_secret", c.auth.client_secret.expose().to_string()));
-        }
-        let body = query_string(&form).trim_start_matches('?').to_string();
-        let resp = self
-            .inner
-            .http
-            .post(&url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::Unavailable { service: SERVICE, detail: format!("token refresh: {e}") })?;
-        let status = resp.status().as_u16();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if status != 200 {
-            return Err(Error::Unauthorized {
-                service: SERVICE,
-                message: format!("token refresh failed with HTTP {status}"),
-            });
-        }
-        let access = v.get("access_token").and_then(Value::as_str).unwrap_or_default().to_string();
-        if access.is_empty() {
-            return Err(Error::Unauthorized {
-                service: SERVICE,
-                message: "token refresh returned no access_token".into(),
-            });
-        }
-        let mut tokens = lock(&self.inner.tokens);
-        tokens.access = access;
-        if let Some(r) = v.get("refresh_token").and_then(Value::as_str) {
-            tokens.refresh = r.to_string();
-        }
-        *generation += 1;
-        tracing::info!("brightpearl OAuth access token refreshed");
-        Ok(())
-    }
-
-    /// Sends one call with pacing and retries. `Ok(None)` is a 404 on a call where 404 means
-    /// "no results" (multi-id GETs); otherwise the envelope's `response` (`Null` when empty).
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&Value>,
-        replay: Replay,
-        empty_on_404: bool,
-    ) -> Result<Option<Value>> {
-        let url = format!("{}{}{}", self.inner.prefix, path, query_string(query));
-        let max_attempts = self.inner.config.max_attempts.max(1);
-        let mut attempt = 0u32;
-        let mut refreshed = false;
-        loop {
-            attempt += 1;
-            let may_retry = attempt < max_attempts;
-            self.wait_for_budget().await;
-            let generation = *self.inner.refresh_lock.lock().await;
-            let mut req = self.auth_headers(self.inner.http.request(method.clone(), &url));
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            self.inner.requests.fetch_add(1, Ordering::Relaxed);
-            let sent = req.send().await;
-            let resp = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    lock(&self.inner.budget).on_no_response();
-                    // A refused connection surely never reached Brightpearl.
-                    if may_retry && (replay == Replay::Safe || e.is_connect()) {
-                        tracing::warn!(%method, path, error = %e, "brightpearl request failed, retrying");
-                        self.inner.retried.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(self.backoff(attempt)).await;
-                        continue;
-                    }
-                    // Refused connections never reached Brightpearl; anything else may have.
-                    let detail = format!("{method} {path}: {e}");
-                    return Err(if e.is_connect() {
-                        Error::Unavailable { service: SERVICE, detail }
-                    } else {
-                        Error::OutcomeUnknown { service: SERVICE, detail }
-                    });
-                }
-            };
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let remaining = header_u64(&headers, "brightpearl-requests-remaining").map(|r| r as u32);
-            let period = header_u64(&headers, "brightpearl-next-throttle-period").map(Duration::from_millis);
-            lock(&self.inner.budget).on_response(Instant::now(), remaining, period);
-            let bytes = match resp.bytes().await {
-                Ok(b) => b,
-                Err(e) => {
-                    // The answer was lost on the way: the request may well have been processed.
-                    if may_retry && replay == Replay::Safe {
-                        tracing::warn!(%method, path, error = %e, "brightpearl answer lost, retrying");
-                        self.inner.retried.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(self.backoff(attempt)).await;
-                        continue;
-                    }
-                    return Err(Error::OutcomeUnknown {
-                        service: SERVICE,
-                        detail: format!("{method} {path}: {e}"),
-                    });
-                }
-            };
-            let parsed: Value = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-            };
-            let errors = parse_errors(&parsed);
-            let first_error = || {
-                let code = errors.first().map(|e| e.0.clone()).unwrap_or_default();
-                let message = if errors.is_empty() {
-                    parsed.as_str().map(str::to_string).unwrap_or_default()
-                } else {
-                    errors.iter().map(|e| e.1.as_str()).collect::<Vec<_>>().join("; ")
-                };
-                (code, message)
-            };
-            match status {
-                200..=299 => return Ok(Some(parsed.get("response").cloned().unwrap_or(Value::Null))),
-                404 if empty_on_404 => return Ok(None),
-                401 => {
-                    if self.inner.config.auth.kind == AuthKind::Oauth && !refreshed {
-                        refreshed = true;
-                        self.refresh_oauth(generation).await?;
-                        attempt -= 1;
-                        continue;
-                    }
-                    let (_, message) = first_error();
-                    return Err(Error::Unauthorized { service: SERVICE, message });
-                }
-                503 => {
-                    self.inner.throttled.fetch_add(1, Ordering::Relaxed);
-                    let cap = Duration::from_millis(self.inner.config.rate_limit_window_ms.max(1)) * 2;
-                    let wait =
-                        period.filter(|p| !p.is_zero()).unwrap_or_else(|| self.backoff(attempt)).min(cap);
-                    if may_retry {
-                        tracing::info!(%method, path, wait_ms = wait.as_millis() as u64, "brightpearl throttled (503), waiting out the period");
-                        lock(&self.inner.budget).on_throttled(Instant::now(), wait);
-                        self.inner.retried.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    return Err(Error::Throttled { service: SERVICE, retry_after: Some(wait) });
-                }
-                500..=599 => {
-                    if may_retry && replay == Replay::Safe {
-                        tracing::warn!(%method, path, status, "brightpearl server error, retrying");
-                        self.inner.retried.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(self.backoff(attempt)).await;
-                        continue;
-                    }
-                    let (code, message) = first_error();
-                    return Err(Error::Unavailable {
-                        service: SERVICE,
-                        detail: format!("HTTP {status} {code} {message}"),
-                    });
-                }
-                _ => {
-                    let (code, message) = first_error();
-                    return Err(Error::Rejected { service: SERVICE, status, code, message });
-                }
-            }
-        }
-    }
-
-    /// A GET where 404 means "none of those exist".
-    async fn get_many(&self, path: &str, query: &[(&str, String)]) -> Result<Option<Value>> {
-        self.call(Method::GET, path, query, None, Replay::Safe, true).await
-    }
-
-    async fn write(&self, method: Method, path: &str, body: &Value, replay: Replay) -> Result<Value> {
-        Ok(self.call(method, path, &[], Some(body), replay, false).await?.unwrap_or(Value::Null))
-    }
-
-    fn created_id(what: &str, v: &Value) -> Result<u64> {
+    pub(super) fn created_id(what: &str, v: &Value) -> Result<u64> {
         loose_u64(Some(v)).ok_or_else(|| bad_shape(what, format!("expected a created id, got {v}")))
     }
 
@@ -620,156 +354,6 @@ impl BrightpearlClient {
         rows.sort_by_key(|r| r.id);
         rows
     }
-
-    fn sales_order_body(&self, o: &NewSalesOrder) -> Value {
-        sales_order_body(o, self.inner.config.installed_integration_instance_id)
-    }
-
-    fn purchase_row_message(order_id: u64, label: String, r: &NewPurchaseOrderRow) -> Message {
-        Message::post(
-            label,
-            format!("/order-service/order/{order_id}/row"),
-            json!({
-                "productId": r.product_id,
-                "quantity": {"magnitude": r.quantity},
-                "rowValue": {"taxCode": r.tax_code, "rowNet": {"value": r.net}, "rowTax": {"value": r.tax}},
-            }),
-        )
-    }
-
-    /// One chunk of ≤10 messages. A single message goes as a plain request (the 2-message
-    /// minimum is UNCONFIRMED, and a plain request costs the same).
-    async fn multi_message_chunk(&self, chunk: Vec<Message>) -> Result<Vec<MessageResult>> {
-        if let [only] = chunk.as_slice() {
-            let method = Method::from_bytes(only.http_method.as_bytes())
-                .map_err(|e| Error::BadInput(e.to_string()))?;
-            let res = self.call(method, &only.uri, &[], Some(&only.body), Replay::Unsafe, false).await;
-            return match res {
-                Ok(v) => Ok(vec![MessageResult {
-                    label: only.label.clone(),
-                    status: 200,
-                    response: v,
-                    errors: vec![],
-                }]),
-                Err(Error::Rejected { status, code, message, .. }) => Ok(vec![MessageResult {
-                    label: only.label.clone(),
-                    status,
-                    response: None,
-                    errors: vec![(code, message)],
-                }]),
-                Err(e) => Err(e),
-            };
-        }
-        let body = json!({"processingMode": "SEQUENTIAL", "onFail": "CONTINUE", "messages": chunk});
-        let v = self.write(Method::POST, "/multi-message", &body, Replay::Unsafe).await?;
-        let mut by_label: HashMap<String, MessageResult> = v
-            .get("processedMessages")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(MessageResult::from_processed)
-            .map(|r| (r.label.clone(), r))
-            .collect();
-        Ok(chunk
-            .into_iter()
-            .map(|m| {
-                by_label.remove(&m.label).unwrap_or(MessageResult {
-                    label: m.label,
-                    status: 0,
-                    response: None,
-                    errors: vec![("UNPROCESSED".into(), "Brightpearl did not process this message".into())],
-                })
-            })
-            .collect())
-    }
-}
-
-/// The Sales Order POST body (also sent inside multi-messages by the order writer).
-/// `default_instance` applies when the order names no installed integration instance.
-/// A row with `product_id` 0 is a named row without a product (e.g. shipping).
-pub fn sales_order_body(o: &NewSalesOrder, default_instance: Option<u64>) -> Value {
-    let instance = o.installed_integration_instance_id.or(default_instance);
-    let rows: Vec<Value> = o
-        .rows
-        .iter()
-        .map(|r| {
-            let mut row = json!({
-                "quantity": r.quantity,
-                "net": r.net,
-                "tax": r.tax,
-            });
-            if r.product_id != 0 {
-                row["productId"] = json!(r.product_id);
-            }
-            if let Some(n) = &r.name {
-                row["name"] = json!(n);
-            }
-            if let Some(t) = &r.tax_code {
-                row["taxCode"] = json!(t);
-            }
-            if let Some(e) = &r.external_ref {
-                row["externalRef"] = json!(e);
-            }
-            row
-        })
-        .collect();
-    let mut body = json!({
-        "customer": {"id": o.customer_id},
-        "externalRef": o.external_ref,
-        "currency": {"code": o.currency_code},
-        "rows": rows,
-    });
-    let opt = |body: &mut Value, key: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            body[key] = v;
-        }
-    };
-    opt(&mut body, "installedIntegrationInstanceId", instance.map(|i| json!(i)));
-    opt(&mut body, "ref", o.reference.as_ref().map(|r| json!(r)));
-    opt(&mut body, "channelId", o.channel_id.map(|c| json!(c)));
-    opt(&mut body, "priceListId", o.price_list_id.map(|c| json!(c)));
-    opt(&mut body, "warehouseId", o.warehouse_id.map(|c| json!(c)));
-    opt(&mut body, "statusId", o.status_id.map(|c| json!(c)));
-    opt(&mut body, "placedOn", o.placed_on.map(|d| json!(d.to_rfc3339())));
-    if o.delivery_address.is_some() || o.shipping_method_id.is_some() {
-        let mut delivery = json!({});
-        opt(&mut delivery, "address", o.delivery_address.as_ref().map(|a| json!(a)));
-        opt(&mut delivery, "shippingMethodId", o.shipping_method_id.map(|s| json!(s)));
-        body["delivery"] = delivery;
-    }
-    body
-}
-
-/// The Customer Payment POST body (also sent inside multi-messages by the order writer).
-pub fn customer_payment_body(p: &NewCustomerPayment) -> Value {
-    let mut body = json!({
-        "paymentMethodCode": p.payment_method_code,
-        "paymentType": "RECEIPT",
-        "orderId": p.order_id,
-        "currencyIsoCode": p.currency_code,
-        "exchangeRate": 1,
-        "amountPaid": p.amount,
-        "paymentDate": p.payment_date.to_rfc3339(),
-    });
-    if let Some(j) = &p.journal_ref {
-        body["journalRef"] = json!(j);
-    }
-    body
-}
-
-/// The Reservation POST body (also sent inside multi-messages by the order writer).
-pub fn reservation_body(rows: &[ReservationRow]) -> Value {
-    // One entry per row with the total: two entries for one row can double-reserve.
-    let mut per_row: BTreeMap<u64, (u64, i64)> = BTreeMap::new();
-    for r in rows {
-        let e = per_row.entry(r.row_id).or_insert((r.product_id, 0));
-        e.1 += r.quantity;
-    }
-    let products: Vec<Value> = per_row
-        .iter()
-        .map(|(row, (product, qty))| json!({"productId": product, "salesOrderRowId": row, "quantity": qty}))
-        .collect();
-    json!({"products": products})
 }
 
 #[async_trait::async_trait]
@@ -951,25 +535,8 @@ impl BrightpearlApi for BrightpearlClient {
         Self::created_id("contact", &v)
     }
 
-    async fn create_sales_order(&self, order: &NewSalesOrder) -> Result<u64> {
-        let body = self.sales_order_body(order);
-        match self.write(Method::POST, "/order-service/sales-order", &body, Replay::Safe).await {
-            Ok(v) => Self::created_id("sales order", &v),
-            // Brightpearl may refuse a duplicate externalRef pair rather than return the
-            // existing order (UNCONFIRMED): then the existing order is the answer.
-            Err(Error::Rejected { status, code, message, .. }) => {
-                let instance = order
-                    .installed_integration_instance_id
-                    .or(self.inner.config.installed_integration_instance_id);
-                let existing = self.find_sales_orders_by_external_ref(&order.external_ref).await?;
-                existing
-                    .into_iter()
-                    .find(|o| instance.is_none() || o.installed_integration_instance_id == instance)
-                    .map(|o| o.sales_order_id)
-                    .ok_or(Error::Rejected { service: SERVICE, status, code, message })
-            }
-            Err(e) => Err(e),
-        }
+    async fn create_sales_orders(&self, orders: &[NewSalesOrder]) -> Vec<WriteOutcome<u64>> {
+        self.write_sales_orders(orders).await
     }
 
     async fn sales_orders(&self, ids: &[u64]) -> Result<Vec<SalesOrder>> {
@@ -1002,17 +569,12 @@ impl BrightpearlApi for BrightpearlClient {
         Ok(rows.into_iter().filter(|r| r.external_ref.as_deref() == Some(external_ref)).collect())
     }
 
-    async fn reserve(&self, order_id: u64, warehouse_id: u64, rows: &[ReservationRow]) -> Result<()> {
-        let path = format!("/warehouse-service/order/{order_id}/reservation/warehouse/{warehouse_id}");
-        match self.write(Method::POST, &path, &reservation_body(rows), Replay::Safe).await {
-            Ok(_) => Ok(()),
-            // A repeat after a lost answer is refused; the reservation we made is what counts.
-            Err(e @ Error::Rejected { .. }) => match self.reservation(order_id).await? {
-                Some(existing) if existing.warehouse_id == warehouse_id => Ok(()),
-                _ => Err(e),
-            },
-            Err(e) => Err(e),
-        }
+    async fn find_sales_order_id(&self, external_ref: &str) -> Result<Option<u64>> {
+        self.sales_order_by_ref(external_ref, self.inner.config.search_lag_retries).await
+    }
+
+    async fn reserve_orders(&self, requests: &[ReservationRequest]) -> Vec<WriteOutcome<()>> {
+        self.write_reservations(requests).await
     }
 
     async fn reservation(&self, order_id: u64) -> Result<Option<Reservation>> {
@@ -1048,11 +610,12 @@ impl BrightpearlApi for BrightpearlClient {
         }))
     }
 
-    async fn create_customer_payment(&self, p: &NewCustomerPayment) -> Result<u64> {
-        let body = customer_payment_body(p);
-        let v =
-            self.write(Method::POST, "/accounting-service/customer-payment", &body, Replay::Unsafe).await?;
-        Self::created_id("customer payment", &v)
+    async fn create_customer_payments(&self, payments: &[NewCustomerPayment]) -> Vec<WriteOutcome<u64>> {
+        self.write_payments(payments).await
+    }
+
+    async fn find_customer_payment(&self, order_id: u64, transaction_ref: &str) -> Result<Option<u64>> {
+        self.payment_by_ref(order_id, transaction_ref).await
     }
 
     async fn update_order_status(&self, order_id: u64, status_id: u64, note: Option<&str>) -> Result<()> {
@@ -1146,32 +709,7 @@ impl BrightpearlApi for BrightpearlClient {
     }
 
     async fn add_purchase_order_rows(&self, order_id: u64, rows: &[NewPurchaseOrderRow]) -> Result<Vec<u64>> {
-        let messages: Vec<Message> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Self::purchase_row_message(order_id, format!("row-{i}"), r))
-            .collect();
-        let results = self.multi_message(messages).await?;
-        let mut ids = Vec::with_capacity(results.len());
-        for r in results {
-            match r.created_id() {
-                Some(id) if r.is_success() => ids.push(id),
-                _ => {
-                    let (code, message) = r.errors.first().cloned().unwrap_or_default();
-                    return Err(Error::Rejected {
-                        service: SERVICE,
-                        status: r.status,
-                        code,
-                        message: format!(
-                            "PO {order_id} {}: {message} ({} rows added before it)",
-                            r.label,
-                            ids.len()
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(ids)
+        self.write_purchase_order_rows(order_id, rows).await
     }
 
     async fn open_purchase_orders(&self, supplier_id: u64) -> Result<Vec<OrderSearchRow>> {
@@ -1226,36 +764,18 @@ impl BrightpearlApi for BrightpearlClient {
         from_value("webhook", v)
     }
 
-    async fn multi_message(&self, messages: Vec<Message>) -> Result<Vec<MessageResult>> {
-        let mut out = Vec::with_capacity(messages.len());
-        let mut rest = messages.into_iter().peekable();
-        while rest.peek().is_some() {
-            let chunk: Vec<Message> = rest.by_ref().take(MAX_MESSAGES).collect();
-            out.extend(self.multi_message_chunk(chunk).await?);
-        }
-        Ok(out)
-    }
-
     fn stats(&self) -> ClientStats {
         self.client_stats()
+    }
+
+    fn set_deadline(&self, deadline: Option<Instant>) {
+        BrightpearlClient::set_deadline(self, deadline)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_values_keep_filter_syntax_and_escape_the_rest() {
-        assert_eq!(
-            query_string(&[
-                ("updatedOn", "2026-07-01T00:00:00.000Z/".into()),
-                ("primaryEmail", "a+b@x.com".into())
-            ]),
-            "?updatedOn=2026-07-01T00:00:00.000Z/&primaryEmail=a%2Bb%40x.com"
-        );
-        assert_eq!(query_string(&[]), "");
-    }
 
     #[test]
     fn order_rows_read_both_shapes() {
@@ -1266,12 +786,5 @@ mod tests {
         let po = json!({"orderRows": {"9": {"productId": "1008", "quantity": {"magnitude": "5.0000"}}}});
         let rows = BrightpearlClient::order_rows(&po);
         assert_eq!((rows[0].id, rows[0].product_id, rows[0].quantity), (9, Some(1008), 5));
-    }
-
-    #[test]
-    fn errors_keep_code_and_message() {
-        let body = json!({"errors": [{"code": "CMNC-404", "message": "not found"}]});
-        assert_eq!(parse_errors(&body), vec![("CMNC-404".to_string(), "not found".to_string())]);
-        assert!(parse_errors(&json!({"response": 1})).is_empty());
     }
 }

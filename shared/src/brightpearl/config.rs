@@ -43,7 +43,10 @@ pub struct BrightpearlConfig {
     pub datacentre: String,
     pub account: String,
     pub auth: AuthConfig,
-    /// Stamped on every sales order with its `externalRef` (the unique pair).
+    /// Stamped on every sales order and credit with its `externalRef` (the unique pair).
+    /// Required for writes: without it Brightpearl does not deduplicate at all. It is the
+    /// `Brightpearl-Installed-Integration-Instance-Id` header of any API answer; OAuth apps
+    /// get it from the token answer (`installation_instance_id`) and may leave it unset.
     pub installed_integration_instance_id: Option<u64>,
     /// Ids per ID-set request (Brightpearl caps most at 200).
     pub id_set_chunk: usize,
@@ -52,7 +55,14 @@ pub struct BrightpearlConfig {
     pub rate_limit_window_ms: u64,
     /// Share of the window kept free for order writes (background work waits below it).
     pub background_reserve: f64,
+    /// Per request, cut to what the invocation's deadline leaves. Brightpearl answers in well
+    /// under a second normally; a long timeout only makes the queue behind a stuck call wait.
     pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// After a create whose answer held no id (or was lost), the externalRef search is
+    /// repeated this many times, `search_lag_wait_ms` apart, to cover search-index lag.
+    pub search_lag_retries: u32,
+    pub search_lag_wait_ms: u64,
     /// Attempts per call, the first included.
     pub max_attempts: u32,
     pub backoff_base_ms: u64,
@@ -73,7 +83,10 @@ impl Default for BrightpearlConfig {
             rate_limit_requests: 200,
             rate_limit_window_ms: 60_000,
             background_reserve: 0.2,
-            request_timeout_ms: 30_000,
+            request_timeout_ms: 10_000,
+            connect_timeout_ms: 2_000,
+            search_lag_retries: 3,
+            search_lag_wait_ms: 500,
             max_attempts: 8,
             backoff_base_ms: 100,
             backoff_cap_ms: 10_000,

@@ -10,22 +10,29 @@ pub mod client;
 pub mod config;
 pub mod idset;
 pub mod multimessage;
+pub mod outcome;
 pub mod search;
+mod transport;
 pub mod types;
+mod writes;
 
 pub use budget::{ClientStats, Priority};
 pub use client::BrightpearlClient;
 pub use config::{AuthConfig, AuthKind, BrightpearlConfig};
-pub use multimessage::{Message, MessageResult};
-pub use search::{ContactSearchRow, OrderSearchRow, Period, SalesOrderSearchRow};
+pub use multimessage::Message;
+pub use outcome::WriteOutcome;
+pub use search::{ContactSearchRow, CustomerPaymentSearchRow, OrderSearchRow, Period, SalesOrderSearchRow};
 pub use types::*;
+pub use writes::{ReservationRequest, customer_payment_body, reservation_body, sales_order_body};
 
 use crate::error::Result;
 use std::collections::HashMap;
 
-/// The Brightpearl calls the four functions make. Errors follow `crate::Error`: 503 after the
-/// retries → `Throttled`; 5xx, timeouts, lost connections → `Unavailable`; 401 → `Unauthorized`;
-/// any other 4xx → `Rejected` with Brightpearl's error code and message.
+/// The Brightpearl calls the four functions make. Reads fail with `crate::Error`: a throttle
+/// after the retries → `Throttled`; 5xx, timeouts, lost connections, odd shapes →
+/// `Unavailable`; 401 → `Unauthorized`; a refused search filter or any other 4xx → `Rejected`
+/// with Brightpearl's error code and message; a wait past the deadline → `Deadline`.
+/// Order, reservation and payment writes answer one [`WriteOutcome`] each (see `outcome`).
 #[async_trait::async_trait]
 pub trait BrightpearlApi: Send + Sync {
     /// SKU → product id for the SKUs Brightpearl knows (unknown SKUs are absent). Served from
@@ -60,17 +67,24 @@ pub trait BrightpearlApi: Send + Sync {
     async fn create_postal_address(&self, address: &PostalAddress) -> Result<u64>;
     async fn create_contact(&self, contact: &NewContact) -> Result<u64>;
 
-    /// One atomic POST with all rows. A repeat with the same externalRef + instance id yields
-    /// the existing order's id.
-    async fn create_sales_order(&self, order: &NewSalesOrder) -> Result<u64>;
+    /// Each order in one atomic POST with all its rows (multi-messages of 10), stamped with
+    /// the instance id. `Applied(id)` also when Brightpearl says the order already exists.
+    async fn create_sales_orders(&self, orders: &[NewSalesOrder]) -> Vec<WriteOutcome<u64>>;
     async fn sales_orders(&self, ids: &[u64]) -> Result<Vec<SalesOrder>>;
-    /// Sales orders whose externalRef is exactly `external_ref`.
+    /// Sales orders whose externalRef is exactly `external_ref`, under any instance.
     async fn find_sales_orders_by_external_ref(&self, external_ref: &str)
     -> Result<Vec<SalesOrderSearchRow>>;
-    /// Allocates stock; one reservation per order. Succeeds if the order is already reserved.
-    async fn reserve(&self, order_id: u64, warehouse_id: u64, rows: &[ReservationRow]) -> Result<()>;
+    /// Our sales order with this externalRef (instance id included), searching again a few
+    /// times while a recent order may not be indexed yet.
+    async fn find_sales_order_id(&self, external_ref: &str) -> Result<Option<u64>>;
+    /// Allocates stock, one reservation per order. `Applied` also when the order already
+    /// holds a reservation (checked with its GET after a refusal).
+    async fn reserve_orders(&self, requests: &[ReservationRequest]) -> Vec<WriteOutcome<()>>;
     async fn reservation(&self, order_id: u64) -> Result<Option<Reservation>>;
-    async fn create_customer_payment(&self, payment: &NewCustomerPayment) -> Result<u64>;
+    /// Each payment once: `Applied(id)` also when a payment with its `transactionRef` exists.
+    async fn create_customer_payments(&self, payments: &[NewCustomerPayment]) -> Vec<WriteOutcome<u64>>;
+    /// The payment on `order_id` with this `transactionRef`, from `customer-payment-search`.
+    async fn find_customer_payment(&self, order_id: u64, transaction_ref: &str) -> Result<Option<u64>>;
     async fn update_order_status(&self, order_id: u64, status_id: u64, note: Option<&str>) -> Result<()>;
     async fn add_order_note(&self, order_id: u64, text: &str) -> Result<u64>;
 
@@ -93,8 +107,7 @@ pub trait BrightpearlApi: Send + Sync {
     async fn subscribe_webhook(&self, subscription: &WebhookSubscription) -> Result<u64>;
     async fn list_webhooks(&self) -> Result<Vec<WebhookSubscription>>;
 
-    /// Sends writes in multi-messages of up to 10; one result per message, in order.
-    async fn multi_message(&self, messages: Vec<Message>) -> Result<Vec<MessageResult>>;
-
     fn stats(&self) -> ClientStats;
+    /// The running invocation's deadline: no call waits past it (see `Error::Deadline`).
+    fn set_deadline(&self, deadline: Option<std::time::Instant>);
 }

@@ -31,6 +31,10 @@ pub struct SearchMeta {
     pub first_result: u64,
     #[serde(default)]
     pub last_result: u64,
+    /// Present on real answers (recorded); page on it, because `resultsAvailable` can be
+    /// wrong (apis.md §8.1).
+    #[serde(default)]
+    pub more_pages_available: Option<bool>,
     #[serde(default)]
     pub columns: Vec<SearchColumn>,
 }
@@ -52,7 +56,12 @@ impl SearchPage {
                 let object: Map<String, Value> =
                     self.meta.columns.iter().map(|c| c.name.clone()).zip(row.iter().cloned()).collect();
                 serde_json::from_value(Value::Object(object))
-                    .map_err(|e| Error::BadInput(format!("Brightpearl search row does not fit: {e}")))
+                    // An answer of an unexpected shape is Brightpearl's to fix, not the job's:
+                    // retryable, so it never parks the orders that asked.
+                    .map_err(|e| Error::Unavailable {
+                        service: "brightpearl",
+                        detail: format!("search row does not fit: {e}"),
+                    })
             })
             .collect()
     }
@@ -60,8 +69,15 @@ impl SearchPage {
     /// The `firstResult` of the next page, if there is one. `lastResult < resultsAvailable`
     /// is the paging rule public clients use; an empty page always ends the walk.
     pub fn next_first_result(&self) -> Option<u64> {
-        (!self.results.is_empty() && self.meta.last_result < self.meta.results_available)
-            .then_some(self.meta.last_result + 1)
+        if self.results.is_empty() {
+            return None;
+        }
+        let next = self.meta.last_result.max(self.meta.first_result + self.results.len() as u64 - 1) + 1;
+        match self.meta.more_pages_available {
+            Some(more) => more.then_some(next),
+            // Older answers without the flag: fall back on the counts.
+            None => (self.meta.last_result < self.meta.results_available).then_some(next),
+        }
     }
 }
 
@@ -141,6 +157,22 @@ pub struct SalesOrderSearchRow {
     pub installed_integration_instance_id: Option<u64>,
     #[serde(default)]
     pub channel_id: Option<u64>,
+}
+
+/// A `customer-payment-search` row (columns named as in the search's metadata).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerPaymentSearchRow {
+    #[serde(alias = "paymentId")]
+    pub customer_payment_id: u64,
+    #[serde(default)]
+    pub order_id: Option<u64>,
+    #[serde(default)]
+    pub transaction_ref: Option<String>,
+    #[serde(default)]
+    pub payment_method_code: Option<String>,
+    #[serde(default)]
+    pub payment_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -159,10 +159,9 @@ pub struct NewOrderRow {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewSalesOrder {
     pub customer_id: u64,
-    /// Channel order id. With `installed_integration_instance_id` it is unique per account.
+    /// `{store}:{channel order id}`. With the installed integration instance id, which the
+    /// client stamps on every write, it is unique per account.
     pub external_ref: String,
-    /// Falls back to the client's configured instance id when `None`.
-    pub installed_integration_instance_id: Option<u64>,
     /// The channel order name shown to staff (`ref`).
     pub reference: Option<String>,
     pub channel_id: Option<u64>,
@@ -222,9 +221,39 @@ pub struct Reservation {
     pub rows: Vec<ReservationRow>,
 }
 
+/// Brightpearl's customer-payment types (apis.md §8.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentType {
+    Auth,
+    Capture,
+    /// Money paid out: a refund against a sales credit.
+    Payment,
+    /// Money received against a sales order.
+    #[default]
+    Receipt,
+    Void,
+}
+
+impl PaymentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentType::Auth => "AUTH",
+            PaymentType::Capture => "CAPTURE",
+            PaymentType::Payment => "PAYMENT",
+            PaymentType::Receipt => "RECEIPT",
+            PaymentType::Void => "VOID",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewCustomerPayment {
     pub order_id: u64,
+    /// Deterministic (`{store}:{order}:{transaction}`, ≤ 64): Brightpearl refuses a second
+    /// payment with the same `transactionRef` + `paymentMethodCode`, so a repeat is harmless.
+    pub transaction_ref: String,
+    pub payment_type: PaymentType,
     /// e.g. `SHOPIFY`, a payment method code configured on the account.
     pub payment_method_code: String,
     pub currency_code: String,
