@@ -144,3 +144,188 @@ pub fn channel_order_id(external_ref: &Option<String>) -> String {
     let r = external_ref.as_deref().unwrap_or_default();
     r.split_once(':').map_or(r, |(_, id)| id).to_string()
 }
+
+/// The order writer against the sandbox (Brightpearl + channels over real HTTP) with its state
+/// on the DynamoDB emulator: the setup the order tests share.
+pub mod orders_env {
+    use pearlsync::app::App;
+    use pearlsync::backends::Backends;
+    use pearlsync::batch::{BatchMessage, BatchReport};
+    use pearlsync::brightpearl::BrightpearlConfig;
+    use pearlsync::channels::StoreConfig;
+    use pearlsync::config::Config;
+    use pearlsync::orders::OrderWriter;
+    use pearlsync::queue::{ChannelKind, InProcessQueue, Job, OrderEvent};
+    use pearlsync::secret::Secret;
+    use pearlsync::state::StateStore;
+    use pearlsync_sandbox::brightpearl::{BrightpearlSandboxConfig, SeedSpec};
+    use pearlsync_sandbox::channels::{Channel, NewOrder, NewOrderLine};
+    use pearlsync_sandbox::{Sandbox, SandboxConfig};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Fast window: these tests are not about the rate limit.
+    pub const RATE: (u32, Duration) = (200, Duration::from_millis(200));
+
+    pub struct Env {
+        pub sb: Sandbox,
+        pub app: App,
+        pub writer: OrderWriter,
+    }
+
+    pub fn store(sb: &Sandbox, kind: ChannelKind) -> StoreConfig {
+        StoreConfig {
+            name: format!("{kind}-main"),
+            kind,
+            base_url: sb.base_url.clone(),
+            access_token: Secret::literal("token"),
+            webhook_secret: Secret::literal("hook-secret"),
+            store_hash: sb.channels.config().bigcommerce_store_hash.clone(),
+            location_id: Some("1".into()),
+            brightpearl_channel_id: Some(match kind {
+                ChannelKind::Shopify => 1,
+                ChannelKind::Bigcommerce => 2,
+                ChannelKind::Woocommerce => 3,
+            }),
+            price_list_id: Some(1),
+            reservation_warehouse_id: Some(1),
+            ..StoreConfig::default()
+        }
+    }
+
+    pub async fn setup() -> Env {
+        let (sb, config) = sandbox_and_config().await;
+        let state: Arc<dyn StateStore> = Arc::new(crate::emulator::dynamo_store().await);
+        setup_with(sb, config, state)
+    }
+
+    /// A seeded sandbox with stock, and a configuration for a Shopify and a BigCommerce store.
+    pub async fn sandbox_and_config() -> (Sandbox, Config) {
+        let bp = BrightpearlSandboxConfig {
+            rate_limit: RATE.0,
+            rate_window: RATE.1,
+            seed: Some(SeedSpec { products: 20, warehouses: 2, suppliers: 2, seed: 3 }),
+            ..Default::default()
+        };
+        let sb = pearlsync_sandbox::start(SandboxConfig { brightpearl: bp, ..Default::default() })
+            .await
+            .expect("sandbox starts");
+        let products: Vec<u64> = sb.brightpearl.with_state(|s| s.products.keys().copied().collect());
+        for p in products {
+            sb.brightpearl.set_stock(p, 1, 100_000);
+        }
+        let config = Config {
+            brightpearl: BrightpearlConfig {
+                backoff_base_ms: 5,
+                backoff_cap_ms: 50,
+                ..crate::sandbox_brightpearl(&sb, RATE)
+            },
+            stores: vec![store(&sb, ChannelKind::Shopify), store(&sb, ChannelKind::Bigcommerce)],
+            ..Config::default()
+        };
+        (sb, config)
+    }
+
+    /// As `setup`, over a given state store (a fault-injecting wrapper, say).
+    pub fn setup_with(sb: Sandbox, config: Config, state: Arc<dyn StateStore>) -> Env {
+        let backends = Backends { state, queue: Arc::new(InProcessQueue::default()) };
+        let app = App::with_backends(config, backends, "order-writer").expect("app builds");
+        let writer = app.order_writer();
+        Env { sb, app, writer }
+    }
+
+    pub fn new_order(email: &str, lines: &[(&str, u32)]) -> NewOrder {
+        NewOrder {
+            email: Some(email.into()),
+            first_name: "Ann".into(),
+            last_name: "Lee".into(),
+            currency: "GBP".into(),
+            lines: lines
+                .iter()
+                .map(|(sku, q)| NewOrderLine {
+                    sku: Some(sku.to_string()),
+                    name: String::new(),
+                    quantity: *q,
+                    price: 12.5,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn shopify_job(env: &Env, order: NewOrder) -> (String, Job) {
+        let (id, payload) = env.sb.channels.create_order(Channel::Shopify, order);
+        let job = Job::ChannelOrder {
+            channel: ChannelKind::Shopify,
+            store: "shopify-main".into(),
+            order_id: id.clone(),
+            event: OrderEvent::Created,
+            payload: Some(payload),
+        };
+        (id, job)
+    }
+
+    pub fn message(id: &str, job: &Job) -> BatchMessage {
+        BatchMessage {
+            message_id: id.into(),
+            body: job.encode(),
+            group_id: Some(job.group_id()),
+            receive_count: 1,
+        }
+    }
+
+    /// Sales orders per externalRef.
+    pub fn sales_orders(env: &Env) -> BTreeMap<String, u64> {
+        env.sb.brightpearl.with_state(|s| {
+            let mut by_ref = BTreeMap::new();
+            for o in s.orders.values().filter(|o| o.order_type == "SO") {
+                *by_ref.entry(crate::channel_order_id(&o.external_ref)).or_insert(0) += 1;
+            }
+            by_ref
+        })
+    }
+
+    pub fn sales_order_id(env: &Env, external_ref: &str) -> u64 {
+        env.sb.brightpearl.with_state(|s| {
+            s.orders
+                .values()
+                .find(|o| o.order_type == "SO" && crate::channel_order_id(&o.external_ref) == external_ref)
+                .map(|o| o.id)
+                .expect("the sales order exists")
+        })
+    }
+
+    pub fn payments_per_order(env: &Env) -> BTreeMap<u64, usize> {
+        env.sb.brightpearl.with_state(|s| {
+            let mut per = BTreeMap::new();
+            for p in &s.payments {
+                *per.entry(p.order_id).or_insert(0) += 1;
+            }
+            per
+        })
+    }
+
+    /// Feeds batches of 10 until every message is done or parked, redelivering failures.
+    pub async fn run_to_completion(
+        writer: &OrderWriter,
+        mut pending: Vec<BatchMessage>,
+        max_rounds: usize,
+    ) -> BatchReport {
+        let mut total = BatchReport::default();
+        for _ in 0..max_rounds {
+            if pending.is_empty() {
+                return total;
+            }
+            let mut next = Vec::new();
+            for chunk in pending.chunks(10) {
+                let report = writer.handle_batch(chunk.to_vec()).await;
+                next.extend(chunk.iter().filter(|m| report.failures.contains(&m.message_id)).cloned());
+                total.done += report.done;
+                total.parked.extend(report.parked);
+            }
+            pending = next;
+        }
+        assert!(pending.is_empty(), "{} messages still failing after {max_rounds} rounds", pending.len());
+        total
+    }
+}

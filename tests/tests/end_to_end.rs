@@ -168,9 +168,19 @@ async fn a_signed_shopify_order_delivered_three_times_concurrently_gives_one_ord
             tokio::spawn(async move { post(&url, &headers, &body).await })
         })
         .collect();
+    let mut retries = 0;
     for send in sends {
-        assert_eq!(send.await.expect("delivery task"), 200, "every delivery is acknowledged");
+        match send.await.expect("delivery task") {
+            200 => {}
+            // Still in progress elsewhere: the sender retries, and then it is a duplicate.
+            503 => {
+                retries += 1;
+                assert_eq!(post(&url, &headers, &body).await, 200, "a retried delivery is acknowledged");
+            }
+            other => panic!("unexpected status {other}"),
+        }
     }
+    assert!(retries < 3, "one delivery was taken at once");
     w.local.sandbox.brightpearl.reset_counters();
 
     let drained = w.drain().await;
@@ -308,7 +318,8 @@ async fn a_woocommerce_order_cancelled_after_it_was_written_gets_a_note_and_is_p
         "{:?}",
         cancelled.jobs
     );
-    let reason = format!("cannot cancel sales order {so}: an order with payments cannot be cancelled");
+    let reason =
+        format!("cancel_refused: cannot cancel sales order {so}: an order with payments cannot be cancelled");
     assert_eq!(cancelled.parked.len(), 1, "{cancelled:?}");
     assert_eq!(cancelled.parked[0].1, reason);
 
