@@ -177,3 +177,60 @@ async fn a_wait_that_would_pass_the_deadline_returns_a_retryable_error_at_once()
     assert!(started.elapsed() < Duration::from_secs(1), "returned at once: {:?}", started.elapsed());
     assert_eq!(sb.brightpearl.counters().requests, 2, "nothing was sent past the budget");
 }
+
+fn with_payload(
+    job: &Job,
+    event: pearlsync::queue::OrderEvent,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Job {
+    let Job::ChannelOrder { channel, store, order_id, payload, .. } = job else {
+        panic!("a channel order job")
+    };
+    let mut payload = payload.clone().expect("a payload");
+    edit(&mut payload);
+    Job::ChannelOrder {
+        channel: *channel,
+        store: store.clone(),
+        order_id: order_id.clone(),
+        event,
+        payload: Some(payload),
+    }
+}
+
+#[tokio::test]
+async fn an_order_paid_after_it_was_written_gets_its_payment_once() {
+    use pearlsync::queue::OrderEvent;
+    let env = setup().await;
+    let (id, job) = shopify_job(&env, new_order("later@example.test", &[("SKU-00002", 1)]));
+    let pending =
+        with_payload(&job, OrderEvent::Created, |p| p["financial_status"] = serde_json::json!("pending"));
+    assert_eq!(env.writer.handle_batch(vec![message("m1", &pending)]).await.done, 1);
+    let so = sales_order_id(&env, &id);
+    assert_eq!(payments_per_order(&env).get(&so), None, "not paid yet");
+
+    // orders/updated with financial_status paid, delivered twice.
+    let paid = with_payload(&job, OrderEvent::Updated, |p| p["financial_status"] = serde_json::json!("paid"));
+    for n in 0..2 {
+        let report = env.writer.handle_batch(vec![message(&format!("u{n}"), &paid)]).await;
+        assert_eq!(report.done, 1, "{report:?}");
+    }
+    assert_eq!(payments_per_order(&env).get(&so), Some(&1), "paid once after the update");
+}
+
+#[tokio::test]
+async fn a_signed_body_replayed_under_a_cancel_topic_cancels_nothing() {
+    use pearlsync::queue::OrderEvent;
+    let env = setup().await;
+    let (id, job) = shopify_job(&env, new_order("replay@example.test", &[("SKU-00002", 1)]));
+    assert_eq!(env.writer.handle_batch(vec![message("m1", &job)]).await.done, 1);
+    let so = sales_order_id(&env, &id);
+    let status_before = env.sb.brightpearl.with_state(|s| s.orders[&so].status_id);
+    // The same signed body (not cancelled) arrives as a "cancelled" event: the topic header
+    // is unsigned, so it decides nothing.
+    let forged = with_payload(&job, OrderEvent::Cancelled, |_| {});
+    let report = env.writer.handle_batch(vec![message("f1", &forged)]).await;
+    assert_eq!((report.done, report.parked.len()), (1, 0), "{report:?}");
+    assert_eq!(env.sb.brightpearl.with_state(|s| s.orders[&so].status_id), status_before, "not cancelled");
+    assert_eq!(env.writer.report().cancelled, 0);
+    assert_eq!(env.sb.brightpearl.counters().endpoint("PUT /order-service/order/{ids}/status"), 0);
+}

@@ -29,13 +29,24 @@ impl OrderWriter {
             let r = self.cancel(w).await;
             w.outcome = Some(r.unwrap_or_else(|e| outcome_of(&e)));
         } else if step == Some(Step::Done) {
-            if w.event == OrderEvent::Created {
+            // Paid after it was written (Shopify pending → paid, Woo on-hold → processing):
+            // the saga knows it was written unpaid, the signed body says it is paid now.
+            let paid_later = w.order.as_ref().is_some_and(|o| o.paid)
+                && w.saga.as_ref().and_then(|s| s.paid) == Some(false);
+            if w.event != OrderEvent::Created || paid_later {
+                if let Err(e) = self.note_update(w).await {
+                    w.fail(&e);
+                    return;
+                }
+            } else {
                 self.bump(|r| r.duplicates += 1);
                 self.metrics.count(names::DUPLICATES, 1);
-                w.outcome = Some(Outcome::Done);
+            }
+            if paid_later {
+                // On to the payment step, behind its intent like any payment.
+                self.advance(w, Step::Paying, |_| {}).await;
             } else {
-                let r = self.note_update(w).await;
-                w.outcome = Some(r.map_or_else(|e| outcome_of(&e), |_| Outcome::Done));
+                w.outcome = Some(Outcome::Done);
             }
         }
     }
@@ -78,6 +89,7 @@ impl OrderWriter {
                     rows: vec![],
                     fingerprint: String::new(),
                     cancelled: false,
+                    paid: None,
                 });
                 saga.sales_order_id = Some(so);
                 saga.cancelled = true;

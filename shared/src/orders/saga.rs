@@ -53,6 +53,11 @@ pub struct Saga {
     /// Set only once Brightpearl accepted the cancellation.
     #[serde(default)]
     pub cancelled: bool,
+    /// Whether the order's payment is in Brightpearl: `Some(false)` for an order written
+    /// unpaid, so a later update that makes it paid posts the payment. `None` on records
+    /// older than this field (their payment, if any, was posted at creation).
+    #[serde(default)]
+    pub paid: Option<bool>,
 }
 
 impl Saga {
@@ -64,6 +69,7 @@ impl Saga {
             rows: vec![],
             fingerprint: String::new(),
             cancelled: false,
+            paid: None,
         }
     }
 }

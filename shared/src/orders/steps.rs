@@ -197,7 +197,7 @@ impl OrderWriter {
             let reference = transaction_ref(&w.store, &w.order_id, "paid");
             match self.brightpearl.find_customer_payment(so, &reference).await {
                 Ok(Some(_)) => {
-                    if self.advance(w, Step::Done, |_| {}).await {
+                    if self.advance(w, Step::Done, |s| s.paid = Some(true)).await {
                         self.bump(|r| r.paid += 1);
                     }
                 }
@@ -207,7 +207,11 @@ impl OrderWriter {
         }
         for w in works.iter_mut().filter(|w| w.at(Step::Reserved)) {
             let paid = w.order.as_ref().is_some_and(|o| o.paid);
-            self.advance(w, if paid { Step::Paying } else { Step::Done }, |_| {}).await;
+            if paid {
+                self.advance(w, Step::Paying, |_| {}).await;
+            } else {
+                self.advance(w, Step::Done, |s| s.paid = Some(false)).await;
+            }
         }
         let mut posting: Vec<usize> = Vec::new();
         let mut payments = Vec::new();
@@ -240,7 +244,7 @@ impl OrderWriter {
             let w = &mut works[i];
             match outcome {
                 WriteOutcome::Applied(_) => {
-                    if self.advance(w, Step::Done, |_| {}).await {
+                    if self.advance(w, Step::Done, |s| s.paid = Some(true)).await {
                         self.bump(|r| r.paid += 1);
                     }
                 }
