@@ -173,14 +173,20 @@ async fn one_thousand_and_one_ids_make_six_availability_requests() {
     let onhand_1001: i64 = sb.brightpearl.with_state(|s| s.stock[&ids[0]].values().map(|r| r.on_hand).sum());
     assert_eq!(availability[&ids[0]].total.on_hand, onhand_1001);
 
-    // Over the cap: Brightpearl's refusal arrives as a typed rejection with its code.
+    // Over the cap Brightpearl refuses the whole set: the client splits it and reads it all.
     let mut config = client_config(&sb, (1000, Duration::from_secs(1)));
     config.id_set_chunk = 500;
     let wide = BrightpearlClient::new(config).expect("client");
-    match wide.availability(&ids).await {
-        Err(Error::Rejected { status: 400, code, .. }) => assert_eq!(code, "CMNC-400"),
-        other => panic!("expected a rejection, got {other:?}"),
-    }
+    assert_eq!(wide.availability(&ids).await.expect("split until accepted").len(), 1001);
+
+    // One deleted id refuses its whole set (apis.md §8.1): it is isolated and reported, and
+    // the other ids of its set are read.
+    let mut with_deleted = ids[..300].to_vec();
+    with_deleted.push(9_999_999);
+    let read = bp.availability(&with_deleted).await.expect("availability");
+    assert_eq!(read.len(), 300);
+    let refused = bp.refused_ids();
+    assert_eq!(refused.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![9_999_999], "{refused:?}");
 }
 
 #[tokio::test]

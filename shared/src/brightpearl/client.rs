@@ -69,6 +69,8 @@ pub(super) struct Inner {
     pub(super) rng: Mutex<fastrand::Rng>,
     cache: Mutex<Cache>,
     pub(super) instance: Mutex<Instance>,
+    /// Ids Brightpearl refused inside an ID set (deleted or invalid), with its reason.
+    refused_ids: Mutex<BTreeMap<u64, String>>,
     /// The running invocation's deadline; no wait goes past it.
     pub(super) deadline: Mutex<Option<Instant>>,
     pub(super) requests: AtomicU64,
@@ -155,6 +157,7 @@ impl BrightpearlClient {
                     ..Instance::default()
                 }),
                 deadline: Mutex::new(None),
+                refused_ids: Mutex::new(BTreeMap::new()),
                 requests: AtomicU64::new(0),
                 throttled: AtomicU64::new(0),
                 retried: AtomicU64::new(0),
@@ -226,16 +229,44 @@ impl BrightpearlClient {
         Ok(out)
     }
 
-    /// Runs `per_set` for each ID-set chunk and concatenates the array answers.
+    /// ID-set GETs of `chunk` ids each, the array answers concatenated (maps keyed by id keep
+    /// the key as `__key`). One invalid or deleted id makes Brightpearl refuse the whole set
+    /// with a 400 (apis.md §8.1): such a set is split in halves until the refused ids stand
+    /// alone; those are skipped, logged and listed by [`BrightpearlApi::refused_ids`], and the
+    /// rest is read.
     async fn get_by_id_sets(
         &self,
         ids: &[u64],
         chunk: usize,
         path: impl Fn(&str) -> String,
     ) -> Result<Vec<Value>> {
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut sets: Vec<Vec<u64>> = sorted.chunks(chunk.max(1)).rev().map(<[u64]>::to_vec).collect();
         let mut out = Vec::new();
-        for set in idset::chunks(ids, chunk) {
-            match self.get_many(&path(&set), &[]).await? {
+        while let Some(set) = sets.pop() {
+            let answer = match self.get_many(&path(&idset::encode(&set)), &[]).await {
+                Ok(answer) => answer,
+                Err(Error::Rejected { status: 400, .. }) if set.len() > 1 => {
+                    let (head, tail) = set.split_at(set.len() / 2);
+                    sets.push(tail.to_vec());
+                    sets.push(head.to_vec());
+                    continue;
+                }
+                Err(Error::Rejected { status: 400, code, message, .. }) => {
+                    tracing::warn!(
+                        id = set[0],
+                        code,
+                        message,
+                        "Brightpearl refuses this id (deleted or invalid); skipped"
+                    );
+                    lock(&self.inner.refused_ids).insert(set[0], format!("HTTP 400 {code} {message}"));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match answer {
                 Some(Value::Array(items)) => out.extend(items),
                 Some(Value::Object(map)) => out.extend(map.into_iter().map(|(k, mut v)| {
                     // Maps keyed by id: keep the key beside the value.
@@ -433,18 +464,13 @@ impl BrightpearlApi for BrightpearlClient {
     }
 
     async fn availability(&self, ids: &[u64]) -> Result<HashMap<u64, Availability>> {
+        let items = self
+            .get_by_id_sets(ids, self.chunk(), |set| format!("/warehouse-service/product-availability/{set}"))
+            .await?;
         let mut out = HashMap::new();
-        for set in idset::chunks(ids, self.chunk()) {
-            if let Some(v) =
-                self.get_many(&format!("/warehouse-service/product-availability/{set}"), &[]).await?
-            {
-                let map: BTreeMap<String, Availability> = from_value("availability", v)?;
-                for (id, a) in map {
-                    if let Ok(id) = id.parse() {
-                        out.insert(id, a);
-                    }
-                }
-            }
+        for v in items {
+            let Some(id) = loose_u64(v.get("__key")) else { continue };
+            out.insert(id, from_value("availability", v)?);
         }
         Ok(out)
     }
@@ -770,6 +796,10 @@ impl BrightpearlApi for BrightpearlClient {
 
     fn set_deadline(&self, deadline: Option<Instant>) {
         BrightpearlClient::set_deadline(self, deadline)
+    }
+
+    fn refused_ids(&self) -> Vec<(u64, String)> {
+        lock(&self.inner.refused_ids).iter().map(|(id, why)| (*id, why.clone())).collect()
     }
 }
 

@@ -110,4 +110,7 @@ pub trait BrightpearlApi: Send + Sync {
     fn stats(&self) -> ClientStats;
     /// The running invocation's deadline: no call waits past it (see `Error::Deadline`).
     fn set_deadline(&self, deadline: Option<std::time::Instant>);
+    /// Ids an ID-set GET found refused (deleted or invalid), with the reason; they were
+    /// skipped and the rest of their sets read.
+    fn refused_ids(&self) -> Vec<(u64, String)>;
 }
