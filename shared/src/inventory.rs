@@ -457,7 +457,9 @@ impl InventoryPoll {
         let rows = self.brightpearl.product_skus_since(since).await?;
         let read_any = !rows.is_empty();
         self.apply_mapping(index, rows, run).await?;
-        if read_any || !index.meta_exists {
+        // A store that could not resolve SKUs must see these products again next run, so the
+        // cursor stays where it was.
+        if run.down.is_empty() && (read_any || !index.meta_exists) {
             index.meta.cursor = Some(started);
             index.meta_exists = true;
             index.meta_dirty = true;
@@ -476,10 +478,26 @@ impl InventoryPoll {
             let skus: Vec<String> = batch.iter().map(|(_, s)| s.clone()).collect();
             let mut presence: HashMap<&str, Vec<String>> = HashMap::new();
             for channel in self.channels.iter() {
-                let found = channel.resolve_skus(&skus).await?;
+                let name = channel.store().name.clone();
+                if run.down.contains(&name) {
+                    continue;
+                }
+                // A store that cannot resolve SKUs keeps its mapping as it was and gets no
+                // pushes this run; the other stores go on.
+                let found = match channel.resolve_skus(&skus).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::warn!(store = %name, error = %e, "resolving SKUs failed; the store is skipped this run");
+                        if let Some(r) = run.by_store.get_mut(&name) {
+                            r.error = Some(format!("resolving SKUs: {e}"));
+                        }
+                        run.down.insert(name);
+                        continue;
+                    }
+                };
                 for (_, sku) in batch {
                     if found.contains_key(sku) {
-                        presence.entry(sku.as_str()).or_default().push(channel.store().name.clone());
+                        presence.entry(sku.as_str()).or_default().push(name.clone());
                     }
                 }
             }
@@ -496,7 +514,11 @@ impl InventoryPoll {
                             slot.insert((chunk.clone(), chunk));
                         }
                         let Some((chunk, _)) = touched.get_mut(&chunk_id) else { continue };
-                        if stores.is_empty() {
+                        let on_a_down_store = chunk
+                            .products
+                            .get(id)
+                            .is_some_and(|e| e.stores.keys().any(|s| run.down.contains(s)));
+                        if stores.is_empty() && !on_a_down_store {
                             chunk.products.remove(id);
                             located.remove(id);
                             run.report.mapping_removed += 1;
@@ -510,7 +532,7 @@ impl InventoryPoll {
                             // A new SKU is a new listing: nothing is known about it yet.
                             *entry = Mapped { sku: sku.clone(), stores: BTreeMap::new() };
                         }
-                        entry.stores.retain(|s, _| stores.contains(s));
+                        entry.stores.retain(|s, _| stores.contains(s) || run.down.contains(s));
                         for s in stores {
                             entry.stores.entry(s).or_default();
                         }

@@ -360,3 +360,37 @@ async fn stock_changed_jobs_of_a_batch_make_one_targeted_run() {
         assert_eq!(rig.sb.channels.quantity(Channel::Woocommerce, sku), Some(33));
     }
 }
+
+#[tokio::test]
+async fn a_store_whose_api_is_down_while_resolving_skus_fails_alone() {
+    let sb = sandbox(50, 1).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    for kind in [ChannelKind::Shopify, ChannelKind::Bigcommerce] {
+        seed_channel(&sb, kind, &skus);
+    }
+    let stores = vec![
+        store(&sb, ChannelKind::Shopify, vec![], BufferRules::default()),
+        store(&sb, ChannelKind::Bigcommerce, vec![], BufferRules::default()),
+    ];
+    let rig = rig(sb, stores).await;
+    // BigCommerce answers every request with a 500 for this run.
+    rig.sb.channels.faults(Channel::Bigcommerce).script(std::iter::repeat_n(Some(Fault::ServerError), 200));
+    let report = rig.poll.run(PollTrigger::Full { reconcile: false }).await.expect("the poll goes on");
+    let bigcommerce = channel(&report, &rig.stores[1]);
+    assert!(bigcommerce.error.as_deref().is_some_and(|e| e.contains("resolving SKUs")), "{bigcommerce:?}");
+    assert_eq!(bigcommerce.pushed, 0);
+    let shopify = channel(&report, &rig.stores[0]);
+    assert_eq!((shopify.error.as_deref(), shopify.pushed), (None, 50), "Shopify is not held back");
+    for (id, sku) in &products {
+        assert_eq!(
+            rig.sb.channels.quantity(Channel::Shopify, sku),
+            Some(expected(&rig.sb, &rig.stores[0], *id, sku))
+        );
+    }
+    // Back up: the next run maps and pushes BigCommerce too.
+    rig.sb.channels.faults(Channel::Bigcommerce).clear();
+    let report = rig.poll.run(PollTrigger::Full { reconcile: false }).await.expect("poll");
+    let bigcommerce = channel(&report, &rig.stores[1]);
+    assert_eq!((bigcommerce.error.as_deref(), bigcommerce.pushed), (None, 50), "{bigcommerce:?}");
+}
