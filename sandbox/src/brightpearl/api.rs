@@ -27,7 +27,7 @@ pub struct Answer {
     pub events: Vec<Event>,
 }
 
-fn ok(response: Value) -> Answer {
+pub(super) fn ok(response: Value) -> Answer {
     Answer { status: 200, body: json!({ "response": response }), events: vec![] }
 }
 
@@ -36,7 +36,7 @@ pub fn error(status: u16, code: &str, message: impl Into<String>) -> Answer {
 }
 
 /// 404 is also the "no results" answer for multi-id GETs.
-fn not_found(what: &str) -> Answer {
+pub(super) fn not_found(what: &str) -> Answer {
     error(404, "CMNC-404", format!("{what} not found"))
 }
 
@@ -45,7 +45,7 @@ fn list_or_404(items: Vec<Value>, what: &str) -> Answer {
 }
 
 /// Parses an ID set and enforces the endpoint's cap. `*` means all (`None`).
-fn ids(set: &str, cap: usize) -> Result<Option<Vec<u64>>, Answer> {
+pub(super) fn ids(set: &str, cap: usize) -> Result<Option<Vec<u64>>, Answer> {
     if set == "*" {
         return Ok(None);
     }
@@ -99,15 +99,64 @@ pub fn idset_string(ids: &[u64]) -> String {
     encode_idset(&v)
 }
 
-fn period_contains(filter: &str, t: DateTime<Utc>) -> bool {
+pub(super) fn period_contains(filter: &str, t: DateTime<Utc>) -> bool {
     let Some((a, b)) = filter.split_once('/') else { return false };
     let p = |x: &str| DateTime::parse_from_rfc3339(x).ok().map(|d| d.with_timezone(&Utc));
     (a.is_empty() || p(a).is_some_and(|f| t >= f)) && (b.is_empty() || p(b).is_some_and(|to| t <= to))
 }
 
-/// A search answer: column metadata, paging by `firstResult`/`pageSize` (max 500), and
-/// optional `columns=` selection.
-fn search(columns: &[(&str, &str)], rows: Vec<Vec<Value>>, q: &HashMap<String, String>) -> Answer {
+/// Query parameters of every search that are not filters.
+const SEARCH_CONTROLS: &[&str] = &["pageSize", "firstResult", "columns", "sort"];
+
+/// The recorded answer to a filter a search cannot use: HTTP 500 with `CMNC-018`.
+fn bad_filter(name: &str, value: &str, why: &str) -> Answer {
+    error(500, "CMNC-018", format!("The filter {name}={value} cannot be parsed as: {why}"))
+}
+
+/// Checks every filter against the search's columns: an unknown column, a value its type
+/// cannot hold, or a range on an IDSET column is refused the way Brightpearl refuses it.
+fn check_filters(columns: &[(&str, &str)], q: &HashMap<String, String>) -> Result<(), Answer> {
+    for (name, value) in q {
+        if SEARCH_CONTROLS.contains(&name.as_str()) {
+            continue;
+        }
+        let Some((_, kind)) = columns.iter().find(|(c, _)| c == name) else {
+            return Err(bad_filter(name, value, "a column of this search"));
+        };
+        let ok = match *kind {
+            "IDSET" => value.split(',').all(|p| p.trim().parse::<u64>().is_ok()),
+            "INTEGER" => value.trim().parse::<i64>().is_ok(),
+            "BOOLEAN" => value == "true" || value == "false",
+            "PERIOD" => value.split_once('/').is_some_and(|(a, b)| {
+                let p = |x: &str| x.is_empty() || DateTime::parse_from_rfc3339(x).is_ok();
+                p(a) && p(b) && !(a.is_empty() && b.is_empty())
+            }),
+            _ => true,
+        };
+        if !ok {
+            let why = match *kind {
+                "IDSET" => "IDSET (a list of ids; ranges are not accepted here)",
+                "INTEGER" => "INTEGER",
+                "BOOLEAN" => "BOOLEAN",
+                _ => "PERIOD",
+            };
+            return Err(bad_filter(name, value, why));
+        }
+    }
+    Ok(())
+}
+
+/// The ids of an IDSET filter (a comma list); `check_filters` has vetted it.
+pub(super) fn idset_filter(q: &HashMap<String, String>, name: &str) -> Option<Vec<u64>> {
+    q.get(name).map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+}
+
+/// A search answer: column metadata, paging by `firstResult`/`pageSize` (default and max 500)
+/// with `morePagesAvailable`, and optional `columns=` selection. Filters are checked first.
+pub(super) fn search(columns: &[(&str, &str)], rows: Vec<Vec<Value>>, q: &HashMap<String, String>) -> Answer {
+    if let Err(refused) = check_filters(columns, q) {
+        return refused;
+    }
     let page_size = q.get("pageSize").and_then(|s| s.parse::<usize>().ok()).unwrap_or(500).clamp(1, 500);
     let first = q.get("firstResult").and_then(|s| s.parse::<usize>().ok()).unwrap_or(1).max(1);
     let selected: Vec<usize> = match q.get("columns") {
@@ -124,6 +173,7 @@ fn search(columns: &[(&str, &str)], rows: Vec<Vec<Value>>, q: &HashMap<String, S
         .map(|r| Value::Array(selected.iter().map(|&i| r.get(i).cloned().unwrap_or(Value::Null)).collect()))
         .collect();
     let returned = page.len();
+    let last = if returned == 0 { 0 } else { first + returned - 1 };
     let cols: Vec<Value> = selected
         .iter()
         .map(|&i| json!({"name": columns[i].0, "sortable": true, "filterable": true, "reportDataType": columns[i].1, "required": false}))
@@ -131,16 +181,17 @@ fn search(columns: &[(&str, &str)], rows: Vec<Vec<Value>>, q: &HashMap<String, S
     ok(json!({
         "results": page,
         "metaData": {
+            "morePagesAvailable": returned > 0 && last < available,
             "resultsAvailable": available,
             "resultsReturned": returned,
             "firstResult": if returned == 0 { 0 } else { first },
-            "lastResult": if returned == 0 { 0 } else { first + returned - 1 },
+            "lastResult": last,
             "columns": cols,
         }
     }))
 }
 
-fn u64_of(v: &Value) -> Option<u64> {
+pub(super) fn u64_of(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -156,7 +207,7 @@ fn i64_of(v: &Value) -> Option<i64> {
     }
 }
 
-fn f64_of(v: &Value) -> f64 {
+pub(super) fn f64_of(v: &Value) -> f64 {
     match v {
         Value::Number(n) => n.as_f64().unwrap_or(0.0),
         Value::String(s) => s.trim().parse().unwrap_or(0.0),
@@ -164,7 +215,7 @@ fn f64_of(v: &Value) -> f64 {
     }
 }
 
-fn str_of(v: Option<&Value>) -> Option<String> {
+pub(super) fn str_of(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(str::to_string)
 }
 
@@ -183,6 +234,9 @@ impl State {
             ("GET", ["product-service", "product-search"]) => self.product_search(q),
             ("GET", ["product-service", "product", set]) => match ids(set, max_ids) {
                 Ok(Some(list)) => {
+                    if let Err(refused) = self.all_products_exist(&list) {
+                        return refused;
+                    }
                     let items =
                         list.iter().filter_map(|id| self.products.get(id)).map(product_json).collect();
                     list_or_404(items, "products")
@@ -191,7 +245,10 @@ impl State {
                 Err(e) => e,
             },
             ("GET", ["warehouse-service", "product-availability", set]) => match ids(set, max_ids) {
-                Ok(Some(list)) => self.availability(&list),
+                Ok(Some(list)) => match self.all_products_exist(&list) {
+                    Ok(()) => self.availability(&list),
+                    Err(refused) => refused,
+                },
                 Ok(None) => error(400, "CMNC-400", "an ID set is required"),
                 Err(e) => e,
             },
@@ -246,12 +303,22 @@ impl State {
                 if body.get("addressLine1").and_then(Value::as_str).is_none_or(str::is_empty) {
                     return error(400, "CNTC-100", "addressLine1 is required");
                 }
+                if let Err(refused) = super::validation::country_code(body, "countryIsoCode", "CNTC-102") {
+                    return refused;
+                }
                 let id = self.next("address");
                 self.addresses.insert(id, body.clone());
                 ok(json!(id))
             }
             ("POST", ["contact-service", "contact"]) => self.create_contact(body, now),
             ("POST", ["order-service", "sales-order"]) => self.create_sales_order(body, now),
+            ("POST", ["order-service", "sales-credit"]) => self.create_sales_credit(body, now),
+            ("GET", ["order-service", "sales-credit", set]) => self.sales_credits_get(set, max_ids),
+            ("POST", ["order-service", "sales-credit", id, "close"]) => {
+                self.close_sales_credit(id, body, now)
+            }
+            ("GET", ["accounting-service", "customer-payment-search"]) => self.customer_payment_search(q),
+            ("GET", ["warehouse-service", "goods-movement-search"]) => self.goods_movement_search(q),
             ("GET", ["order-service", "sales-order", set]) => match ids(set, max_ids) {
                 Ok(Some(list)) => {
                     let items = list
@@ -309,23 +376,7 @@ impl State {
             ("GET", ["warehouse-service", "order", orders, "goods-note", "goods-in", rest @ ..]) => {
                 self.goods_in_get(orders, rest.first().copied(), max_ids)
             }
-            ("POST", ["accounting-service", "customer-payment"]) => {
-                let Some(order_id) =
-                    body.get("orderId").and_then(u64_of).filter(|id| self.orders.contains_key(id))
-                else {
-                    return error(400, "ACCC-100", "orderId must name an existing order");
-                };
-                let id = self.next("payment");
-                self.payments.push(PaymentRec {
-                    id,
-                    order_id,
-                    amount: body.get("amountPaid").map(f64_of).unwrap_or(0.0),
-                    currency: str_of(body.get("currencyIsoCode")).unwrap_or_default(),
-                    method: str_of(body.get("paymentMethodCode")).unwrap_or_default(),
-                    journal_ref: str_of(body.get("journalRef")),
-                });
-                ok(json!(id))
-            }
+            ("POST", ["accounting-service", "customer-payment"]) => self.create_customer_payment(body, now),
             ("POST", ["integration-service", "webhook"]) => {
                 let Ok(mut hook) = serde_json::from_value::<WebhookRec>(body.clone()) else {
                     return error(400, "INTC-100", "subscribeTo, httpMethod and uriTemplate are required");
@@ -426,11 +477,17 @@ impl State {
     }
 
     fn sales_order_search(&self, q: &HashMap<String, String>) -> Answer {
+        let now = Utc::now();
         let rows = self
             .orders
             .values()
             .filter(|o| o.order_type == "SO")
+            .filter(|o| self.searchable(o.id, now))
             .filter(|o| q.get("externalRef").is_none_or(|r| o.external_ref.as_ref() == Some(r)))
+            .filter(|o| {
+                q.get("installedIntegrationInstanceId")
+                    .is_none_or(|i| i.parse().ok() == o.installed_integration_instance_id)
+            })
             .filter(|o| q.get("customerId").is_none_or(|c| c.parse() == Ok(o.contact_id)))
             .filter(|o| q.get("channelId").is_none_or(|c| c.parse().ok() == o.channel_id))
             .filter(|o| q.get("updatedOn").is_none_or(|f| period_contains(f, o.updated_on)))
@@ -466,11 +523,20 @@ impl State {
     }
 
     fn order_search(&self, q: &HashMap<String, String>) -> Answer {
-        let type_id =
-            |o: &OrderRec| if o.order_type == "PO" { ORDER_TYPE_PURCHASE } else { ORDER_TYPE_SALES };
+        let type_id = |o: &OrderRec| order_type_id(&o.order_type);
+        let now = Utc::now();
         let rows = self
             .orders
             .values()
+            .filter(|o| self.searchable(o.id, now))
+            .filter(|o| {
+                q.get("installedIntegrationInstanceId")
+                    .is_none_or(|i| i.parse().ok() == o.installed_integration_instance_id)
+            })
+            .filter(|o| {
+                q.get("parentOrderId")
+                    .is_none_or(|p| p.parse().ok() == self.credits.get(&o.id).map(|c| c.parent_id))
+            })
             .filter(|o| q.get("orderTypeId").is_none_or(|t| t.parse() == Ok(type_id(o))))
             .filter(|o| q.get("contactId").is_none_or(|c| c.parse() == Ok(o.contact_id)))
             .filter(|o| {
@@ -489,6 +555,8 @@ impl State {
                     json!(o.updated_on),
                     json!(o.external_ref),
                     json!(o.warehouse_id),
+                    json!(o.installed_integration_instance_id),
+                    json!(self.credits.get(&o.id).map(|c| c.parent_id)),
                 ]
             })
             .collect();
@@ -502,6 +570,8 @@ impl State {
                 ("updatedOn", "PERIOD"),
                 ("externalRef", "STRING"),
                 ("warehouseId", "IDSET"),
+                ("installedIntegrationInstanceId", "INTEGER"),
+                ("parentOrderId", "IDSET"),
             ],
             rows,
             q,
@@ -558,7 +628,7 @@ impl State {
         ok(json!(id))
     }
 
-    fn parse_rows(&mut self, rows: &[Value]) -> Result<Vec<RowRec>, Answer> {
+    pub(super) fn parse_rows(&mut self, rows: &[Value]) -> Result<Vec<RowRec>, Answer> {
         let mut out = Vec::new();
         for r in rows {
             let product_id = r.get("productId").and_then(u64_of);
@@ -570,11 +640,22 @@ impl State {
             let name = str_of(r.get("name"))
                 .or_else(|| product_id.and_then(|p| self.products.get(&p)).map(|p| p.name.clone()))
                 .ok_or_else(|| error(400, "ORDC-013", "a row needs productId or name"))?;
-            let quantity = r
-                .get("quantity")
-                .map(|q| q.get("magnitude").unwrap_or(q))
+            let raw_quantity = r.get("quantity").map(|q| q.get("magnitude").unwrap_or(q));
+            let quantity = raw_quantity
                 .and_then(i64_of)
                 .ok_or_else(|| error(400, "ORDC-014", "a row needs a quantity"))?;
+            let stock_tracked =
+                product_id.and_then(|p| self.products.get(&p)).is_some_and(|p| p.stock_tracked);
+            if stock_tracked && raw_quantity.is_some_and(|q| !super::validation::is_whole(q)) {
+                return Err(error(
+                    400,
+                    "ORDC-016",
+                    format!(
+                        "quantity {} must be a whole number for stock-tracked product",
+                        raw_quantity.map(Value::to_string).unwrap_or_default()
+                    ),
+                ));
+            }
             out.push(RowRec {
                 id: self.next("row"),
                 product_id,
@@ -587,59 +668,6 @@ impl State {
             });
         }
         Ok(out)
-    }
-
-    fn create_sales_order(&mut self, body: &Value, now: DateTime<Utc>) -> Answer {
-        let Some(customer) = body.pointer("/customer/id").or_else(|| body.get("customerId")).and_then(u64_of)
-        else {
-            return error(400, "ORDC-010", "customer.id is required");
-        };
-        if !self.contacts.contains_key(&customer) {
-            return error(400, "ORDC-011", format!("contact {customer} does not exist"));
-        }
-        let external_ref = str_of(body.get("externalRef"));
-        let instance = body.get("installedIntegrationInstanceId").and_then(u64_of);
-        // The pair externalRef + installedIntegrationInstanceId is unique. What Brightpearl
-        // does on a repeat is UNCONFIRMED; the sandbox answers with the existing order and
-        // changes nothing.
-        if let Some(r) = &external_ref
-            && let Some(existing) = self.orders.values().find(|o| {
-                o.order_type == "SO"
-                    && o.external_ref.as_ref() == Some(r)
-                    && o.installed_integration_instance_id == instance
-            })
-        {
-            return ok(json!(existing.id));
-        }
-        let rows = match self
-            .parse_rows(body.get("rows").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]))
-        {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
-        let id = self.next("order");
-        self.orders.insert(
-            id,
-            OrderRec {
-                id,
-                order_type: "SO".into(),
-                contact_id: customer,
-                reference: str_of(body.get("ref")),
-                external_ref,
-                installed_integration_instance_id: instance,
-                channel_id: body.get("channelId").and_then(u64_of),
-                currency: str_of(body.pointer("/currency/code")).unwrap_or_else(|| "GBP".into()),
-                price_list_id: body.get("priceListId").and_then(u64_of),
-                warehouse_id: body.get("warehouseId").and_then(u64_of),
-                status_id: body.get("statusId").and_then(u64_of).unwrap_or(SO_STATUS_NEW),
-                delivery: body.get("delivery").cloned().unwrap_or(Value::Null),
-                rows,
-                notes: vec![],
-                created_on: now,
-                updated_on: now,
-            },
-        );
-        ok(json!(id))
     }
 
     fn create_order(&mut self, body: &Value, now: DateTime<Utc>) -> Answer {
@@ -686,6 +714,9 @@ impl State {
         };
         if body.pointer("/rowValue/taxCode").is_none() && body.get("taxCode").is_none() {
             return error(400, "ORDC-015", "taxCode is required");
+        }
+        if let Err(refused) = super::validation::order_row_values(body) {
+            return refused;
         }
         let rows = match self.parse_rows(std::slice::from_ref(body)) {
             Ok(r) => r,
@@ -750,7 +781,8 @@ impl State {
             return not_found("warehouse");
         };
         if self.reservations.contains_key(&order_id) {
-            return error(400, "WHSC-102", format!("order {order_id} already has a reservation"));
+            // A generic code: Brightpearl has no documented "already reserved" answer.
+            return error(400, "CMNC-400", format!("Reservation could not be created for order {order_id}"));
         }
         let rows_of_order: BTreeMap<u64, (Option<u64>, i64)> =
             order.rows.iter().map(|r| (r.id, (r.product_id, r.quantity))).collect();
@@ -868,7 +900,7 @@ fn contact_json(c: &ContactRec) -> Value {
     })
 }
 
-fn sales_order_json(o: &OrderRec) -> Value {
+pub(super) fn sales_order_json(o: &OrderRec) -> Value {
     json!({
         "id": o.id,
         "customer": {"id": o.contact_id},
