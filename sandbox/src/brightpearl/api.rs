@@ -1,7 +1,9 @@
 //! The Brightpearl endpoints, as pure functions over [`State`]: a request in, a status and an
 //! envelope out, plus the events it raised (for webhooks).
 
+use super::search::search;
 use super::state::*;
+use super::warehouse::reservation_json;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -105,92 +107,6 @@ pub(super) fn period_contains(filter: &str, t: DateTime<Utc>) -> bool {
     (a.is_empty() || p(a).is_some_and(|f| t >= f)) && (b.is_empty() || p(b).is_some_and(|to| t <= to))
 }
 
-/// Query parameters of every search that are not filters.
-const SEARCH_CONTROLS: &[&str] = &["pageSize", "firstResult", "columns", "sort"];
-
-/// The recorded answer to a filter a search cannot use: HTTP 500 with `CMNC-018`.
-fn bad_filter(name: &str, value: &str, why: &str) -> Answer {
-    error(500, "CMNC-018", format!("The filter {name}={value} cannot be parsed as: {why}"))
-}
-
-/// Checks every filter against the search's columns: an unknown column, a value its type
-/// cannot hold, or a range on an IDSET column is refused the way Brightpearl refuses it.
-fn check_filters(columns: &[(&str, &str)], q: &HashMap<String, String>) -> Result<(), Answer> {
-    for (name, value) in q {
-        if SEARCH_CONTROLS.contains(&name.as_str()) {
-            continue;
-        }
-        let Some((_, kind)) = columns.iter().find(|(c, _)| c == name) else {
-            return Err(bad_filter(name, value, "a column of this search"));
-        };
-        let ok = match *kind {
-            "IDSET" => value.split(',').all(|p| p.trim().parse::<u64>().is_ok()),
-            "INTEGER" => value.trim().parse::<i64>().is_ok(),
-            "BOOLEAN" => value == "true" || value == "false",
-            "PERIOD" => value.split_once('/').is_some_and(|(a, b)| {
-                let p = |x: &str| x.is_empty() || DateTime::parse_from_rfc3339(x).is_ok();
-                p(a) && p(b) && !(a.is_empty() && b.is_empty())
-            }),
-            _ => true,
-        };
-        if !ok {
-            let why = match *kind {
-                "IDSET" => "IDSET (a list of ids; ranges are not accepted here)",
-                "INTEGER" => "INTEGER",
-                "BOOLEAN" => "BOOLEAN",
-                _ => "PERIOD",
-            };
-            return Err(bad_filter(name, value, why));
-        }
-    }
-    Ok(())
-}
-
-/// The ids of an IDSET filter (a comma list); `check_filters` has vetted it.
-pub(super) fn idset_filter(q: &HashMap<String, String>, name: &str) -> Option<Vec<u64>> {
-    q.get(name).map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect())
-}
-
-/// A search answer: column metadata, paging by `firstResult`/`pageSize` (default and max 500)
-/// with `morePagesAvailable`, and optional `columns=` selection. Filters are checked first.
-pub(super) fn search(columns: &[(&str, &str)], rows: Vec<Vec<Value>>, q: &HashMap<String, String>) -> Answer {
-    if let Err(refused) = check_filters(columns, q) {
-        return refused;
-    }
-    let page_size = q.get("pageSize").and_then(|s| s.parse::<usize>().ok()).unwrap_or(500).clamp(1, 500);
-    let first = q.get("firstResult").and_then(|s| s.parse::<usize>().ok()).unwrap_or(1).max(1);
-    let selected: Vec<usize> = match q.get("columns") {
-        Some(list) => {
-            list.split(',').filter_map(|c| columns.iter().position(|(n, _)| *n == c.trim())).collect()
-        }
-        None => (0..columns.len()).collect(),
-    };
-    let available = rows.len();
-    let page: Vec<Value> = rows
-        .into_iter()
-        .skip(first - 1)
-        .take(page_size)
-        .map(|r| Value::Array(selected.iter().map(|&i| r.get(i).cloned().unwrap_or(Value::Null)).collect()))
-        .collect();
-    let returned = page.len();
-    let last = if returned == 0 { 0 } else { first + returned - 1 };
-    let cols: Vec<Value> = selected
-        .iter()
-        .map(|&i| json!({"name": columns[i].0, "sortable": true, "filterable": true, "reportDataType": columns[i].1, "required": false}))
-        .collect();
-    ok(json!({
-        "results": page,
-        "metaData": {
-            "morePagesAvailable": returned > 0 && last < available,
-            "resultsAvailable": available,
-            "resultsReturned": returned,
-            "firstResult": if returned == 0 { 0 } else { first },
-            "lastResult": last,
-            "columns": cols,
-        }
-    }))
-}
-
 pub(super) fn u64_of(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
@@ -199,7 +115,7 @@ pub(super) fn u64_of(v: &Value) -> Option<u64> {
     }
 }
 
-fn i64_of(v: &Value) -> Option<i64> {
+pub(super) fn i64_of(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f.round() as i64)),
         Value::String(s) => s.trim().parse::<f64>().ok().map(|f| f.round() as i64),
@@ -769,112 +685,6 @@ impl State {
         a.events = events;
         a
     }
-
-    fn reserve(&mut self, id: &str, wid: &str, body: &Value) -> Answer {
-        let Some(order) =
-            id.parse::<u64>().ok().and_then(|id| self.orders.get(&id)).filter(|o| o.order_type == "SO")
-        else {
-            return not_found("sales order");
-        };
-        let order_id = order.id;
-        let Some(wid) = wid.parse::<u64>().ok().filter(|w| self.warehouses.contains_key(w)) else {
-            return not_found("warehouse");
-        };
-        if self.reservations.contains_key(&order_id) {
-            // A generic code: Brightpearl has no documented "already reserved" answer.
-            return error(400, "CMNC-400", format!("Reservation could not be created for order {order_id}"));
-        }
-        let rows_of_order: BTreeMap<u64, (Option<u64>, i64)> =
-            order.rows.iter().map(|r| (r.id, (r.product_id, r.quantity))).collect();
-        let mut wanted: BTreeMap<u64, (u64, i64)> = BTreeMap::new();
-        for p in body.get("products").and_then(Value::as_array).into_iter().flatten() {
-            let (Some(row), Some(product), Some(qty)) = (
-                p.get("salesOrderRowId").and_then(u64_of),
-                p.get("productId").and_then(u64_of),
-                p.get("quantity").and_then(i64_of),
-            ) else {
-                return error(400, "WHSC-100", "each product needs productId, salesOrderRowId and quantity");
-            };
-            match rows_of_order.get(&row) {
-                Some((Some(rp), rq)) if *rp == product => {
-                    // Entries for the same row add up, as on the real API (the double-reserve trap).
-                    let e = wanted.entry(row).or_insert((product, 0));
-                    e.1 = (e.1 + qty).min(*rq);
-                }
-                _ => {
-                    return error(
-                        400,
-                        "WHSC-101",
-                        format!("row {row} of order {order_id} is not product {product}"),
-                    );
-                }
-            }
-        }
-        let mut reserved = BTreeMap::new();
-        for (row, (product, qty)) in wanted {
-            let s = self.stock.entry(product).or_default().entry(wid).or_default();
-            let take = qty.min(s.on_hand).max(0);
-            if take > 0 {
-                s.on_hand -= take;
-                s.allocated += take;
-                reserved.insert(row, (product, take));
-            }
-        }
-        if reserved.is_empty() {
-            return error(400, "WHSC-103", "nothing could be reserved: no stock on hand");
-        }
-        let event = Event::on_hand(reserved.values().map(|(p, _)| *p));
-        self.reservations.insert(
-            order_id,
-            ReservationRec { order_id, warehouse_id: wid, rows: reserved, fulfilled: false },
-        );
-        Answer { status: 200, body: json!({"response": {}}), events: vec![event] }
-    }
-
-    fn goods_out_get(&self, orders: &str, notes: Option<&str>) -> Answer {
-        let order_ids = match ids(orders, 500) {
-            Ok(v) => v,
-            Err(e) => return e,
-        };
-        let note_ids = match notes.map(|n| ids(n, 500)) {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => return e,
-            None => None,
-        };
-        let mut out = Map::new();
-        for n in self.goods_out.values() {
-            if order_ids.as_ref().is_none_or(|l| l.contains(&n.order_id))
-                && note_ids.as_ref().is_none_or(|l| l.contains(&n.id))
-            {
-                out.insert(n.id.to_string(), goods_out_json(n));
-            }
-        }
-        if out.is_empty() { not_found("goods-out notes") } else { ok(Value::Object(out)) }
-    }
-
-    fn goods_in_get(&self, orders: &str, notes: Option<&str>, max_ids: usize) -> Answer {
-        if orders == "*" && notes.is_none() {
-            return error(400, "WHSC-110", "all notes for all orders is not allowed");
-        }
-        let order_ids = match ids(orders, max_ids) {
-            Ok(v) => v,
-            Err(e) => return e,
-        };
-        let note_ids = match notes.map(|n| ids(n, max_ids)) {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => return e,
-            None => None,
-        };
-        let mut out = Map::new();
-        for n in self.goods_in.values() {
-            if order_ids.as_ref().is_none_or(|l| l.contains(&n.order_id))
-                && note_ids.as_ref().is_none_or(|l| l.contains(&n.id))
-            {
-                out.insert(n.id.to_string(), goods_in_json(n));
-            }
-        }
-        if out.is_empty() { not_found("goods-in notes") } else { ok(Value::Object(out)) }
-    }
 }
 
 pub fn product_json(p: &ProductRec) -> Value {
@@ -947,48 +757,5 @@ fn order_json(o: &OrderRec) -> Value {
         "warehouseId": o.warehouse_id,
         "currency": {"orderCurrencyCode": o.currency},
         "orderRows": rows,
-    })
-}
-
-fn reservation_json(r: &ReservationRec) -> Value {
-    let rows: Map<String, Value> = r
-        .rows
-        .iter()
-        .map(|(row, (p, q))| (row.to_string(), json!({"productId": p, "quantity": q})))
-        .collect();
-    json!({"orderId": r.order_id, "warehouseId": r.warehouse_id, "orderRows": rows})
-}
-
-fn goods_out_json(n: &GoodsOutRec) -> Value {
-    let mut rows: Map<String, Value> = Map::new();
-    for r in &n.rows {
-        if let Value::Array(list) = rows.entry(r.row_id.to_string()).or_insert_with(|| Value::Array(vec![])) {
-            list.push(json!({"productId": r.product_id, "quantity": r.quantity}));
-        }
-    }
-    json!({
-        "orderId": n.order_id,
-        "warehouseId": n.warehouse_id,
-        "transfer": false,
-        "priority": false,
-        "status": {"shipped": n.shipped, "packed": n.shipped, "picked": n.shipped, "printed": n.shipped},
-        // `carrier` is a sandbox addition: real accounts name carriers through shipping methods.
-        "shipping": {"reference": n.tracking, "shippingMethodId": n.shipping_method_id, "carrier": n.carrier},
-        "orderRows": rows,
-    })
-}
-
-fn goods_in_json(n: &GoodsInRec) -> Value {
-    json!({
-        "goodsNoteId": n.id,
-        "orderId": n.order_id,
-        "transfer": false,
-        "goodsNoteStatus": "CLOSED",
-        "receivedOn": n.received_on,
-        "warehouseId": n.warehouse_id,
-        "goodsMoved": n.rows.iter().map(|r| json!({
-            "productId": r.product_id, "purchaseOrderRowId": r.row_id, "quantity": r.quantity,
-            "warehouseId": n.warehouse_id, "goodsNoteId": n.id,
-        })).collect::<Vec<_>>(),
     })
 }

@@ -3,7 +3,8 @@
 //! client's `columns=` list (goodsMovementId, productId, quantity, warehouseId,
 //! goodsNoteTypeCode, updatedOn) plus goodsNoteId.
 
-use super::api::{Answer, idset_filter, period_contains, search};
+use super::api::{Answer, period_contains};
+use super::search::{idset_filter, search};
 use super::state::State;
 use serde_json::json;
 use std::collections::HashMap;

@@ -2,7 +2,8 @@
 //! uniqueness of `transactionRef` + `paymentMethodCode`, every POST kept in state, and
 //! `customer-payment-search` with the recorded columns.
 
-use super::api::{Answer, error, f64_of, idset_filter, ok, period_contains, search, str_of, u64_of};
+use super::api::{Answer, error, f64_of, ok, period_contains, str_of, u64_of};
+use super::search::{idset_filter, search};
 use super::state::*;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
