@@ -33,6 +33,19 @@
 //! - `POST …/oauth/token[/{account}]`: the refresh-token grant (rotating refresh tokens);
 //!   `GET …/oauth/refresh-token` → `{refresh_token}` ([`BrightpearlSandbox::current_refresh_token`])
 //!
+//! Other read methods: [`BrightpearlSandbox::payments_for`] (accepted payments of an order or
+//! credit), [`BrightpearlSandbox::with_state`] / [`BrightpearlSandbox::with_state_mut`].
+//!
+//! API resources added for issues 12–15: `POST /order-service/sales-credit/`,
+//! `GET /order-service/sales-credit/{ids}`, `POST /order-service/sales-credit/{id}/close`,
+//! `GET /accounting-service/customer-payment-search` (recorded columns: paymentId,
+//! transactionRef, transactionCode, paymentMethodCode, paymentType, orderId, currencyId,
+//! currencyCode, amountAuthorized, amountPaid, expires, paymentDate, createdOn, journalId),
+//! `GET /warehouse-service/goods-movement-search` (goodsMovementId, productId, quantity,
+//! warehouseId, goodsNoteId, goodsNoteTypeCode, updatedOn), and `GET
+//! /warehouse-service/order/{id}/reservation`. `order-search` knows `orderTypeId` 1 SO, 2 PO,
+//! 3 SC, 4 PC, `installedIntegrationInstanceId` and `parentOrderId`.
+//!
 //! Wire forms (see `wire.rs`, `faults.rs`):
 //! - every API answer: `Ruid` (fresh UUID), `Message-Type` (`bulk-data-search` for searches,
 //!   `api-proxy` for 401s, else e.g. `post-sales-order`), `brightpearl-requests-remaining`,
