@@ -547,12 +547,17 @@ async fn bad_search_filters_are_500_cmnc_018() {
         "order-service/order-search?orderId=1-5",
         "product-service/product-search?productId=1001-1003",
         "accounting-service/customer-payment-search?orderId=abc",
+        "order-service/order-search?updatedOn=yesterday/",
     ] {
         let r = bp.get(q).await;
         assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{q}");
         assert_eq!(r.error_code(), "CMNC-018", "{q}");
     }
-    assert_eq!(bp.get("order-service/order-search?orderTypeId=1").await.status, StatusCode::OK);
+    for fine in
+        ["order-service/order-search?orderTypeId=1", "order-service/order-search?updatedOn=2026-01-01/"]
+    {
+        assert_eq!(bp.get(fine).await.status, StatusCode::OK, "{fine}");
+    }
 }
 
 // 8c. 401 bodies carry the message as a string in `response`; throttle headers on 401s too.

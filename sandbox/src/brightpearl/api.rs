@@ -101,10 +101,21 @@ pub fn idset_string(ids: &[u64]) -> String {
     encode_idset(&v)
 }
 
+/// One end of a PERIOD filter: an ISO-8601 date-time, or a date (midnight UTC), the two forms
+/// clients are seen sending (`updatedOn=<iso>/`, `updatedOn=2026-01-01/`).
+pub(super) fn period_end(x: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(x).ok().map(|d| d.with_timezone(&Utc)).or_else(|| {
+        chrono::NaiveDate::parse_from_str(x, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc())
+    })
+}
+
 pub(super) fn period_contains(filter: &str, t: DateTime<Utc>) -> bool {
     let Some((a, b)) = filter.split_once('/') else { return false };
-    let p = |x: &str| DateTime::parse_from_rfc3339(x).ok().map(|d| d.with_timezone(&Utc));
-    (a.is_empty() || p(a).is_some_and(|f| t >= f)) && (b.is_empty() || p(b).is_some_and(|to| t <= to))
+    (a.is_empty() || period_end(a).is_some_and(|f| t >= f))
+        && (b.is_empty() || period_end(b).is_some_and(|to| t <= to))
 }
 
 pub(super) fn u64_of(v: &Value) -> Option<u64> {

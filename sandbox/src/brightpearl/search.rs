@@ -2,8 +2,7 @@
 //! columns (a bad one is the recorded 500 `CMNC-018`), paging on `firstResult`/`pageSize` with
 //! `morePagesAvailable`, and `columns=` selection.
 
-use super::api::{Answer, error, ok};
-use chrono::DateTime;
+use super::api::{Answer, error, ok, period_end};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -30,7 +29,7 @@ fn check_filters(columns: &[(&str, &str)], q: &HashMap<String, String>) -> Resul
             "INTEGER" => value.trim().parse::<i64>().is_ok(),
             "BOOLEAN" => value == "true" || value == "false",
             "PERIOD" => value.split_once('/').is_some_and(|(a, b)| {
-                let p = |x: &str| x.is_empty() || DateTime::parse_from_rfc3339(x).is_ok();
+                let p = |x: &str| x.is_empty() || period_end(x).is_some();
                 p(a) && p(b) && !(a.is_empty() && b.is_empty())
             }),
             _ => true,
