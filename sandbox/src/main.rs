@@ -2,7 +2,7 @@
 //! served standalone for the demo, manual testing and benchmarks.
 
 use clap::Parser;
-use pearlsync_sandbox::brightpearl::{BrightpearlSandboxConfig, SeedSpec};
+use pearlsync_sandbox::brightpearl::{BrightpearlSandboxConfig, DuplicatePostAnswer, SeedSpec, Settings};
 use pearlsync_sandbox::faults::FaultRates;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -43,8 +43,29 @@ struct Args {
     /// and dropped connections.
     #[arg(long, default_value_t = 0.0)]
     fault_rate: f64,
+    /// Share of requests (0..1) that are processed (a write is committed) and then fail:
+    /// half answered 502/504 with an HTML gateway page, half with a dropped connection.
+    #[arg(long, default_value_t = 0.0)]
+    after_write_rate: f64,
+    /// Sent in the Brightpearl-Installed-Integration-Instance-Id header and by the token endpoint.
+    #[arg(long, default_value = "42")]
+    instance_id: String,
+    /// Refresh token the OAuth token endpoint accepts first (it rotates on every grant).
+    #[arg(long)]
+    oauth_refresh_token: Option<String>,
+    /// Milliseconds before a new sales order or credit shows in the searches.
+    #[arg(long, default_value_t = 0)]
+    search_lag_ms: u64,
+    /// Body of the 200 a repeated sales-order POST gets: no_id, empty or original_id.
+    #[arg(long, default_value = "no_id", value_parser = parse_duplicate_answer)]
+    duplicate_post_answer: DuplicatePostAnswer,
     // Channel flags (--shopify-*, --bigcommerce-*, --woocommerce-*) are added with the
     // channel sandboxes.
+}
+
+fn parse_duplicate_answer(s: &str) -> Result<DuplicatePostAnswer, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("expected no_id, empty or original_id, got {s:?}"))
 }
 
 fn parse_rate_limit(s: &str) -> Result<(u32, Duration), String> {
@@ -62,8 +83,11 @@ fn parse_rate_limit(s: &str) -> Result<(u32, Duration), String> {
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let args = Args::parse();
-    if !(0.0..=1.0).contains(&args.fault_rate) {
-        eprintln!("--fault-rate must be between 0 and 1");
+    if !(0.0..=1.0).contains(&args.fault_rate)
+        || !(0.0..=1.0).contains(&args.after_write_rate)
+        || args.fault_rate + args.after_write_rate > 1.0
+    {
+        eprintln!("--fault-rate and --after-write-rate must be between 0 and 1, and together at most 1");
         return std::process::ExitCode::from(2);
     }
     let brightpearl = BrightpearlSandboxConfig {
@@ -72,7 +96,7 @@ async fn main() -> std::process::ExitCode {
         staff_token: args.staff_token,
         rate_limit: args.rate_limit.0,
         rate_window: args.rate_limit.1,
-        faults: FaultRates::mixed(args.fault_rate),
+        faults: FaultRates::mixed(args.fault_rate).plus(FaultRates::after_write(args.after_write_rate)),
         fault_seed: args.seed,
         seed: Some(SeedSpec {
             products: args.products,
@@ -80,6 +104,12 @@ async fn main() -> std::process::ExitCode {
             suppliers: args.suppliers,
             seed: args.seed,
         }),
+        installed_integration_instance_id: Some(args.instance_id),
+        oauth_refresh_token: args.oauth_refresh_token,
+        settings: Settings {
+            duplicate_post_answer: args.duplicate_post_answer,
+            search_lag_ms: args.search_lag_ms,
+        },
         ..BrightpearlSandboxConfig::default()
     };
     let config = pearlsync_sandbox::SandboxConfig { addr: args.addr, brightpearl, ..Default::default() };

@@ -124,6 +124,7 @@ async fn calls_succeed_under_thirty_percent_injected_faults() {
         drop: 0.06,
         lose_response: 0.06,
         slow_millis: 50,
+        ..FaultRates::default()
     };
     config.fault_seed = 3;
     let sb = sandbox(config).await;

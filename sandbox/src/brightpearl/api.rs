@@ -1,7 +1,9 @@
 //! The Brightpearl endpoints, as pure functions over [`State`]: a request in, a status and an
 //! envelope out, plus the events it raised (for webhooks).
 
+use super::search::search;
 use super::state::*;
+use super::warehouse::reservation_json;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -27,7 +29,7 @@ pub struct Answer {
     pub events: Vec<Event>,
 }
 
-fn ok(response: Value) -> Answer {
+pub(super) fn ok(response: Value) -> Answer {
     Answer { status: 200, body: json!({ "response": response }), events: vec![] }
 }
 
@@ -36,7 +38,7 @@ pub fn error(status: u16, code: &str, message: impl Into<String>) -> Answer {
 }
 
 /// 404 is also the "no results" answer for multi-id GETs.
-fn not_found(what: &str) -> Answer {
+pub(super) fn not_found(what: &str) -> Answer {
     error(404, "CMNC-404", format!("{what} not found"))
 }
 
@@ -45,7 +47,7 @@ fn list_or_404(items: Vec<Value>, what: &str) -> Answer {
 }
 
 /// Parses an ID set and enforces the endpoint's cap. `*` means all (`None`).
-fn ids(set: &str, cap: usize) -> Result<Option<Vec<u64>>, Answer> {
+pub(super) fn ids(set: &str, cap: usize) -> Result<Option<Vec<u64>>, Answer> {
     if set == "*" {
         return Ok(None);
     }
@@ -99,48 +101,24 @@ pub fn idset_string(ids: &[u64]) -> String {
     encode_idset(&v)
 }
 
-fn period_contains(filter: &str, t: DateTime<Utc>) -> bool {
+/// One end of a PERIOD filter: an ISO-8601 date-time, or a date (midnight UTC), the two forms
+/// clients are seen sending (`updatedOn=<iso>/`, `updatedOn=2026-01-01/`).
+pub(super) fn period_end(x: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(x).ok().map(|d| d.with_timezone(&Utc)).or_else(|| {
+        chrono::NaiveDate::parse_from_str(x, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc())
+    })
+}
+
+pub(super) fn period_contains(filter: &str, t: DateTime<Utc>) -> bool {
     let Some((a, b)) = filter.split_once('/') else { return false };
-    let p = |x: &str| DateTime::parse_from_rfc3339(x).ok().map(|d| d.with_timezone(&Utc));
-    (a.is_empty() || p(a).is_some_and(|f| t >= f)) && (b.is_empty() || p(b).is_some_and(|to| t <= to))
+    (a.is_empty() || period_end(a).is_some_and(|f| t >= f))
+        && (b.is_empty() || period_end(b).is_some_and(|to| t <= to))
 }
 
-/// A search answer: column metadata, paging by `firstResult`/`pageSize` (max 500), and
-/// optional `columns=` selection.
-fn search(columns: &[(&str, &str)], rows: Vec<Vec<Value>>, q: &HashMap<String, String>) -> Answer {
-    let page_size = q.get("pageSize").and_then(|s| s.parse::<usize>().ok()).unwrap_or(500).clamp(1, 500);
-    let first = q.get("firstResult").and_then(|s| s.parse::<usize>().ok()).unwrap_or(1).max(1);
-    let selected: Vec<usize> = match q.get("columns") {
-        Some(list) => {
-            list.split(',').filter_map(|c| columns.iter().position(|(n, _)| *n == c.trim())).collect()
-        }
-        None => (0..columns.len()).collect(),
-    };
-    let available = rows.len();
-    let page: Vec<Value> = rows
-        .into_iter()
-        .skip(first - 1)
-        .take(page_size)
-        .map(|r| Value::Array(selected.iter().map(|&i| r.get(i).cloned().unwrap_or(Value::Null)).collect()))
-        .collect();
-    let returned = page.len();
-    let cols: Vec<Value> = selected
-        .iter()
-        .map(|&i| json!({"name": columns[i].0, "sortable": true, "filterable": true, "reportDataType": columns[i].1, "required": false}))
-        .collect();
-    ok(json!({
-        "results": page,
-        "metaData": {
-            "resultsAvailable": available,
-            "resultsReturned": returned,
-            "firstResult": if returned == 0 { 0 } else { first },
-            "lastResult": if returned == 0 { 0 } else { first + returned - 1 },
-            "columns": cols,
-        }
-    }))
-}
-
-fn u64_of(v: &Value) -> Option<u64> {
+pub(super) fn u64_of(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -148,7 +126,7 @@ fn u64_of(v: &Value) -> Option<u64> {
     }
 }
 
-fn i64_of(v: &Value) -> Option<i64> {
+pub(super) fn i64_of(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f.round() as i64)),
         Value::String(s) => s.trim().parse::<f64>().ok().map(|f| f.round() as i64),
@@ -156,7 +134,7 @@ fn i64_of(v: &Value) -> Option<i64> {
     }
 }
 
-fn f64_of(v: &Value) -> f64 {
+pub(super) fn f64_of(v: &Value) -> f64 {
     match v {
         Value::Number(n) => n.as_f64().unwrap_or(0.0),
         Value::String(s) => s.trim().parse().unwrap_or(0.0),
@@ -164,7 +142,7 @@ fn f64_of(v: &Value) -> f64 {
     }
 }
 
-fn str_of(v: Option<&Value>) -> Option<String> {
+pub(super) fn str_of(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(str::to_string)
 }
 
@@ -183,6 +161,9 @@ impl State {
             ("GET", ["product-service", "product-search"]) => self.product_search(q),
             ("GET", ["product-service", "product", set]) => match ids(set, max_ids) {
                 Ok(Some(list)) => {
+                    if let Err(refused) = self.all_products_exist(&list) {
+                        return refused;
+                    }
                     let items =
                         list.iter().filter_map(|id| self.products.get(id)).map(product_json).collect();
                     list_or_404(items, "products")
@@ -191,7 +172,10 @@ impl State {
                 Err(e) => e,
             },
             ("GET", ["warehouse-service", "product-availability", set]) => match ids(set, max_ids) {
-                Ok(Some(list)) => self.availability(&list),
+                Ok(Some(list)) => match self.all_products_exist(&list) {
+                    Ok(()) => self.availability(&list),
+                    Err(refused) => refused,
+                },
                 Ok(None) => error(400, "CMNC-400", "an ID set is required"),
                 Err(e) => e,
             },
@@ -246,12 +230,22 @@ impl State {
                 if body.get("addressLine1").and_then(Value::as_str).is_none_or(str::is_empty) {
                     return error(400, "CNTC-100", "addressLine1 is required");
                 }
+                if let Err(refused) = super::validation::country_code(body, "countryIsoCode", "CNTC-102") {
+                    return refused;
+                }
                 let id = self.next("address");
                 self.addresses.insert(id, body.clone());
                 ok(json!(id))
             }
             ("POST", ["contact-service", "contact"]) => self.create_contact(body, now),
             ("POST", ["order-service", "sales-order"]) => self.create_sales_order(body, now),
+            ("POST", ["order-service", "sales-credit"]) => self.create_sales_credit(body, now),
+            ("GET", ["order-service", "sales-credit", set]) => self.sales_credits_get(set, max_ids),
+            ("POST", ["order-service", "sales-credit", id, "close"]) => {
+                self.close_sales_credit(id, body, now)
+            }
+            ("GET", ["accounting-service", "customer-payment-search"]) => self.customer_payment_search(q),
+            ("GET", ["warehouse-service", "goods-movement-search"]) => self.goods_movement_search(q),
             ("GET", ["order-service", "sales-order", set]) => match ids(set, max_ids) {
                 Ok(Some(list)) => {
                     let items = list
@@ -309,23 +303,7 @@ impl State {
             ("GET", ["warehouse-service", "order", orders, "goods-note", "goods-in", rest @ ..]) => {
                 self.goods_in_get(orders, rest.first().copied(), max_ids)
             }
-            ("POST", ["accounting-service", "customer-payment"]) => {
-                let Some(order_id) =
-                    body.get("orderId").and_then(u64_of).filter(|id| self.orders.contains_key(id))
-                else {
-                    return error(400, "ACCC-100", "orderId must name an existing order");
-                };
-                let id = self.next("payment");
-                self.payments.push(PaymentRec {
-                    id,
-                    order_id,
-                    amount: body.get("amountPaid").map(f64_of).unwrap_or(0.0),
-                    currency: str_of(body.get("currencyIsoCode")).unwrap_or_default(),
-                    method: str_of(body.get("paymentMethodCode")).unwrap_or_default(),
-                    journal_ref: str_of(body.get("journalRef")),
-                });
-                ok(json!(id))
-            }
+            ("POST", ["accounting-service", "customer-payment"]) => self.create_customer_payment(body, now),
             ("POST", ["integration-service", "webhook"]) => {
                 let Ok(mut hook) = serde_json::from_value::<WebhookRec>(body.clone()) else {
                     return error(400, "INTC-100", "subscribeTo, httpMethod and uriTemplate are required");
@@ -426,11 +404,17 @@ impl State {
     }
 
     fn sales_order_search(&self, q: &HashMap<String, String>) -> Answer {
+        let now = Utc::now();
         let rows = self
             .orders
             .values()
             .filter(|o| o.order_type == "SO")
+            .filter(|o| self.searchable(o.id, now))
             .filter(|o| q.get("externalRef").is_none_or(|r| o.external_ref.as_ref() == Some(r)))
+            .filter(|o| {
+                q.get("installedIntegrationInstanceId")
+                    .is_none_or(|i| i.parse().ok() == o.installed_integration_instance_id)
+            })
             .filter(|o| q.get("customerId").is_none_or(|c| c.parse() == Ok(o.contact_id)))
             .filter(|o| q.get("channelId").is_none_or(|c| c.parse().ok() == o.channel_id))
             .filter(|o| q.get("updatedOn").is_none_or(|f| period_contains(f, o.updated_on)))
@@ -466,11 +450,20 @@ impl State {
     }
 
     fn order_search(&self, q: &HashMap<String, String>) -> Answer {
-        let type_id =
-            |o: &OrderRec| if o.order_type == "PO" { ORDER_TYPE_PURCHASE } else { ORDER_TYPE_SALES };
+        let type_id = |o: &OrderRec| order_type_id(&o.order_type);
+        let now = Utc::now();
         let rows = self
             .orders
             .values()
+            .filter(|o| self.searchable(o.id, now))
+            .filter(|o| {
+                q.get("installedIntegrationInstanceId")
+                    .is_none_or(|i| i.parse().ok() == o.installed_integration_instance_id)
+            })
+            .filter(|o| {
+                q.get("parentOrderId")
+                    .is_none_or(|p| p.parse().ok() == self.credits.get(&o.id).map(|c| c.parent_id))
+            })
             .filter(|o| q.get("orderTypeId").is_none_or(|t| t.parse() == Ok(type_id(o))))
             .filter(|o| q.get("contactId").is_none_or(|c| c.parse() == Ok(o.contact_id)))
             .filter(|o| {
@@ -489,6 +482,8 @@ impl State {
                     json!(o.updated_on),
                     json!(o.external_ref),
                     json!(o.warehouse_id),
+                    json!(o.installed_integration_instance_id),
+                    json!(self.credits.get(&o.id).map(|c| c.parent_id)),
                 ]
             })
             .collect();
@@ -502,6 +497,8 @@ impl State {
                 ("updatedOn", "PERIOD"),
                 ("externalRef", "STRING"),
                 ("warehouseId", "IDSET"),
+                ("installedIntegrationInstanceId", "INTEGER"),
+                ("parentOrderId", "IDSET"),
             ],
             rows,
             q,
@@ -558,7 +555,7 @@ impl State {
         ok(json!(id))
     }
 
-    fn parse_rows(&mut self, rows: &[Value]) -> Result<Vec<RowRec>, Answer> {
+    pub(super) fn parse_rows(&mut self, rows: &[Value]) -> Result<Vec<RowRec>, Answer> {
         let mut out = Vec::new();
         for r in rows {
             let product_id = r.get("productId").and_then(u64_of);
@@ -570,11 +567,22 @@ impl State {
             let name = str_of(r.get("name"))
                 .or_else(|| product_id.and_then(|p| self.products.get(&p)).map(|p| p.name.clone()))
                 .ok_or_else(|| error(400, "ORDC-013", "a row needs productId or name"))?;
-            let quantity = r
-                .get("quantity")
-                .map(|q| q.get("magnitude").unwrap_or(q))
+            let raw_quantity = r.get("quantity").map(|q| q.get("magnitude").unwrap_or(q));
+            let quantity = raw_quantity
                 .and_then(i64_of)
                 .ok_or_else(|| error(400, "ORDC-014", "a row needs a quantity"))?;
+            let stock_tracked =
+                product_id.and_then(|p| self.products.get(&p)).is_some_and(|p| p.stock_tracked);
+            if stock_tracked && raw_quantity.is_some_and(|q| !super::validation::is_whole(q)) {
+                return Err(error(
+                    400,
+                    "ORDC-016",
+                    format!(
+                        "quantity {} must be a whole number for stock-tracked product",
+                        raw_quantity.map(Value::to_string).unwrap_or_default()
+                    ),
+                ));
+            }
             out.push(RowRec {
                 id: self.next("row"),
                 product_id,
@@ -587,59 +595,6 @@ impl State {
             });
         }
         Ok(out)
-    }
-
-    fn create_sales_order(&mut self, body: &Value, now: DateTime<Utc>) -> Answer {
-        let Some(customer) = body.pointer("/customer/id").or_else(|| body.get("customerId")).and_then(u64_of)
-        else {
-            return error(400, "ORDC-010", "customer.id is required");
-        };
-        if !self.contacts.contains_key(&customer) {
-            return error(400, "ORDC-011", format!("contact {customer} does not exist"));
-        }
-        let external_ref = str_of(body.get("externalRef"));
-        let instance = body.get("installedIntegrationInstanceId").and_then(u64_of);
-        // The pair externalRef + installedIntegrationInstanceId is unique. What Brightpearl
-        // does on a repeat is UNCONFIRMED; the sandbox answers with the existing order and
-        // changes nothing.
-        if let Some(r) = &external_ref
-            && let Some(existing) = self.orders.values().find(|o| {
-                o.order_type == "SO"
-                    && o.external_ref.as_ref() == Some(r)
-                    && o.installed_integration_instance_id == instance
-            })
-        {
-            return ok(json!(existing.id));
-        }
-        let rows = match self
-            .parse_rows(body.get("rows").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]))
-        {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
-        let id = self.next("order");
-        self.orders.insert(
-            id,
-            OrderRec {
-                id,
-                order_type: "SO".into(),
-                contact_id: customer,
-                reference: str_of(body.get("ref")),
-                external_ref,
-                installed_integration_instance_id: instance,
-                channel_id: body.get("channelId").and_then(u64_of),
-                currency: str_of(body.pointer("/currency/code")).unwrap_or_else(|| "GBP".into()),
-                price_list_id: body.get("priceListId").and_then(u64_of),
-                warehouse_id: body.get("warehouseId").and_then(u64_of),
-                status_id: body.get("statusId").and_then(u64_of).unwrap_or(SO_STATUS_NEW),
-                delivery: body.get("delivery").cloned().unwrap_or(Value::Null),
-                rows,
-                notes: vec![],
-                created_on: now,
-                updated_on: now,
-            },
-        );
-        ok(json!(id))
     }
 
     fn create_order(&mut self, body: &Value, now: DateTime<Utc>) -> Answer {
@@ -686,6 +641,9 @@ impl State {
         };
         if body.pointer("/rowValue/taxCode").is_none() && body.get("taxCode").is_none() {
             return error(400, "ORDC-015", "taxCode is required");
+        }
+        if let Err(refused) = super::validation::order_row_values(body) {
+            return refused;
         }
         let rows = match self.parse_rows(std::slice::from_ref(body)) {
             Ok(r) => r,
@@ -738,111 +696,6 @@ impl State {
         a.events = events;
         a
     }
-
-    fn reserve(&mut self, id: &str, wid: &str, body: &Value) -> Answer {
-        let Some(order) =
-            id.parse::<u64>().ok().and_then(|id| self.orders.get(&id)).filter(|o| o.order_type == "SO")
-        else {
-            return not_found("sales order");
-        };
-        let order_id = order.id;
-        let Some(wid) = wid.parse::<u64>().ok().filter(|w| self.warehouses.contains_key(w)) else {
-            return not_found("warehouse");
-        };
-        if self.reservations.contains_key(&order_id) {
-            return error(400, "WHSC-102", format!("order {order_id} already has a reservation"));
-        }
-        let rows_of_order: BTreeMap<u64, (Option<u64>, i64)> =
-            order.rows.iter().map(|r| (r.id, (r.product_id, r.quantity))).collect();
-        let mut wanted: BTreeMap<u64, (u64, i64)> = BTreeMap::new();
-        for p in body.get("products").and_then(Value::as_array).into_iter().flatten() {
-            let (Some(row), Some(product), Some(qty)) = (
-                p.get("salesOrderRowId").and_then(u64_of),
-                p.get("productId").and_then(u64_of),
-                p.get("quantity").and_then(i64_of),
-            ) else {
-                return error(400, "WHSC-100", "each product needs productId, salesOrderRowId and quantity");
-            };
-            match rows_of_order.get(&row) {
-                Some((Some(rp), rq)) if *rp == product => {
-                    // Entries for the same row add up, as on the real API (the double-reserve trap).
-                    let e = wanted.entry(row).or_insert((product, 0));
-                    e.1 = (e.1 + qty).min(*rq);
-                }
-                _ => {
-                    return error(
-                        400,
-                        "WHSC-101",
-                        format!("row {row} of order {order_id} is not product {product}"),
-                    );
-                }
-            }
-        }
-        let mut reserved = BTreeMap::new();
-        for (row, (product, qty)) in wanted {
-            let s = self.stock.entry(product).or_default().entry(wid).or_default();
-            let take = qty.min(s.on_hand).max(0);
-            if take > 0 {
-                s.on_hand -= take;
-                s.allocated += take;
-                reserved.insert(row, (product, take));
-            }
-        }
-        if reserved.is_empty() {
-            return error(400, "WHSC-103", "nothing could be reserved: no stock on hand");
-        }
-        let event = Event::on_hand(reserved.values().map(|(p, _)| *p));
-        self.reservations.insert(
-            order_id,
-            ReservationRec { order_id, warehouse_id: wid, rows: reserved, fulfilled: false },
-        );
-        Answer { status: 200, body: json!({"response": {}}), events: vec![event] }
-    }
-
-    fn goods_out_get(&self, orders: &str, notes: Option<&str>) -> Answer {
-        let order_ids = match ids(orders, 500) {
-            Ok(v) => v,
-            Err(e) => return e,
-        };
-        let note_ids = match notes.map(|n| ids(n, 500)) {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => return e,
-            None => None,
-        };
-        let mut out = Map::new();
-        for n in self.goods_out.values() {
-            if order_ids.as_ref().is_none_or(|l| l.contains(&n.order_id))
-                && note_ids.as_ref().is_none_or(|l| l.contains(&n.id))
-            {
-                out.insert(n.id.to_string(), goods_out_json(n));
-            }
-        }
-        if out.is_empty() { not_found("goods-out notes") } else { ok(Value::Object(out)) }
-    }
-
-    fn goods_in_get(&self, orders: &str, notes: Option<&str>, max_ids: usize) -> Answer {
-        if orders == "*" && notes.is_none() {
-            return error(400, "WHSC-110", "all notes for all orders is not allowed");
-        }
-        let order_ids = match ids(orders, max_ids) {
-            Ok(v) => v,
-            Err(e) => return e,
-        };
-        let note_ids = match notes.map(|n| ids(n, max_ids)) {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => return e,
-            None => None,
-        };
-        let mut out = Map::new();
-        for n in self.goods_in.values() {
-            if order_ids.as_ref().is_none_or(|l| l.contains(&n.order_id))
-                && note_ids.as_ref().is_none_or(|l| l.contains(&n.id))
-            {
-                out.insert(n.id.to_string(), goods_in_json(n));
-            }
-        }
-        if out.is_empty() { not_found("goods-in notes") } else { ok(Value::Object(out)) }
-    }
 }
 
 pub fn product_json(p: &ProductRec) -> Value {
@@ -868,7 +721,7 @@ fn contact_json(c: &ContactRec) -> Value {
     })
 }
 
-fn sales_order_json(o: &OrderRec) -> Value {
+pub(super) fn sales_order_json(o: &OrderRec) -> Value {
     json!({
         "id": o.id,
         "customer": {"id": o.contact_id},
@@ -915,48 +768,5 @@ fn order_json(o: &OrderRec) -> Value {
         "warehouseId": o.warehouse_id,
         "currency": {"orderCurrencyCode": o.currency},
         "orderRows": rows,
-    })
-}
-
-fn reservation_json(r: &ReservationRec) -> Value {
-    let rows: Map<String, Value> = r
-        .rows
-        .iter()
-        .map(|(row, (p, q))| (row.to_string(), json!({"productId": p, "quantity": q})))
-        .collect();
-    json!({"orderId": r.order_id, "warehouseId": r.warehouse_id, "orderRows": rows})
-}
-
-fn goods_out_json(n: &GoodsOutRec) -> Value {
-    let mut rows: Map<String, Value> = Map::new();
-    for r in &n.rows {
-        if let Value::Array(list) = rows.entry(r.row_id.to_string()).or_insert_with(|| Value::Array(vec![])) {
-            list.push(json!({"productId": r.product_id, "quantity": r.quantity}));
-        }
-    }
-    json!({
-        "orderId": n.order_id,
-        "warehouseId": n.warehouse_id,
-        "transfer": false,
-        "priority": false,
-        "status": {"shipped": n.shipped, "packed": n.shipped, "picked": n.shipped, "printed": n.shipped},
-        // `carrier` is a sandbox addition: real accounts name carriers through shipping methods.
-        "shipping": {"reference": n.tracking, "shippingMethodId": n.shipping_method_id, "carrier": n.carrier},
-        "orderRows": rows,
-    })
-}
-
-fn goods_in_json(n: &GoodsInRec) -> Value {
-    json!({
-        "goodsNoteId": n.id,
-        "orderId": n.order_id,
-        "transfer": false,
-        "goodsNoteStatus": "CLOSED",
-        "receivedOn": n.received_on,
-        "warehouseId": n.warehouse_id,
-        "goodsMoved": n.rows.iter().map(|r| json!({
-            "productId": r.product_id, "purchaseOrderRowId": r.row_id, "quantity": r.quantity,
-            "warehouseId": n.warehouse_id, "goodsNoteId": n.id,
-        })).collect::<Vec<_>>(),
     })
 }

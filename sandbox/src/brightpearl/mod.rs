@@ -1,53 +1,128 @@
-//! Simulated Brightpearl account (issue 3): the endpoints pearlsync uses under
-//! `/public-api/{account}/…`, with Brightpearl's envelope, status codes, ID-set caps, auth
-//! headers, a rolling-window request limit with both throttle headers, injected faults, and
-//! webhooks fired at subscribers. A control API under `/__sandbox/brightpearl/` (and the same
-//! methods on [`BrightpearlSandbox`]) seeds data, moves stock, ships and receives, and reads
-//! counters and state.
+//! Simulated Brightpearl account (issue 3, made strict in issues 12–15): the endpoints
+//! pearlsync uses under `/public-api/{account}/…`, with Brightpearl's envelope, status codes,
+//! ID-set caps, auth headers, a rolling-window request limit with both throttle headers,
+//! injected faults (before and after the write), and webhooks fired at subscribers. It is
+//! never kinder than the real API (apis.md §8): where a fact is unknown it plays the side
+//! that makes a client work harder.
 //!
-//! Control routes (JSON), mirroring the Rust methods:
-//! - `POST /__sandbox/brightpearl/seed` `{products, warehouses, suppliers, seed}` → [`BrightpearlSandbox::seed`]
+//! Control routes (JSON) under `/__sandbox/brightpearl/`, mirroring the Rust methods on
+//! [`BrightpearlSandbox`]:
+//! - `POST …/seed` `{products, warehouses, suppliers, seed}` → [`BrightpearlSandbox::seed`]
 //! - `POST …/stock` `{product_id, warehouse_id, on_hand}` → [`BrightpearlSandbox::set_stock`]
+//!   (records a goods movement of the change, type `SC`)
 //! - `POST …/ship` `{order_id, tracking, carrier}` → `{goods_out_note_id}`
+//!   ([`BrightpearlSandbox::ship_goods_out`]; movements of type `GO`)
 //! - `POST …/receive` `{purchase_order_id, rows?: [{row_id, quantity}]}` → `{goods_in_note_id}`
-//! - `GET …/counters` (`DELETE` resets), `GET …/state`, `GET …/webhooks/deliveries`
-//! - `POST …/faults` `{rates?, script?, endpoint?, nth?, fault?}` (`DELETE` clears)
+//!   ([`BrightpearlSandbox::receive_purchase_order`]; movements of type `GI`)
+//! - `GET …/counters` (`DELETE` resets) → [`BrightpearlSandbox::counters`]; `GET …/state` →
+//!   [`BrightpearlSandbox::state`] (orders, credits, payments, every payment POST in
+//!   `payment_posts`, reservations, goods movements, settings); `GET …/webhooks/deliveries`
+//! - `POST …/faults` `{rates?, script?, endpoint?, nth?, fault?}` (`DELETE` clears):
+//!   [`FaultInjector::set_rates`], [`FaultInjector::script`], [`BrightpearlSandbox::script_endpoint`],
+//!   [`BrightpearlSandbox::fault_at`], [`BrightpearlSandbox::clear_faults`]. A fault is
+//!   `{"kind": K}` with K one of `throttle`, `server_error`, `slow` (`millis`), `drop`,
+//!   `outage_503` (before the write: nothing is committed) or `lose_response`,
+//!   `drop_after_write`, `server_error_after_write` (`status`: 502 default, or 504),
+//!   `shape_drift` (after the write: committed first). Rates have one field per kind.
+//! - `GET`/`POST …/settings` `{duplicate_post_answer?: "no_id"|"empty"|"original_id",
+//!   search_lag_ms?: u64}` → the settings now: [`BrightpearlSandbox::settings`],
+//!   [`BrightpearlSandbox::set_settings`], [`BrightpearlSandbox::set_duplicate_post_answer`],
+//!   [`BrightpearlSandbox::set_search_lag`]
 //! - `POST …/rate-limit` `{requests, window_ms}`; `POST …/expire-tokens`
-//! - `POST …/oauth/token[/{account}]`: refresh-token grant for OAuth clients
+//!   ([`BrightpearlSandbox::expire_access_tokens`])
+//! - `POST …/oauth/token[/{account}]`: the refresh-token grant (rotating refresh tokens);
+//!   `GET …/oauth/refresh-token` → `{refresh_token}` ([`BrightpearlSandbox::current_refresh_token`])
 //!
-//! Choices on UNCONFIRMED behaviour (see `reference/apis.md` §7):
-//! - a repeated sales-order POST with the same externalRef + installedIntegrationInstanceId
-//!   answers 200 with the existing order id and changes nothing;
+//! Other read methods: [`BrightpearlSandbox::payments_for`] (accepted payments of an order or
+//! credit), [`BrightpearlSandbox::with_state`] / [`BrightpearlSandbox::with_state_mut`].
+//!
+//! API resources added for issues 12–15: `POST /order-service/sales-credit/`,
+//! `GET /order-service/sales-credit/{ids}`, `POST /order-service/sales-credit/{id}/close`,
+//! `GET /accounting-service/customer-payment-search` (recorded columns: paymentId,
+//! transactionRef, transactionCode, paymentMethodCode, paymentType, orderId, currencyId,
+//! currencyCode, amountAuthorized, amountPaid, expires, paymentDate, createdOn, journalId),
+//! `GET /warehouse-service/goods-movement-search` (goodsMovementId, productId, quantity,
+//! warehouseId, goodsNoteId, goodsNoteTypeCode, updatedOn), and `GET
+//! /warehouse-service/order/{id}/reservation`. `order-search` knows `orderTypeId` 1 SO, 2 PO,
+//! 3 SC, 4 PC, `installedIntegrationInstanceId` and `parentOrderId`.
+//!
+//! Wire forms (see `wire.rs`, `faults.rs`):
+//! - every API answer: `Ruid` (fresh UUID), `Message-Type` (`bulk-data-search` for searches,
+//!   `api-proxy` for 401s, else e.g. `post-sales-order`), `brightpearl-requests-remaining`,
+//!   `brightpearl-next-throttle-period` (ms) and, except on 401s,
+//!   `Brightpearl-Installed-Integration-Instance-Id` (config `installed_integration_instance_id`);
+//! - throttle: 503 `{"errors":[{"code":"CMNC-503","message":"You have sent too many requests…"}]}`
+//!   with `brightpearl-requests-remaining: 0`;
+//! - outage: 503 HTML (Cloudflare-style), `content-type: text/html`, no Brightpearl headers;
+//! - after-write gateway error: 502/504 HTML page, likewise; drops: the connection is reset;
+//! - 401: `{"response":"Authorization token expired"}` or `{"response":"Invalid instance token: …"}`;
+//! - bad search filter: 500 `{"errors":[{"code":"CMNC-018","message":"The filter … cannot be parsed as: …"}]}`.
+//!
+//! Choices (apis.md §8.1 verdicts, and the harder side of every §8.2 unknown):
+//! - a repeated sales-order / sales-credit POST deduplicates only when both `externalRef` and
+//!   `installedIntegrationInstanceId` are sent and match: 200 "no changes will be made". Its
+//!   body is unknown (§8.2); the default is `{"response":"Sales order already exists, no
+//!   changes will be made"}` (no id: a well-formed success a client must not read as an id nor
+//!   as an error, so it has to search by externalRef); `empty` and `original_id` are switches.
+//!   Without an instance id nothing is deduplicated: a second order is created;
+//! - a second reservation POST for an order is a 400 with the generic `CMNC-400`;
+//!   `GET …/order/{id}/reservation` returns `[{orderId, warehouseId, orderRows}]`, 404 when none;
+//! - new sales orders and credits reach the searches after `search_lag_ms`;
+//! - customer payments: `paymentType` ∈ AUTH, CAPTURE, PAYMENT, RECEIPT, VOID; a repeated
+//!   `transactionRef` + `paymentMethodCode` is a 400 `CMNC-400` "Duplicate payment …" and
+//!   creates nothing; every POST is kept in `payment_posts`;
+//! - refused as documented-invalid (400 naming the field): a `countryIsoCode` that is not
+//!   three capital letters (ISO-2 "GB" refused), a sales-order/credit row without `taxCode`,
+//!   row `net`/`tax` with more than 4 decimals (4 is from the row PUT doc, our strict
+//!   assumption for the POST; trailing zeros do not count), order-row POST values with more
+//!   than 2 decimals (documented for that call), a non-whole quantity of a stock-tracked product;
+//! - one unknown id in a product or product-availability ID set is a 400 for the whole request;
 //! - more ids than an endpoint's cap (200; 500 for goods-out) is a 400 `CMNC-400`;
 //!   product-availability is capped at 200 like product GET;
+//! - a filter on a column the search does not have, or a range on an IDSET column, is a 500
+//!   `CMNC-018`; searches carry `metaData.morePagesAvailable`; default and largest page 500;
 //! - a multi-message counts as one request against the limit and accepts 1–10 messages;
-//! - `brightpearl-next-throttle-period` is in milliseconds: the time until the oldest request
-//!   in the rolling window ages out (the full window when it is empty);
-//! - requests refused by the limiter still count as received but do not use up the window;
+//! - `brightpearl-next-throttle-period` is the time until the oldest request in the rolling
+//!   window ages out (the full window when it is empty); requests refused by the limiter still
+//!   count as received but do not use up the window;
+//! - OAuth: each refresh answers a new refresh token; the old one is then refused with 400
+//!   `{"error":"invalid_grant"}`; a `client_id` other than the app ref is 400
+//!   `{"error":"invalid_client"}`; `installation_instance_id` is a string;
+//! - goods movements are recorded for stock corrections, goods-in and goods-out; a reservation
+//!   (allocation) is not a movement (unknown on the real API, §8.2: a client relying on it
+//!   would miss changes);
 //! - `primaryEmail` search is a case-insensitive "contains"; `SKU` search is exact;
-//! - a second reservation POST for an order is a 400 `WHSC-102`;
-//! - product GET lists suppliers as `suppliers: [{supplierId, isDefault}]`;
 //! - goods-out notes carry `shipping.carrier` (a sandbox addition) beside `shippingMethodId`.
 
 pub mod api;
+mod control;
+mod movements;
+pub mod oauth;
+mod payments;
+mod sales;
+mod search;
 pub mod state;
+mod stock;
+mod validation;
+mod warehouse;
+mod webhooks;
+pub mod wire;
 
 use crate::faults::{Fault, FaultCounts, FaultInjector, FaultRates};
-use api::{Answer, Event};
+use api::Answer;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State as AxState};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
-use axum::{Json, Router};
-use chrono::Utc;
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use wire::parse_query;
 
-pub use state::{SeedSpec, State};
+pub use control::router;
+pub use state::{DuplicatePostAnswer, SeedSpec, Settings, State};
 
 #[derive(Debug, Clone)]
 pub struct BrightpearlSandboxConfig {
@@ -69,6 +144,13 @@ pub struct BrightpearlSandboxConfig {
     pub fault_seed: u64,
     /// Seeded at start, if set.
     pub seed: Option<SeedSpec>,
+    /// Sent in the `Brightpearl-Installed-Integration-Instance-Id` header of every answer
+    /// (except 401s, as recorded) and as `installation_instance_id` by the token endpoint.
+    pub installed_integration_instance_id: Option<String>,
+    /// `expires_in` of the access tokens the token endpoint issues.
+    pub oauth_expires_in: Duration,
+    /// Behaviour switches at start (also set at run time through the control API).
+    pub settings: Settings,
 }
 
 impl Default for BrightpearlSandboxConfig {
@@ -86,6 +168,9 @@ impl Default for BrightpearlSandboxConfig {
             faults: FaultRates::default(),
             fault_seed: 1,
             seed: None,
+            installed_integration_instance_id: Some("42".into()),
+            oauth_expires_in: Duration::from_secs(604_800),
+            settings: Settings::default(),
         }
     }
 }
@@ -142,8 +227,7 @@ struct EndpointFaults {
 struct Runtime {
     rate_limit: u32,
     rate_window: Duration,
-    access_tokens: Vec<String>,
-    issued: u64,
+    tokens: oauth::Tokens,
 }
 
 pub struct BrightpearlSandbox {
@@ -183,14 +267,14 @@ pub fn endpoint_key(method: &str, path: &str) -> String {
 
 impl BrightpearlSandbox {
     pub fn new(config: BrightpearlSandboxConfig, base_url: &str) -> Self {
-        let state = config.seed.map(State::seeded).unwrap_or_default();
+        let mut state = config.seed.map(State::seeded).unwrap_or_default();
+        state.settings = config.settings;
         BrightpearlSandbox {
             faults: FaultInjector::new(config.faults, config.fault_seed),
             runtime: Mutex::new(Runtime {
                 rate_limit: config.rate_limit.max(1),
                 rate_window: config.rate_window,
-                access_tokens: vec![],
-                issued: 0,
+                tokens: oauth::Tokens { refresh: config.oauth_refresh_token.clone(), ..Default::default() },
             }),
             base_url: base_url.to_string(),
             state: Mutex::new(state),
@@ -221,162 +305,12 @@ impl BrightpearlSandbox {
     pub fn seed(&self, spec: SeedSpec) {
         let mut state = lock(&self.state);
         let webhooks = std::mem::take(&mut state.webhooks);
+        let settings = state.settings;
         *state = State::seeded(spec);
+        state.settings = settings;
         // Subscriptions survive a reseed: they belong to the integration, not the catalogue.
         state.next_id.insert("webhook".into(), webhooks.keys().max().map_or(1, |m| m + 1));
         state.webhooks = webhooks;
-    }
-
-    /// Sets a product's unallocated stock in a warehouse; fires on-hand-modified.
-    pub fn set_stock(&self, product_id: u64, warehouse_id: u64, on_hand: i64) {
-        {
-            let mut state = lock(&self.state);
-            state.stock.entry(product_id).or_default().entry(warehouse_id).or_default().on_hand = on_hand;
-            if let Some(p) = state.products.get_mut(&product_id) {
-                p.updated_on = Utc::now();
-            }
-        }
-        self.fire(vec![Event::on_hand([product_id])]);
-    }
-
-    /// Creates and ships a goods-out note for the order's reserved rows (or all its rows when
-    /// nothing is reserved); fires goods-out-note.modified.shipped. Returns the note id.
-    pub fn ship_goods_out(&self, order_id: u64, tracking: &str, carrier: &str) -> Result<u64, String> {
-        let (id, events) = {
-            let mut state = lock(&self.state);
-            let order = state.orders.get(&order_id).cloned().ok_or(format!("no order {order_id}"))?;
-            let method = match state.shipping_methods.get(carrier) {
-                Some(m) => *m,
-                None => {
-                    let m = state.shipping_methods.len() as u64 + 1;
-                    state.shipping_methods.insert(carrier.to_string(), m);
-                    m
-                }
-            };
-            let (warehouse, rows) = match state.reservations.get_mut(&order_id) {
-                Some(r) if !r.fulfilled => {
-                    r.fulfilled = true;
-                    (
-                        r.warehouse_id,
-                        r.rows.iter().map(|(row, (p, q))| (*row, *p, *q, true)).collect::<Vec<_>>(),
-                    )
-                }
-                Some(_) => return Err(format!("order {order_id} is already shipped")),
-                None => {
-                    let w =
-                        order.warehouse_id.or_else(|| state.warehouses.keys().next().copied()).unwrap_or(1);
-                    (
-                        w,
-                        order
-                            .rows
-                            .iter()
-                            .filter_map(|r| Some((r.id, r.product_id?, r.quantity, false)))
-                            .collect(),
-                    )
-                }
-            };
-            for (_, product, qty, allocated) in &rows {
-                let s = state.stock.entry(*product).or_default().entry(warehouse).or_default();
-                if *allocated { s.allocated -= qty } else { s.on_hand -= qty }
-            }
-            let id = state.next("goods-out");
-            state.goods_out.insert(
-                id,
-                state::GoodsOutRec {
-                    id,
-                    order_id,
-                    warehouse_id: warehouse,
-                    shipped: true,
-                    tracking: Some(tracking.to_string()),
-                    carrier: Some(carrier.to_string()),
-                    shipping_method_id: Some(method),
-                    rows: rows
-                        .iter()
-                        .map(|(row, p, q, _)| state::NoteRowRec {
-                            row_id: *row,
-                            product_id: *p,
-                            quantity: *q,
-                        })
-                        .collect(),
-                },
-            );
-            let mut events = vec![Event { full_event: "goods-out-note.modified.shipped", ids: vec![id] }];
-            if rows.iter().any(|r| !r.3) {
-                events.push(Event::on_hand(rows.iter().filter(|r| !r.3).map(|r| r.1)));
-            }
-            (id, events)
-        };
-        self.fire(events);
-        Ok(id)
-    }
-
-    /// Receives a PO into its warehouse: all outstanding quantities, or `rows` as
-    /// (PO row id, quantity). Raises on-hand stock; fires goods-in-note.created and
-    /// product.modified.on-hand-modified. Returns the goods-in note id.
-    pub fn receive_purchase_order(&self, po_id: u64, rows: Option<Vec<(u64, i64)>>) -> Result<u64, String> {
-        let (id, events) = {
-            let mut state = lock(&self.state);
-            let po = state
-                .orders
-                .get(&po_id)
-                .filter(|o| o.order_type == "PO")
-                .cloned()
-                .ok_or(format!("no PO {po_id}"))?;
-            let warehouse = po.warehouse_id.or_else(|| state.warehouses.keys().next().copied()).unwrap_or(1);
-            let mut received: HashMap<u64, i64> = HashMap::new();
-            for n in state.goods_in.values().filter(|n| n.order_id == po_id) {
-                for r in &n.rows {
-                    *received.entry(r.row_id).or_default() += r.quantity;
-                }
-            }
-            let outstanding = |row_id: u64| {
-                po.rows
-                    .iter()
-                    .find(|r| r.id == row_id)
-                    .map(|r| r.quantity - received.get(&row_id).copied().unwrap_or(0))
-            };
-            let wanted: Vec<(u64, i64)> = match rows {
-                Some(list) => list,
-                None => po.rows.iter().map(|r| (r.id, outstanding(r.id).unwrap_or(0))).collect(),
-            };
-            let mut note_rows = vec![];
-            for (row_id, qty) in wanted {
-                let left = outstanding(row_id).ok_or(format!("PO {po_id} has no row {row_id}"))?;
-                let qty = qty.min(left);
-                let product = po.rows.iter().find(|r| r.id == row_id).and_then(|r| r.product_id);
-                if let (true, Some(product)) = (qty > 0, product) {
-                    note_rows.push(state::NoteRowRec { row_id, product_id: product, quantity: qty });
-                }
-            }
-            if note_rows.is_empty() {
-                return Err(format!("PO {po_id} has nothing left to receive"));
-            }
-            for r in &note_rows {
-                state.stock.entry(r.product_id).or_default().entry(warehouse).or_default().on_hand +=
-                    r.quantity;
-                *received.entry(r.row_id).or_default() += r.quantity;
-            }
-            let fully = po.rows.iter().all(|r| received.get(&r.id).copied().unwrap_or(0) >= r.quantity);
-            if fully && let Some(o) = state.orders.get_mut(&po_id) {
-                o.status_id = state::PO_STATUS_RECEIVED;
-                o.updated_on = Utc::now();
-            }
-            let id = state.next("goods-in");
-            let products: Vec<u64> = note_rows.iter().map(|r| r.product_id).collect();
-            state.goods_in.insert(
-                id,
-                state::GoodsInRec {
-                    id,
-                    order_id: po_id,
-                    warehouse_id: warehouse,
-                    received_on: Utc::now(),
-                    rows: note_rows,
-                },
-            );
-            (id, vec![Event { full_event: "goods-in-note.created", ids: vec![id] }, Event::on_hand(products)])
-        };
-        self.fire(events);
-        Ok(id)
     }
 
     pub fn counters(&self) -> BrightpearlCounters {
@@ -423,6 +357,35 @@ impl BrightpearlSandbox {
         lock(&self.endpoint_faults).scripts.entry(endpoint.to_string()).or_default().extend(faults);
     }
 
+    /// The behaviour switches now.
+    pub fn settings(&self) -> Settings {
+        lock(&self.state).settings
+    }
+
+    pub fn set_settings(&self, settings: Settings) {
+        lock(&self.state).settings = settings;
+    }
+
+    /// What a repeated sales-order / sales-credit POST answers (default [`DuplicatePostAnswer::NoId`]).
+    pub fn set_duplicate_post_answer(&self, answer: DuplicatePostAnswer) {
+        lock(&self.state).settings.duplicate_post_answer = answer;
+    }
+
+    /// How long a new sales order or credit stays out of the searches (default 0).
+    pub fn set_search_lag(&self, lag: Duration) {
+        lock(&self.state).settings.search_lag_ms = lag.as_millis() as u64;
+    }
+
+    /// The refresh token the token endpoint accepts now (it rotates on every grant).
+    pub fn current_refresh_token(&self) -> Option<String> {
+        lock(&self.runtime).tokens.refresh.clone()
+    }
+
+    /// Payments Brightpearl accepted against an order (sales order or credit).
+    pub fn payments_for(&self, order_id: u64) -> Vec<state::PaymentRec> {
+        lock(&self.state).payments.iter().filter(|p| p.order_id == order_id).cloned().collect()
+    }
+
     pub fn clear_faults(&self) {
         self.faults.clear();
         *lock(&self.endpoint_faults) = EndpointFaults::default();
@@ -436,29 +399,39 @@ impl BrightpearlSandbox {
 
     /// Invalidates every OAuth access token issued so far (an expiry, for refresh tests).
     pub fn expire_access_tokens(&self) {
-        lock(&self.runtime).access_tokens.clear();
+        lock(&self.runtime).tokens.expire_all();
     }
 
     pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
         lock(&self.hook_log).clone()
     }
 
-    fn authorised(&self, headers: &HeaderMap) -> bool {
+    /// `Err(message)` with the 401's message (recorded wording) when the credentials fail.
+    fn authorised(&self, headers: &HeaderMap) -> Result<(), String> {
         let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let invalid = |token: &str| Err(format!("Invalid instance token: {token}"));
         if h("brightpearl-app-ref") != self.config.app_ref {
-            return false;
+            return Err(format!("Invalid app reference: {}", h("brightpearl-app-ref")));
         }
         if !h("brightpearl-staff-token").is_empty() {
-            return h("brightpearl-staff-token") == self.config.staff_token;
+            let t = h("brightpearl-staff-token");
+            return if t == self.config.staff_token { Ok(()) } else { invalid(t) };
         }
         if !h("brightpearl-account-token").is_empty() {
-            return self.config.account_token.as_deref() == Some(h("brightpearl-account-token"));
+            let t = h("brightpearl-account-token");
+            return if self.config.account_token.as_deref() == Some(t) { Ok(()) } else { invalid(t) };
         }
         if let Some(token) = h("authorization").strip_prefix("Bearer ") {
-            return h("brightpearl-dev-ref") == self.config.dev_ref
-                && lock(&self.runtime).access_tokens.iter().any(|t| t == token);
+            if h("brightpearl-dev-ref") != self.config.dev_ref {
+                return Err(format!("Invalid developer reference: {}", h("brightpearl-dev-ref")));
+            }
+            return match lock(&self.runtime).tokens.check(token, Instant::now()) {
+                oauth::TokenCheck::Valid => Ok(()),
+                oauth::TokenCheck::Expired => Err("Authorization token expired".into()),
+                oauth::TokenCheck::Invalid => invalid(token),
+            };
         }
-        false
+        Err("Not authenticated".into())
     }
 
     /// Counts a received request. `Err(period)` when the window is full.
@@ -502,23 +475,33 @@ impl BrightpearlSandbox {
         (remaining, period.as_millis().max(1) as u64)
     }
 
-    fn respond(&self, status: u16, body: Value) -> Response {
+    /// An answer with every header Brightpearl sends: `Ruid`, `Message-Type`, both throttle
+    /// headers and the instance id. A throttle answer says 0 requests remaining.
+    fn respond(&self, status: u16, body: &Value, message_type: String, throttled: bool) -> Response {
         let (remaining, period) = self.throttle_headers();
-        let mut resp =
-            (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body))
-                .into_response();
-        let h = resp.headers_mut();
-        h.insert("brightpearl-requests-remaining", HeaderValue::from(remaining));
-        h.insert("brightpearl-next-throttle-period", HeaderValue::from(period));
-        resp
+        let headers = wire::ApiHeaders {
+            message_type,
+            requests_remaining: if throttled { 0 } else { remaining },
+            next_throttle_period_ms: period,
+            instance_id: if status == 401 {
+                None
+            } else {
+                self.config.installed_integration_instance_id.clone()
+            },
+        };
+        wire::api_response(status, body, &headers)
     }
 
     fn endpoint_fault(&self, key: &str, nth: u64) -> Option<Option<Fault>> {
         let mut ef = lock(&self.endpoint_faults);
-        if let Some(f) = ef.at.remove(&(key.to_string(), nth)) {
-            return Some(Some(f));
+        let picked = match ef.at.remove(&(key.to_string(), nth)) {
+            Some(f) => Some(Some(f)),
+            None => ef.scripts.get_mut(key).and_then(VecDeque::pop_front),
+        };
+        if let Some(Some(f)) = &picked {
+            self.faults.record(f);
         }
-        ef.scripts.get_mut(key).and_then(VecDeque::pop_front)
+        picked
     }
 
     fn execute(
@@ -569,130 +552,6 @@ impl BrightpearlSandbox {
             events: vec![],
         }
     }
-
-    /// Delivers events to matching subscriptions in the background.
-    fn fire(&self, events: Vec<Event>) {
-        let hooks: Vec<state::WebhookRec> = lock(&self.state).webhooks.values().cloned().collect();
-        if hooks.is_empty() || events.is_empty() {
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-        for event in events {
-            if event.ids.is_empty() {
-                continue;
-            }
-            for hook in hooks.iter().filter(|h| subscribes(&h.subscribe_to, event.full_event)) {
-                let id_sets: Vec<String> = if hook.id_set_accepted {
-                    vec![api::idset_string(&event.ids)]
-                } else {
-                    event.ids.iter().map(u64::to_string).collect()
-                };
-                for id_set in id_sets {
-                    let (url, body) = render(hook, &self.config.account, event.full_event, &id_set);
-                    let http = self.http.clone();
-                    let hook = hook.clone();
-                    let log = Arc::clone(&self.hook_log);
-                    handle.spawn(async move {
-                        let status = deliver(&http, &hook, &url, body.clone()).await;
-                        lock(&log).push(WebhookDelivery { subscription_id: hook.id, url, body, status });
-                    });
-                }
-            }
-        }
-    }
-}
-
-fn subscribes(subscribe_to: &str, full_event: &str) -> bool {
-    full_event == subscribe_to
-        || full_event.strip_prefix(subscribe_to).is_some_and(|rest| rest.starts_with('.'))
-}
-
-fn render(
-    hook: &state::WebhookRec,
-    account: &str,
-    full_event: &str,
-    id_set: &str,
-) -> (String, Option<String>) {
-    let mut parts = full_event.splitn(3, '.');
-    let resource_type = parts.next().unwrap_or_default();
-    let lifecycle = parts.next().unwrap_or_default();
-    let specifier = parts.next().unwrap_or_default();
-    let raised_on = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let fill = |t: &str| {
-        t.replace("${account-code}", account)
-            .replace("${resource-type}", resource_type)
-            .replace("${resource-id}", id_set)
-            .replace("${lifecycle-event}", lifecycle)
-            .replace("${resource-specifier}", specifier)
-            .replace("${full-event}", full_event)
-            .replace("${raised-on}", &raised_on)
-            .replace("${brightpearl-version}", "sandbox-1.0")
-    };
-    let body = matches!(hook.http_method.to_ascii_uppercase().as_str(), "POST" | "PUT")
-        .then(|| hook.body_template.as_deref().map(fill).unwrap_or_default());
-    (fill(&hook.uri_template), body)
-}
-
-/// QoS 0 retries only on 503; QoS 1 on every failure except 4xx. Three retries at most.
-async fn deliver(http: &reqwest::Client, hook: &state::WebhookRec, url: &str, body: Option<String>) -> u16 {
-    let method = reqwest::Method::from_bytes(hook.http_method.to_ascii_uppercase().as_bytes())
-        .unwrap_or(reqwest::Method::POST);
-    let mut status = 0;
-    for attempt in 0..4u32 {
-        let mut req = http.request(method.clone(), url);
-        if let Some(b) = &body {
-            req = req
-                .header("content-type", hook.content_type.as_deref().unwrap_or("application/json"))
-                .body(b.clone());
-        }
-        status = match req.send().await {
-            Ok(r) => r.status().as_u16(),
-            Err(_) => 0,
-        };
-        let retry = match hook.quality_of_service {
-            0 => status == 503,
-            _ => !(200..500).contains(&status),
-        };
-        if !retry {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1))).await;
-    }
-    status
-}
-
-fn parse_query(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn handle_api(
@@ -703,15 +562,16 @@ async fn handle_api(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let message_type = wire::message_type(method.as_str(), &segments);
     if account != sb.config.account {
-        return sb.respond(
-            404,
-            json!({"errors": [{"code": "CMNC-404", "message": format!("account {account} not found")}]}),
-        );
+        let body =
+            json!({"errors": [{"code": "CMNC-404", "message": format!("account {account} not found")}]});
+        return sb.respond(404, &body, "api-proxy".into(), false);
     }
-    if !sb.authorised(&headers) {
+    if let Err(message) = sb.authorised(&headers) {
         lock(&sb.counters).unauthorized += 1;
-        return sb.respond(401, json!({"errors": [{"code": "CMNC-401", "message": "Not authenticated"}]}));
+        return sb.respond(401, &wire::unauthorized_body(&message), "api-proxy".into(), false);
     }
     let key = endpoint_key(method.as_str(), &path);
     let nth = {
@@ -726,25 +586,23 @@ async fn handle_api(
         c.throttled_503 += 1;
         c.rate_limited += 1;
         drop(c);
-        return sb.respond(503, json!({"errors": [{"code": "CMNC-503", "message": "You have sent too many requests. Please wait before sending another request"}]}));
+        return sb.respond(503, &wire::throttle_body(), message_type, true);
     }
     let fault = sb.endpoint_fault(&key, nth).unwrap_or_else(|| sb.faults.next());
-    let mut lose_response = false;
+    // Before the write: answer the fault and commit nothing.
     match fault {
         Some(Fault::Throttle) => {
             lock(&sb.counters).throttled_503 += 1;
-            return sb.respond(503, json!({"errors": [{"code": "CMNC-503", "message": "You have sent too many requests. Please wait before sending another request"}]}));
+            return sb.respond(503, &wire::throttle_body(), message_type, true);
         }
         Some(Fault::ServerError) => {
-            return sb.respond(
-                500,
-                json!({"errors": [{"code": "CMNC-500", "message": "sandbox fault: internal error"}]}),
-            );
+            let body = json!({"errors": [{"code": "CMNC-500", "message": "sandbox fault: internal error"}]});
+            return sb.respond(500, &body, message_type, false);
         }
-        Some(Fault::Slow { millis }) => crate::faults::slow(millis).await,
+        Some(Fault::Outage503) => return crate::faults::html_error_page(503),
         Some(Fault::Drop) => return crate::faults::dropped_connection(),
-        Some(Fault::LoseResponse) => lose_response = true,
-        None => {}
+        Some(Fault::Slow { millis }) => crate::faults::slow(millis).await,
+        _ => {}
     }
     let body: Value = if body.is_empty() {
         Value::Null
@@ -752,188 +610,24 @@ async fn handle_api(
         match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(e) => {
-                return sb.respond(
-                    400,
-                    json!({"errors": [{"code": "CMNC-400", "message": format!("invalid JSON: {e}")}]}),
-                );
+                let body = json!({"errors": [{"code": "CMNC-400", "message": format!("invalid JSON: {e}")}]});
+                return sb.respond(400, &body, message_type, false);
             }
         }
     };
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let answer = sb.execute(method.as_str(), &segments, &parse_query(query.as_deref().unwrap_or("")), &body);
-    if lose_response {
-        return crate::faults::dropped_connection();
+    // After the write: it is committed; the answer is what fails. (On a read there is nothing
+    // to commit: the fault is simply the answer.)
+    match fault {
+        Some(Fault::LoseResponse | Fault::DropAfterWrite) => crate::faults::dropped_connection(),
+        Some(Fault::ServerErrorAfterWrite { status }) => crate::faults::html_error_page(status),
+        Some(Fault::ShapeDrift) => {
+            let multi = method == Method::POST && segments == ["multi-message"];
+            let (status, drifted) = wire::drift(multi, answer.status, &answer.body);
+            sb.respond(status, &drifted, message_type, false)
+        }
+        _ => sb.respond(answer.status, &answer.body, message_type, false),
     }
-    sb.respond(answer.status, answer.body)
-}
-
-#[derive(Deserialize)]
-struct StockBody {
-    product_id: u64,
-    warehouse_id: u64,
-    on_hand: i64,
-}
-
-#[derive(Deserialize)]
-struct ShipBody {
-    order_id: u64,
-    tracking: String,
-    #[serde(default)]
-    carrier: String,
-}
-
-#[derive(Deserialize)]
-struct ReceiveRow {
-    row_id: u64,
-    quantity: i64,
-}
-
-#[derive(Deserialize)]
-struct ReceiveBody {
-    purchase_order_id: u64,
-    #[serde(default)]
-    rows: Option<Vec<ReceiveRow>>,
-}
-
-#[derive(Deserialize)]
-struct FaultsBody {
-    #[serde(default)]
-    rates: Option<FaultRates>,
-    #[serde(default)]
-    script: Vec<Option<Fault>>,
-    /// With `endpoint`: `script` applies to that endpoint only, or `nth` + `fault`.
-    #[serde(default)]
-    endpoint: Option<String>,
-    #[serde(default)]
-    nth: Option<u64>,
-    #[serde(default)]
-    fault: Option<Fault>,
-}
-
-#[derive(Deserialize)]
-struct RateLimitBody {
-    requests: u32,
-    window_ms: u64,
-}
-
-fn control_error(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
-}
-
-async fn oauth_token(AxState(sb): AxState<Arc<BrightpearlSandbox>>, body: Bytes) -> Response {
-    let form = parse_query(&String::from_utf8_lossy(&body));
-    let valid = form.get("grant_type").map(String::as_str) == Some("refresh_token")
-        && sb.config.oauth_refresh_token.is_some()
-        && form.get("refresh_token") == sb.config.oauth_refresh_token.as_ref();
-    if !valid {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_grant"}))).into_response();
-    }
-    let token = {
-        let mut r = lock(&sb.runtime);
-        r.issued += 1;
-        let t = format!("sandbox-access-{}", r.issued);
-        r.access_tokens.push(t.clone());
-        t
-    };
-    Json(json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "refresh_token": sb.config.oauth_refresh_token,
-        "api_domain": sb.base_url.trim_start_matches("http://"),
-        "installation_instance_id": 1,
-    }))
-    .into_response()
-}
-
-/// The Brightpearl API plus the control routes.
-pub fn router(sandbox: Arc<BrightpearlSandbox>) -> Router {
-    Router::new()
-        .route("/public-api/{account}/{*path}", any(handle_api))
-        .route(
-            "/__sandbox/brightpearl/seed",
-            post(|AxState(sb): AxState<Arc<BrightpearlSandbox>>, Json(spec): Json<SeedSpec>| async move {
-                sb.seed(spec);
-                Json(json!({"ok": true}))
-            }),
-        )
-        .route(
-            "/__sandbox/brightpearl/stock",
-            post(|AxState(sb): AxState<Arc<BrightpearlSandbox>>, Json(b): Json<StockBody>| async move {
-                sb.set_stock(b.product_id, b.warehouse_id, b.on_hand);
-                Json(json!({"ok": true}))
-            }),
-        )
-        .route(
-            "/__sandbox/brightpearl/ship",
-            post(|AxState(sb): AxState<Arc<BrightpearlSandbox>>, Json(b): Json<ShipBody>| async move {
-                match sb.ship_goods_out(b.order_id, &b.tracking, &b.carrier) {
-                    Ok(id) => Json(json!({"goods_out_note_id": id})).into_response(),
-                    Err(e) => control_error(e),
-                }
-            }),
-        )
-        .route(
-            "/__sandbox/brightpearl/receive",
-            post(|AxState(sb): AxState<Arc<BrightpearlSandbox>>, Json(b): Json<ReceiveBody>| async move {
-                let rows = b.rows.map(|r| r.into_iter().map(|r| (r.row_id, r.quantity)).collect());
-                match sb.receive_purchase_order(b.purchase_order_id, rows) {
-                    Ok(id) => Json(json!({"goods_in_note_id": id})).into_response(),
-                    Err(e) => control_error(e),
-                }
-            }),
-        )
-        .route(
-            "/__sandbox/brightpearl/counters",
-            get(|AxState(sb): AxState<Arc<BrightpearlSandbox>>| async move { Json(sb.counters()) }).delete(
-                |AxState(sb): AxState<Arc<BrightpearlSandbox>>| async move {
-                    sb.reset_counters();
-                    Json(json!({"ok": true}))
-                },
-            ),
-        )
-        .route(
-            "/__sandbox/brightpearl/state",
-            get(|AxState(sb): AxState<Arc<BrightpearlSandbox>>| async move { Json(sb.state()) }),
-        )
-        .route(
-            "/__sandbox/brightpearl/webhooks/deliveries",
-            get(|AxState(sb): AxState<Arc<BrightpearlSandbox>>| async move { Json(sb.webhook_deliveries()) }),
-        )
-        .route(
-            "/__sandbox/brightpearl/faults",
-            post(|AxState(sb): AxState<Arc<BrightpearlSandbox>>, Json(b): Json<FaultsBody>| async move {
-                if let Some(r) = b.rates {
-                    sb.faults.set_rates(r);
-                }
-                match (&b.endpoint, b.nth, b.fault) {
-                    (Some(e), Some(n), Some(f)) => sb.fault_at(e, n, f),
-                    (Some(e), _, _) => sb.script_endpoint(e, b.script),
-                    (None, _, _) => sb.faults.script(b.script),
-                }
-                Json(json!({"ok": true}))
-            })
-            .delete(|AxState(sb): AxState<Arc<BrightpearlSandbox>>| async move {
-                sb.clear_faults();
-                Json(json!({"ok": true}))
-            }),
-        )
-        .route(
-            "/__sandbox/brightpearl/rate-limit",
-            post(|AxState(sb): AxState<Arc<BrightpearlSandbox>>, Json(b): Json<RateLimitBody>| async move {
-                sb.set_rate_limit(b.requests, Duration::from_millis(b.window_ms.max(1)));
-                Json(json!({"ok": true}))
-            }),
-        )
-        .route(
-            "/__sandbox/brightpearl/expire-tokens",
-            post(|AxState(sb): AxState<Arc<BrightpearlSandbox>>| async move {
-                sb.expire_access_tokens();
-                Json(json!({"ok": true}))
-            }),
-        )
-        .route("/__sandbox/brightpearl/oauth/token", post(oauth_token))
-        .route("/__sandbox/brightpearl/oauth/token/{account}", post(oauth_token))
-        .with_state(sandbox)
 }
 
 #[cfg(test)]
@@ -951,21 +645,6 @@ mod tests {
             endpoint_key("GET", "warehouse-service/order/*/goods-note/goods-out/7"),
             "GET /warehouse-service/order/{ids}/goods-note/goods-out/{ids}"
         );
-    }
-
-    #[test]
-    fn subscriptions_match_prefixes_at_dots() {
-        assert!(subscribes("product", "product.modified.on-hand-modified"));
-        assert!(subscribes("product.modified.on-hand-modified", "product.modified.on-hand-modified"));
-        assert!(!subscribes("prod", "product.modified"));
-        assert!(!subscribes("goods-in-note.created", "goods-out-note.modified.shipped"));
-    }
-
-    #[test]
-    fn queries_decode() {
-        let q = parse_query("primaryEmail=a%2Bb%40x.com&updatedOn=2026-01-01T00:00:00Z/");
-        assert_eq!(q["primaryEmail"], "a+b@x.com");
-        assert_eq!(q["updatedOn"], "2026-01-01T00:00:00Z/");
     }
 
     #[test]

@@ -22,8 +22,21 @@ pub const ORDER_STATUSES: &[(u64, &str, &str)] = &[
     (PO_STATUS_RECEIVED, "Received", "PO"),
     (9, "Cancelled PO", "PO"),
 ];
+/// Brightpearl's order type ids (apis.md §8.1): SO 1, PO 2, SC 3, PC 4.
 pub const ORDER_TYPE_SALES: u64 = 1;
-pub const ORDER_TYPE_PURCHASE: u64 = 3;
+pub const ORDER_TYPE_PURCHASE: u64 = 2;
+pub const ORDER_TYPE_SALES_CREDIT: u64 = 3;
+pub const ORDER_TYPE_PURCHASE_CREDIT: u64 = 4;
+
+/// The `orderTypeId` of an order kept with type code `SO`, `PO`, `SC` or `PC`.
+pub fn order_type_id(code: &str) -> u64 {
+    match code {
+        "PO" => ORDER_TYPE_PURCHASE,
+        "SC" => ORDER_TYPE_SALES_CREDIT,
+        "PC" => ORDER_TYPE_PURCHASE_CREDIT,
+        _ => ORDER_TYPE_SALES,
+    }
+}
 
 /// What `seed` builds: N products (`SKU-00001`…), W warehouses, S suppliers, all derived from
 /// `seed` so two runs with the same spec hold the same data.
@@ -126,14 +139,92 @@ pub struct ReservationRec {
     pub fulfilled: bool,
 }
 
+/// A customer payment Brightpearl accepted.
 #[derive(Debug, Clone, Serialize)]
 pub struct PaymentRec {
     pub id: u64,
     pub order_id: u64,
+    /// `amountPaid` as a number (for quick sums); `amount_paid` keeps the text as sent.
     pub amount: f64,
     pub currency: String,
+    /// `paymentMethodCode`.
     pub method: String,
     pub journal_ref: Option<String>,
+    pub transaction_ref: Option<String>,
+    pub transaction_code: Option<String>,
+    /// AUTH, CAPTURE, PAYMENT, RECEIPT or VOID.
+    pub payment_type: String,
+    /// `amountPaid` exactly as the request carried it (a JSON number's text or a string).
+    pub amount_paid: String,
+    pub payment_date: Option<String>,
+    pub created_on: DateTime<Utc>,
+}
+
+/// Every customer-payment POST that reached the account (plain or inside a multi-message),
+/// accepted or refused, with the body fields that decide payments.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentPostRec {
+    pub order_id: Option<u64>,
+    pub transaction_ref: Option<String>,
+    pub payment_method_code: Option<String>,
+    pub payment_type: Option<String>,
+    pub amount_paid: Option<String>,
+    pub currency_iso_code: Option<String>,
+    /// HTTP status of the answer (inside a multi-message: the message's status).
+    pub status: u16,
+    /// The payment created, when accepted.
+    pub payment_id: Option<u64>,
+    /// The error code, when refused.
+    pub error_code: Option<String>,
+}
+
+/// What makes an order (kept in `orders` with type `SC`) a sales credit.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreditRec {
+    pub credit_id: u64,
+    /// The sales order credited.
+    pub parent_id: u64,
+    pub closed: bool,
+    pub tax_date: Option<String>,
+}
+
+/// One stock change, as `goods-movement-search` lists it. Reservations are not movements.
+#[derive(Debug, Clone, Serialize)]
+pub struct GoodsMovementRec {
+    pub id: u64,
+    pub product_id: u64,
+    pub warehouse_id: u64,
+    /// Signed: positive in, negative out.
+    pub quantity: i64,
+    pub goods_note_id: Option<u64>,
+    /// `GO` goods out, `GI` goods in, `SC` stock correction.
+    pub goods_note_type_code: String,
+    pub updated_on: DateTime<Utc>,
+}
+
+/// The answer to a repeated sales-order / sales-credit POST whose externalRef and
+/// installedIntegrationInstanceId both match an existing one (Brightpearl: 200, "no changes
+/// will be made"; whether the body holds the original id is unknown, apis.md §8.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicatePostAnswer {
+    /// `{"response": "Sales order already exists, no changes will be made"}`: no id.
+    #[default]
+    NoId,
+    /// A 200 with an empty body.
+    Empty,
+    /// `{"response": <original id>}`.
+    OriginalId,
+}
+
+/// Behaviour switches, set through the control API; they survive a reseed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    #[serde(default)]
+    pub duplicate_post_answer: DuplicatePostAnswer,
+    /// How long a new sales order or credit stays out of the searches.
+    #[serde(default)]
+    pub search_lag_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,6 +286,14 @@ pub struct State {
     pub orders: BTreeMap<u64, OrderRec>,
     pub reservations: BTreeMap<u64, ReservationRec>,
     pub payments: Vec<PaymentRec>,
+    /// Every customer-payment POST, accepted or refused.
+    pub payment_posts: Vec<PaymentPostRec>,
+    /// Sales credit id → its parent and close state.
+    pub credits: BTreeMap<u64, CreditRec>,
+    pub goods_movements: Vec<GoodsMovementRec>,
+    /// Order id → when it shows in the searches (search-index lag); absent = at once.
+    pub search_visible_from: BTreeMap<u64, DateTime<Utc>>,
+    pub settings: Settings,
     pub goods_out: BTreeMap<u64, GoodsOutRec>,
     pub goods_in: BTreeMap<u64, GoodsInRec>,
     pub webhooks: BTreeMap<u64, WebhookRec>,
@@ -221,6 +320,35 @@ impl State {
         let id = *slot;
         *slot += 1;
         id
+    }
+
+    /// Records one stock change for `goods-movement-search`.
+    pub fn record_movement(
+        &mut self,
+        product_id: u64,
+        warehouse_id: u64,
+        quantity: i64,
+        goods_note: Option<u64>,
+        type_code: &str,
+    ) {
+        if quantity == 0 {
+            return;
+        }
+        let id = self.next("goods-movement");
+        self.goods_movements.push(GoodsMovementRec {
+            id,
+            product_id,
+            warehouse_id,
+            quantity,
+            goods_note_id: goods_note,
+            goods_note_type_code: type_code.to_string(),
+            updated_on: Utc::now(),
+        });
+    }
+
+    /// Whether the searches can see the order yet (search-index lag).
+    pub fn searchable(&self, order_id: u64, now: DateTime<Utc>) -> bool {
+        self.search_visible_from.get(&order_id).is_none_or(|t| now >= *t)
     }
 
     pub fn seeded(spec: SeedSpec) -> State {

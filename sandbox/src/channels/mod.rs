@@ -597,6 +597,12 @@ impl ChannelSandbox {
             }
             Some(Fault::Drop) => Gate::Answer(crate::faults::dropped_connection()),
             Some(Fault::LoseResponse) => Gate::Serve { lose: true },
+            // Kinds added for Brightpearl: a shop serves an outage as an edge page and every
+            // after-write kind as a lost answer.
+            Some(Fault::Outage503) => Gate::Answer(crate::faults::html_error_page(503)),
+            Some(Fault::DropAfterWrite | Fault::ServerErrorAfterWrite { .. } | Fault::ShapeDrift) => {
+                Gate::Serve { lose: true }
+            }
         }
     }
 
