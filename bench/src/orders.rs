@@ -62,6 +62,10 @@ pub struct OrdersArgs {
     /// Share (0..1) of Brightpearl requests answered with a fault (503, 500, slow, dropped).
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
+    /// Share (0..1) of Brightpearl requests that commit and then fail: half answered 502/504
+    /// with a gateway page, half dropped.
+    #[arg(long, default_value_t = 0.0)]
+    pub after_write_rate: f64,
     /// Share (0..1) of warm-pass orders from a customer not seen before.
     #[arg(long, default_value_t = 0.2)]
     pub new_customer_rate: f64,
@@ -89,6 +93,8 @@ struct WriterPass {
     completed: HashMap<OrderKey, Instant>,
     cpu: Duration,
     parked: usize,
+    /// Parked jobs by reason (the reason's text up to its first colon: the failure's kind).
+    parked_reasons: BTreeMap<String, usize>,
     writer_duplicates: u64,
     timed_out: bool,
 }
@@ -104,6 +110,7 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
     for (name, rate) in [
         ("--duplicate-rate", args.duplicate_rate),
         ("--fault-rate", args.fault_rate),
+        ("--after-write-rate", args.after_write_rate),
         ("--new-customer-rate", args.new_customer_rate),
     ] {
         if !(0.0..=1.0).contains(&rate) {
@@ -166,9 +173,15 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
         .map_err(|e| e.to_string())?;
 
     let world = World { sandbox: &sandbox, ingress_url: &ingress_url, config: &config, skus: &skus };
-    if args.fault_rate > 0.0 {
-        sandbox.brightpearl.faults().set_rates(FaultRates::mixed(args.fault_rate));
-    }
+    sandbox
+        .brightpearl
+        .faults()
+        .set_rates(FaultRates::mixed(args.fault_rate).plus(FaultRates::after_write(args.after_write_rate)));
+    // Brightpearl's externalRef uniqueness off: the writer's own checks are the only guard,
+    // so a repeated create shows as a duplicate sales order.
+    let mut settings = sandbox.brightpearl.settings();
+    settings.external_ref_dedup_off = true;
+    sandbox.brightpearl.set_settings(settings);
     progress(&format!("orders: cold pass, {} orders from {} new customers…", args.orders, args.customers));
     let cold = world.pass(args, 0, 0.0, &to_writer).await?;
     progress(&format!(
@@ -188,6 +201,7 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
         map.insert(
             "params".into(),
             json!({"orders": args.orders, "duplicate_rate": args.duplicate_rate, "fault_rate": args.fault_rate,
+                   "after_write_rate": args.after_write_rate, "external_ref_dedup": "off",
                    "new_customer_rate": args.new_customer_rate, "customers": args.customers,
                    "orders_per_second": args.orders_per_second, "batch_window_ms": BATCH_WINDOW.as_millis() as u64,
                    "retry_visibility_s": RETRY_VISIBILITY.as_secs()}),
@@ -195,8 +209,8 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
         map.insert("machine".into(), measure::machine());
     }
     let name = format!(
-        "orders-{}-d{}-f{}-c{}",
-        args.orders, args.duplicate_rate, args.fault_rate, args.new_customer_rate
+        "orders-{}-d{}-f{}-a{}-c{}",
+        args.orders, args.duplicate_rate, args.fault_rate, args.after_write_rate, args.new_customer_rate
     );
     measure::write_report(out, &name, &format!("orders, {} per pass", args.orders), &report, print_json)
         .map_err(|e| format!("writing the report: {e}"))
@@ -323,6 +337,38 @@ impl World<'_> {
                 format!("channel {channel} order {id} (same ref on channels {elsewhere:?})")
             })
             .collect();
+        let so_ids: std::collections::HashSet<u64> = self.sandbox.brightpearl.with_state(|s| {
+            s.orders
+                .values()
+                .filter(|o| o.order_type == "SO")
+                .filter(|o| {
+                    let id = o.external_ref.as_deref().and_then(|r| r.split_once(':')).map(|(_, id)| id);
+                    id.is_some_and(|id| {
+                        pass_orders.iter().any(|(c, i)| *c == o.channel_id.unwrap_or(0) && i == id)
+                    })
+                })
+                .map(|o| o.id)
+                .collect()
+        });
+        // From the sandbox's own records: units reserved beyond the order's own, and payment
+        // POSTs Brightpearl took beyond one per order.
+        let (double_reservations, double_payments) = self.sandbox.brightpearl.with_state(|s| {
+            let double_reservations = s
+                .reservations
+                .iter()
+                .filter(|(o, _)| so_ids.contains(o))
+                .filter(|(o, r)| {
+                    let ordered: i64 =
+                        s.orders.get(o).map_or(0, |so| so.rows.iter().map(|row| row.quantity).sum());
+                    r.rows.values().map(|(_, q)| q).sum::<i64>() > ordered
+                })
+                .count();
+            let mut per_order: HashMap<u64, usize> = HashMap::new();
+            for p in s.payments.iter().filter(|p| so_ids.contains(&p.order_id)) {
+                *per_order.entry(p.order_id).or_insert(0) += 1;
+            }
+            (double_reservations, per_order.values().map(|n| n.saturating_sub(1)).sum::<usize>())
+        });
         let created: u64 = found.iter().sum();
         let duplicates: u64 = found.iter().map(|n| n.saturating_sub(1)).sum();
         let lost = unique - found.len();
@@ -354,6 +400,9 @@ impl World<'_> {
             "duplicates": duplicates,
             "lost": lost,
             "parked": writer.parked,
+            "parked_reasons": writer.parked_reasons,
+            "double_reservations": double_reservations,
+            "double_payments": double_payments,
             "lost_examples": lost_orders,
             "webhook_deliveries": deliveries,
             "webhook_refused": refused,
@@ -464,6 +513,10 @@ async fn drain(writer: &OrderWriter, queue: &InProcessQueue, request: &PassReque
             brightpearl_requests: writer.report().brightpearl_requests - requests_before,
         });
         pass.parked += report.parked.len();
+        for (_, reason) in &report.parked {
+            let kind = reason.split(':').next().unwrap_or(reason).trim().to_string();
+            *pass.parked_reasons.entry(kind).or_insert(0) += 1;
+        }
         for r in &received {
             // A failed job stays in flight and comes back after the visibility timeout, as a
             // `batchItemFailures` entry does on SQS (released at once, it would be retried in a

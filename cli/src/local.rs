@@ -77,6 +77,8 @@ pub fn sandbox_config(sandbox: &Sandbox, bp: &BrightpearlSandboxConfig, rate: (u
         consumer_secret: Secret::literal("cs_sandbox"),
         location_id: Some(channel_config.shopify_location_id.to_string()),
         reservation_warehouse_id: Some(1),
+        // Brightpearl refuses a row without a tax code; T20 is a UK account's standard rate.
+        tax_code: Some("T20".into()),
         ..StoreConfig::default()
     };
     let stores = vec![
@@ -114,7 +116,11 @@ pub fn sandbox_config(sandbox: &Sandbox, bp: &BrightpearlSandboxConfig, rate: (u
             staff_token: Secret::literal(bp.staff_token.clone()),
             ..AuthConfig::default()
         },
-        installed_integration_instance_id: Some(1),
+        // The instance the sandbox answers for: a different one stops writes.
+        installed_integration_instance_id: bp
+            .installed_integration_instance_id
+            .as_deref()
+            .and_then(|i| i.parse().ok()),
         rate_limit_requests: rate.0,
         rate_limit_window_ms: rate.1.as_millis() as u64,
         ..BrightpearlConfig::default()

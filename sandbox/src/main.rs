@@ -109,6 +109,7 @@ async fn main() -> std::process::ExitCode {
         settings: Settings {
             duplicate_post_answer: args.duplicate_post_answer,
             search_lag_ms: args.search_lag_ms,
+            external_ref_dedup_off: false,
         },
         ..BrightpearlSandboxConfig::default()
     };

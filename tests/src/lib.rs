@@ -190,6 +190,7 @@ pub mod orders_env {
             }),
             price_list_id: Some(1),
             reservation_warehouse_id: Some(1),
+            tax_code: Some("T20".into()),
             ..StoreConfig::default()
         }
     }

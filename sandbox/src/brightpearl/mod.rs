@@ -25,7 +25,8 @@
 //!   `drop_after_write`, `server_error_after_write` (`status`: 502 default, or 504),
 //!   `shape_drift` (after the write: committed first). Rates have one field per kind.
 //! - `GET`/`POST …/settings` `{duplicate_post_answer?: "no_id"|"empty"|"original_id",
-//!   search_lag_ms?: u64}` → the settings now: [`BrightpearlSandbox::settings`],
+//!   search_lag_ms?: u64, external_ref_dedup_off?: bool}` (the last for tests: Brightpearl's
+//!   externalRef uniqueness off, so only our checks guard) → the settings now: [`BrightpearlSandbox::settings`],
 //!   [`BrightpearlSandbox::set_settings`], [`BrightpearlSandbox::set_duplicate_post_answer`],
 //!   [`BrightpearlSandbox::set_search_lag`]
 //! - `POST …/rate-limit` `{requests, window_ms}`; `POST …/expire-tokens`

@@ -42,7 +42,7 @@ impl State {
         let instance = body.get("installedIntegrationInstanceId").and_then(u64_of);
         // The pair is a unique key only when both halves are sent (apis.md §8.1): without an
         // instance id Brightpearl does not deduplicate at all.
-        if let (Some(r), Some(i)) = (&external_ref, instance)
+        if let (false, Some(r), Some(i)) = (self.settings.external_ref_dedup_off, &external_ref, instance)
             && let Some(existing) = self.orders.values().find(|o| {
                 o.order_type == kind
                     && o.external_ref.as_ref() == Some(r)

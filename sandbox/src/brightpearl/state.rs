@@ -225,6 +225,10 @@ pub struct Settings {
     /// How long a new sales order or credit stays out of the searches.
     #[serde(default)]
     pub search_lag_ms: u64,
+    /// Tests only: Brightpearl's externalRef + instance uniqueness switched off, so the saga's
+    /// own checks are the only guard and a repeated POST shows as a second order.
+    #[serde(default)]
+    pub external_ref_dedup_off: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
