@@ -179,9 +179,21 @@ impl ReorderChecker {
         if !self.create_unfinished(&mut report, &mut clock, &BTreeSet::new()).await? {
             return Ok(self.finish(report, requests_before));
         }
+        let finished_earlier_run = clock.worked;
         report.warehouses = self.warehouses_in_scope().await?;
         let now = now_epoch_millis();
-        let mut cursor = match self.load_cursor().await? {
+        let cursor = self.load_cursor().await?;
+        if cursor.is_none() && finished_earlier_run {
+            // This invocation finished an earlier scan's POs: that run is complete, and the
+            // next schedule starts a fresh scan.
+            report.complete = true;
+            if !clock.out_of_time() {
+                let polled = self.poll_goods_in().await?;
+                report.goods_in.merge(polled);
+            }
+            return Ok(self.finish(report, requests_before));
+        }
+        let mut cursor = match cursor {
             Some(c) if now - c.run_ms < scan::SCAN_MAX_AGE_MS => {
                 report.resumed_scan = true;
                 c
