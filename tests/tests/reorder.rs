@@ -419,7 +419,8 @@ async fn a_short_product_with_only_a_primary_supplier_gets_a_po() {
     let pos = h.purchase_orders();
     assert_eq!(pos.len(), 1);
     assert_eq!(rows_of(&pos[0]), expected);
-    let primary = h.sb.brightpearl.with_state(|s| s.products.values().next().and_then(|p| p.primary_supplier_id));
+    let primary =
+        h.sb.brightpearl.with_state(|s| s.products.values().next().and_then(|p| p.primary_supplier_id));
     assert_eq!(Some(pos[0].contact_id), primary);
     assert_eq!(h.requests(SUPPLIER_GET), 0, "the primary came with the catalogue");
     assert_eq!(h.requests(PRODUCT_GET), 0, "the product GET has no suppliers to read");
@@ -496,9 +497,8 @@ async fn a_rejected_po_is_parked_and_not_counted() {
     let product = *expected.keys().next().expect("a product");
     let supplier = h.supplier_of(product);
     // The primary supplier names a contact the account no longer has: the PO POST is a 400.
-    h.sb.brightpearl.with_state_mut(|s| {
-        s.products.get_mut(&product).expect("seeded").primary_supplier_id = Some(9_999)
-    });
+    h.sb.brightpearl
+        .with_state_mut(|s| s.products.get_mut(&product).expect("seeded").primary_supplier_id = Some(9_999));
     let first = h.checker.run_check(CheckOptions::default()).await.expect("check runs");
     assert_eq!(first.failed.len(), 1, "{first:?}");
     assert!(first.failed[0].parked && !first.failed[0].retryable);

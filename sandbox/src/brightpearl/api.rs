@@ -667,7 +667,8 @@ impl State {
             return error(400, "ORDC-001", "orderTypeCode must be SO or PO in the sandbox");
         }
         if kind == "PO"
-            && let Some(bad) = body.get("warehouseId").and_then(u64_of).filter(|w| !self.warehouses.contains_key(w))
+            && let Some(bad) =
+                body.get("warehouseId").and_then(u64_of).filter(|w| !self.warehouses.contains_key(w))
         {
             return error(400, "ORDC-012", format!("warehouse {bad} does not exist"));
         }

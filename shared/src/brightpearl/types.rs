@@ -22,7 +22,8 @@ impl Product {
         let id = v.get("id")?.as_u64()?;
         let sku = v.pointer("/identity/sku").and_then(Value::as_str).map(str::to_string);
         let stock_tracked = v.pointer("/stock/stockTracked").and_then(Value::as_bool).unwrap_or(true);
-        let supplier_ids = v.get("primarySupplierId").and_then(Value::as_u64).filter(|id| *id > 0).into_iter().collect();
+        let supplier_ids =
+            v.get("primarySupplierId").and_then(Value::as_u64).filter(|id| *id > 0).into_iter().collect();
         Some(Product { id, sku, supplier_ids, stock_tracked })
     }
 }

@@ -74,10 +74,11 @@ const RUN_LEASE: Duration = Duration::from_secs(900);
 /// 51 requests, about 20 s at the background share of the budget) with room to spare.
 pub const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// When an invocation must stop starting new work, from Lambda's deadline (epoch ms).
+/// When an invocation must stop starting new work, from Lambda's deadline (epoch ms); None
+/// when the deadline is too far off to matter.
 pub fn stop_at(deadline_epoch_ms: i64) -> Option<Instant> {
-    let left = u64::try_from(deadline_epoch_ms - now_epoch_millis()).unwrap_or(0);
-    Some(Instant::now() + Duration::from_millis(left).saturating_sub(STOP_BEFORE_DEADLINE))
+    let left = u64::try_from(deadline_epoch_ms.saturating_sub(now_epoch_millis())).unwrap_or(0);
+    Instant::now().checked_add(Duration::from_millis(left).saturating_sub(STOP_BEFORE_DEADLINE))
 }
 
 /// Whether there is time for another unit of work. The first unit always runs.
@@ -154,7 +155,11 @@ impl ReorderChecker {
     /// The scheduled check: finish POs planned earlier, scan the catalogue from the cursor,
     /// raise one PO per supplier and warehouse for what is short, then poll goods-in notes of
     /// the open POs. Stops between units of work once `stop_at` has passed.
-    pub async fn run_check_until(&self, options: CheckOptions, stop_at: Option<Instant>) -> Result<ReorderReport> {
+    pub async fn run_check_until(
+        &self,
+        options: CheckOptions,
+        stop_at: Option<Instant>,
+    ) -> Result<ReorderReport> {
         if options.dry_run || self.config.dry_run {
             return self.dry_run().await;
         }
@@ -274,7 +279,14 @@ impl ReorderChecker {
         Ok(self.finish(report, requests_before))
     }
 
-    fn plan(&self, supplier_id: u64, warehouse_id: u64, run_ms: i64, part: u32, rows: Vec<PoLine>) -> PurchaseOrderPlan {
+    fn plan(
+        &self,
+        supplier_id: u64,
+        warehouse_id: u64,
+        run_ms: i64,
+        part: u32,
+        rows: Vec<PoLine>,
+    ) -> PurchaseOrderPlan {
         PurchaseOrderPlan {
             supplier_id,
             warehouse_id,
@@ -291,7 +303,11 @@ impl ReorderChecker {
         let lines = self.load_lines(cursor.run_ms).await?;
         let mut planned = BTreeSet::new();
         for ((supplier_id, warehouse_id), part, rows) in group_lines(lines, self.config.max_rows_per_po) {
-            let record = PoRecord::new(self.plan(supplier_id, warehouse_id, cursor.run_ms, part, rows), cursor.run_ms, part);
+            let record = PoRecord::new(
+                self.plan(supplier_id, warehouse_id, cursor.run_ms, part, rows),
+                cursor.run_ms,
+                part,
+            );
             let key = record.sort_key();
             let data = serde_json::to_value(&record).map_err(|e| Error::State(e.to_string()))?;
             let mut item = Item::new(PO_PARTITION, key.clone(), data);
@@ -382,4 +398,23 @@ fn merge_slice(report: &mut ReorderReport, outcome: SliceOutcome) -> Vec<scan::P
 
 fn to_json<T: Serialize>(value: &T) -> Result<Value> {
     serde_json::to_value(value).map_err(|e| Error::BadInput(format!("report does not serialise: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_stops_a_margin_before_the_lambda_deadline() {
+        let in_ten_minutes = now_epoch_millis() + 600_000;
+        let at = stop_at(in_ten_minutes).expect("a stop time");
+        let left = at.saturating_duration_since(Instant::now());
+        assert!(left <= Duration::from_secs(540) && left > Duration::from_secs(530), "{left:?}");
+        assert!(stop_at(now_epoch_millis() - 1).is_some_and(|at| at <= Instant::now()));
+        // No deadline to speak of, and no overflow.
+        let _ = stop_at(i64::MAX);
+        let clock = Clock { stop_at: Some(Instant::now()), worked: false };
+        assert!(!clock.out_of_time(), "the first unit always runs");
+        assert!(Clock { worked: true, ..clock }.out_of_time());
+    }
 }

@@ -36,7 +36,9 @@ pub fn closed_status_ids(statuses: &[PurchaseOrderStatus], configured: &[u64]) -
     statuses
         .iter()
         .filter(|s| {
-            s.state.as_deref().is_some_and(|state| CLOSED_STATES.iter().any(|c| state.eq_ignore_ascii_case(c)))
+            s.state
+                .as_deref()
+                .is_some_and(|state| CLOSED_STATES.iter().any(|c| state.eq_ignore_ascii_case(c)))
         })
         .map(|s| s.id)
         .collect()
@@ -94,7 +96,8 @@ impl ReorderChecker {
                 "no purchase-order status is flagged closed: set REORDER_CLOSED_PO_STATUS_IDS so POs closed short stop counting as on order"
             );
         }
-        let open_statuses: Vec<u64> = statuses.iter().map(|s| s.id).filter(|id| !closed.contains(id)).collect();
+        let open_statuses: Vec<u64> =
+            statuses.iter().map(|s| s.id).filter(|id| !closed.contains(id)).collect();
         let open_po_ids: BTreeSet<u64> = if open_statuses.is_empty() {
             BTreeSet::new()
         } else {
@@ -155,7 +158,12 @@ mod tests {
     use crate::brightpearl::{GoodsNoteRow, OrderRow};
 
     fn status(id: u64, state: Option<&str>) -> PurchaseOrderStatus {
-        PurchaseOrderStatus { id, name: format!("Status {id}"), state: state.map(str::to_string), disabled: false }
+        PurchaseOrderStatus {
+            id,
+            name: format!("Status {id}"),
+            state: state.map(str::to_string),
+            disabled: false,
+        }
     }
 
     #[test]
@@ -177,7 +185,8 @@ mod tests {
 
     #[test]
     fn unreceived_is_ordered_less_received_per_row() {
-        let row = |id, product, quantity| OrderRow { id, product_id: Some(product), quantity, external_ref: None };
+        let row =
+            |id, product, quantity| OrderRow { id, product_id: Some(product), quantity, external_ref: None };
         let po = PurchaseOrder {
             id: 50,
             supplier_id: Some(3),
@@ -193,7 +202,11 @@ mod tests {
             received_on: None,
             rows,
         };
-        let got = |row: Option<u64>, product, quantity| GoodsNoteRow { order_row_id: row, product_id: product, quantity };
+        let got = |row: Option<u64>, product, quantity| GoodsNoteRow {
+            order_row_id: row,
+            product_id: product,
+            quantity,
+        };
         let notes = [
             note(1, 50, vec![got(Some(1), 100, 3)]),
             // By product only, and more than the row holds: never below zero.

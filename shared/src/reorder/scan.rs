@@ -143,7 +143,11 @@ impl ReorderChecker {
     }
 
     pub(super) async fn save_slice(&self, cursor: &ScanCursor, lines: Vec<PlannedLine>) -> Result<()> {
-        let item = Item::new(SCAN_PARTITION, slice_key(cursor.run_ms, cursor.slices), to_state(&SliceItem { lines })?);
+        let item = Item::new(
+            SCAN_PARTITION,
+            slice_key(cursor.run_ms, cursor.slices),
+            to_state(&SliceItem { lines })?,
+        );
         self.state.put(item, Condition::Always).await?;
         Ok(())
     }
@@ -231,7 +235,11 @@ impl ReorderChecker {
                 Some(supplier_id) => {
                     out.lines.push(PlannedLine { supplier_id, warehouse_id, product_id, quantity })
                 }
-                None => out.skipped.push(SkippedProduct { product_id, warehouse_id, reason: SkipReason::NoSupplier }),
+                None => out.skipped.push(SkippedProduct {
+                    product_id,
+                    warehouse_id,
+                    reason: SkipReason::NoSupplier,
+                }),
             }
         }
         Ok(out)
@@ -248,7 +256,8 @@ pub(super) fn group_lines(lines: Vec<PlannedLine>, max_rows: usize) -> Vec<((u64
     }
     let mut out = Vec::new();
     for (key, rows) in groups {
-        let rows: Vec<PoLine> = rows.into_iter().map(|(product_id, quantity)| PoLine { product_id, quantity }).collect();
+        let rows: Vec<PoLine> =
+            rows.into_iter().map(|(product_id, quantity)| PoLine { product_id, quantity }).collect();
         for (part, chunk) in rows.chunks(max_rows.max(1)).enumerate() {
             out.push((key, part as u32, chunk.to_vec()));
         }
@@ -266,10 +275,18 @@ mod tests {
 
     #[test]
     fn lines_group_per_supplier_and_warehouse_and_split_past_the_row_cap() {
-        let lines = vec![line(7, 1, 30, 5), line(7, 1, 10, 2), line(7, 2, 10, 4), line(8, 1, 20, 1), line(7, 1, 20, 3)];
+        let lines = vec![
+            line(7, 1, 30, 5),
+            line(7, 1, 10, 2),
+            line(7, 2, 10, 4),
+            line(8, 1, 20, 1),
+            line(7, 1, 20, 3),
+        ];
         let groups = group_lines(lines, 2);
-        let shape: Vec<((u64, u64), u32, Vec<u64>)> =
-            groups.iter().map(|(k, part, rows)| (*k, *part, rows.iter().map(|r| r.product_id).collect())).collect();
+        let shape: Vec<((u64, u64), u32, Vec<u64>)> = groups
+            .iter()
+            .map(|(k, part, rows)| (*k, *part, rows.iter().map(|r| r.product_id).collect()))
+            .collect();
         assert_eq!(
             shape,
             [((7, 1), 0, vec![10, 20]), ((7, 1), 1, vec![30]), ((7, 2), 0, vec![10]), ((8, 1), 0, vec![20])]
@@ -285,7 +302,11 @@ mod tests {
         let walker = Walker::resume(&cursor);
         assert_eq!(walker.next_fetch, Some(501));
         // Rows left from the page at 1001: the cursor stays on that page.
-        let mut w = Walker { next_fetch: Some(1501), buffered: VecDeque::from([(6001, None, 1001)]), last_product_id: 6001 };
+        let mut w = Walker {
+            next_fetch: Some(1501),
+            buffered: VecDeque::from([(6001, None, 1001)]),
+            last_product_id: 6001,
+        };
         w.advance(&mut cursor, 6000);
         assert_eq!((cursor.first_result, cursor.last_product_id, cursor.scanned), (1001, 6000, false));
         w.buffered.clear();
