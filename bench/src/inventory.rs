@@ -19,7 +19,7 @@ use pearlsync::backends::Backends;
 use pearlsync::brightpearl::{AuthConfig, BrightpearlConfig};
 use pearlsync::channels::{StoreConfig, bigcommerce, shopify, woocommerce};
 use pearlsync::config::Config;
-use pearlsync::inventory::{InventoryPoll, PollTrigger};
+use pearlsync::inventory::PollTrigger;
 use pearlsync::queue::{ChannelKind, InProcessQueue};
 use pearlsync::secret::Secret;
 use pearlsync::state::EmbeddedStore;

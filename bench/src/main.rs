@@ -6,6 +6,7 @@ mod coldstart;
 mod inventory;
 mod measure;
 mod orders;
+mod reorder;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ enum Scenario {
     Inventory(inventory::InventoryArgs),
     /// Orders as signed webhooks through the ingress, written by the order writer.
     Orders(orders::OrdersArgs),
+    /// One reorder check (and the steady one after it): Brightpearl requests, POs, rows, and
+    /// whether it fits one invocation at the real limit.
+    Reorder(reorder::ReorderArgs),
     /// Lambda init time, peak RSS and binary size of each function against a hello-world.
     Coldstart(coldstart::ColdstartArgs),
     /// Internal: one measured poll (spawned by `inventory`).
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         match &cli.scenario {
             Scenario::Inventory(args) => inventory::run(args, &out, cli.json).await,
             Scenario::Orders(args) => orders::run(args, &out, cli.json).await,
+            Scenario::Reorder(args) => reorder::run(args, &out, cli.json).await,
             Scenario::Coldstart(args) => coldstart::run(args, &out, cli.json).await,
             Scenario::PollChild(args) => inventory::poll_child_main(args).await,
             Scenario::SandboxChild(args) => inventory::sandbox_child_main(args).await,

@@ -3,7 +3,6 @@
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pearlsync::app::App;
 use pearlsync::config::Config;
-use pearlsync::inventory::InventoryPoll;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

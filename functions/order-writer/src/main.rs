@@ -4,7 +4,6 @@
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pearlsync::app::App;
 use pearlsync::config::Config;
-use pearlsync::orders::OrderWriter;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -13,7 +13,8 @@ async fn main() -> Result<(), Error> {
     let checker = &checker;
     let metrics = &app.metrics;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
-        let result = checker.handle_event(event.payload).await;
+        let deadline_ms = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
+        let result = checker.handle_invocation(event.payload, pearlsync::reorder::stop_at(deadline_ms)).await;
         metrics.flush();
         result.map_err(Error::from)
     }))

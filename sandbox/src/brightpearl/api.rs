@@ -159,6 +159,7 @@ impl State {
         let now = Utc::now();
         match (method, segments) {
             ("GET", ["product-service", "product-search"]) => self.product_search(q),
+            ("GET", ["product-service", "product", set, "supplier"]) => self.product_suppliers(set, max_ids),
             ("GET", ["product-service", "product", set]) => match ids(set, max_ids) {
                 Ok(Some(list)) => {
                     if let Err(refused) = self.all_products_exist(&list) {
@@ -281,12 +282,7 @@ impl State {
                 ok(json!(n))
             }
             ("GET", ["order-service", "order-status"]) | ("GET", ["order-service", "order-status", _]) => {
-                ok(Value::Array(
-                    ORDER_STATUSES
-                        .iter()
-                        .map(|(id, name, t)| json!({"statusId": id, "name": name, "orderTypeCode": t}))
-                        .collect(),
-                ))
+                ok(Value::Array(ORDER_STATUSES.iter().map(order_status_json).collect()))
             }
             ("POST", ["warehouse-service", "order", id, "reservation", "warehouse", wid]) => {
                 self.reserve(id, wid, body)
@@ -344,6 +340,7 @@ impl State {
                     json!(p.stock_tracked),
                     json!(p.created_on),
                     json!(p.updated_on),
+                    json!(p.primary_supplier_id),
                 ]
             })
             .collect();
@@ -355,10 +352,32 @@ impl State {
                 ("stockTracked", "BOOLEAN"),
                 ("createdOn", "PERIOD"),
                 ("updatedOn", "PERIOD"),
+                ("primarySupplierId", "IDSET"),
             ],
             rows,
             q,
         )
+    }
+
+    /// `GET /product-service/product/{idSet}/supplier` → `{"<productId>": [contactId, …]}`.
+    /// One id the account does not hold fails the whole set with a 400, as recorded live;
+    /// products without suppliers are left out of the map.
+    fn product_suppliers(&self, set: &str, max_ids: usize) -> Answer {
+        let list = match ids(set, max_ids) {
+            Ok(Some(list)) => list,
+            Ok(None) => return error(400, "CMNC-400", "an ID set is required"),
+            Err(e) => return e,
+        };
+        if let Some(bad) = list.iter().find(|id| !self.products.contains_key(id)) {
+            return error(400, "PRDC-003", format!("product {bad} does not exist"));
+        }
+        let map: Map<String, Value> = list
+            .iter()
+            .filter_map(|id| self.products.get(id))
+            .filter(|p| !p.supplier_ids.is_empty())
+            .map(|p| (p.id.to_string(), json!(p.supplier_ids)))
+            .collect();
+        ok(Value::Object(map))
     }
 
     fn contact_search(&self, q: &HashMap<String, String>) -> Answer {
@@ -602,6 +621,12 @@ impl State {
         if !["SO", "PO"].contains(&kind.as_str()) {
             return error(400, "ORDC-001", "orderTypeCode must be SO or PO in the sandbox");
         }
+        if kind == "PO"
+            && let Some(bad) =
+                body.get("warehouseId").and_then(u64_of).filter(|w| !self.warehouses.contains_key(w))
+        {
+            return error(400, "ORDC-012", format!("warehouse {bad} does not exist"));
+        }
         let party = if kind == "PO" { "/parties/supplier/contactId" } else { "/parties/customer/contactId" };
         let Some(contact) = body.pointer(party).and_then(u64_of).filter(|c| self.contacts.contains_key(c))
         else {
@@ -704,9 +729,18 @@ pub fn product_json(p: &ProductRec) -> Value {
         "identity": {"sku": p.sku},
         "stock": {"stockTracked": p.stock_tracked},
         "salesChannels": [{"productName": p.name}],
-        "suppliers": p.supplier_ids.iter().enumerate().map(|(i, s)| json!({"supplierId": s, "isDefault": i == 0})).collect::<Vec<_>>(),
+        // Brightpearl's product GET has no supplier list: only the primary (apis.md §8.1).
+        "primarySupplierId": p.primary_supplier_id,
         "createdOn": p.created_on,
         "updatedOn": p.updated_on,
+    })
+}
+
+/// A status as the list serves it: the recorded fields, `state` from [`order_status_state`].
+fn order_status_json(&(id, name, order_type): &(u64, &str, &str)) -> Value {
+    json!({
+        "statusId": id, "name": name, "orderTypeCode": order_type, "sortOrder": id,
+        "disabled": false, "visible": true, "state": order_status_state(id),
     })
 }
 

@@ -38,6 +38,18 @@ pub fn order_type_id(code: &str) -> u64 {
     }
 }
 
+/// The `state` flag each status carries in the status list. Only `draft` is recorded from a
+/// live account; the terminal values are the ones pearlsync reads as closed. Names are the
+/// account's own words and deliberately say nothing the code may rely on.
+pub fn order_status_state(status_id: u64) -> &'static str {
+    match status_id {
+        1 | PO_STATUS_PENDING => "draft",
+        SO_STATUS_CANCELLED | 9 => "cancelled",
+        4 | PO_STATUS_RECEIVED => "completed",
+        _ => "open",
+    }
+}
+
 /// What `seed` builds: N products (`SKU-00001`…), W warehouses, S suppliers, all derived from
 /// `seed` so two runs with the same spec hold the same data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +77,9 @@ pub struct ProductRec {
     pub id: u64,
     pub sku: String,
     pub name: String,
+    /// `primarySupplierId` (product payload and product-search); None when the account has none.
+    pub primary_supplier_id: Option<u64>,
+    /// What `product/{ids}/supplier` lists (the primary is not necessarily among them).
     pub supplier_ids: Vec<u64>,
     pub stock_tracked: bool,
     pub created_on: DateTime<Utc>,
@@ -395,6 +410,7 @@ impl State {
                     id,
                     sku: format!("SKU-{i:05}"),
                     name: format!("Product {i}"),
+                    primary_supplier_id: supplier_ids.first().copied(),
                     supplier_ids,
                     stock_tracked: true,
                     created_on: epoch,

@@ -28,8 +28,7 @@ const GOODS_OUT_CHUNK: usize = 500;
 const SKU_MAP_REBUILD: Duration = Duration::from_secs(24 * 3600);
 /// Up to this many unknown SKUs are looked up one search each instead of loading the catalogue.
 const SKU_LOOKUP_ONE_BY_ONE: usize = 3;
-/// Brightpearl's order type id for purchase orders.
-const ORDER_TYPE_PURCHASE: u64 = 3;
+use super::purchasing::{self, ORDER_TYPE_PURCHASE};
 
 #[derive(Default)]
 struct Cache {
@@ -778,6 +777,25 @@ impl BrightpearlApi for BrightpearlClient {
                 })
             })
             .collect())
+    }
+
+    async fn primary_suppliers_page(&self, first_result: u64) -> Result<purchasing::PrimarySupplierPage> {
+        purchasing::primary_suppliers_page(self, first_result).await
+    }
+
+    async fn product_suppliers(&self, ids: &[u64]) -> Result<purchasing::ProductSuppliers> {
+        purchasing::product_suppliers(self, ids).await
+    }
+
+    async fn purchase_order_statuses(&self) -> Result<Vec<purchasing::PurchaseOrderStatus>> {
+        purchasing::purchase_order_statuses(self).await
+    }
+
+    async fn purchase_orders_in_statuses(
+        &self,
+        status_ids: &[u64],
+    ) -> Result<Vec<purchasing::PurchaseOrderSearchRow>> {
+        purchasing::purchase_orders_in_statuses(self, status_ids).await
     }
 
     async fn subscribe_webhook(&self, s: &WebhookSubscription) -> Result<u64> {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod idset;
 pub mod multimessage;
 pub mod outcome;
+pub mod purchasing;
 pub mod search;
 mod transport;
 pub mod types;
@@ -103,6 +104,18 @@ pub trait BrightpearlApi: Send + Sync {
     /// POs of `supplier_id` whose status is not received, completed, closed or cancelled.
     async fn open_purchase_orders(&self, supplier_id: u64) -> Result<Vec<OrderSearchRow>>;
     async fn purchase_orders(&self, ids: &[u64]) -> Result<Vec<PurchaseOrder>>;
+    /// One product-search page (500) of (product id, `primarySupplierId`) from `first_result`.
+    async fn primary_suppliers_page(&self, first_result: u64) -> Result<purchasing::PrimarySupplierPage>;
+    /// `product/{ids}/supplier` in ID sets of 200; a set refused with 400 is split until the
+    /// bad ids are isolated and reported.
+    async fn product_suppliers(&self, ids: &[u64]) -> Result<purchasing::ProductSuppliers>;
+    /// The account's purchase-order statuses with their flags.
+    async fn purchase_order_statuses(&self) -> Result<Vec<purchasing::PurchaseOrderStatus>>;
+    /// Purchase orders (type 2) in any of these statuses, every page.
+    async fn purchase_orders_in_statuses(
+        &self,
+        status_ids: &[u64],
+    ) -> Result<Vec<purchasing::PurchaseOrderSearchRow>>;
 
     async fn subscribe_webhook(&self, subscription: &WebhookSubscription) -> Result<u64>;
     async fn list_webhooks(&self) -> Result<Vec<WebhookSubscription>>;

@@ -10,27 +10,20 @@ use std::collections::BTreeMap;
 pub struct Product {
     pub id: u64,
     pub sku: Option<String>,
-    /// Supplier contact ids, when the product record lists them.
+    /// The primary supplier (`primarySupplierId`), when the product has one. The product GET
+    /// carries no supplier list: see `purchasing::product_suppliers` for the rest.
     pub supplier_ids: Vec<u64>,
     pub stock_tracked: bool,
 }
 
 impl Product {
-    /// Reads a Product GET element. Suppliers appear as a list of ids or of objects with
-    /// `supplierId` (the GET shape is UNCONFIRMED; the sandbox sends objects).
+    /// Reads a Product GET element.
     pub(crate) fn from_wire(v: &Value) -> Option<Product> {
         let id = v.get("id")?.as_u64()?;
         let sku = v.pointer("/identity/sku").and_then(Value::as_str).map(str::to_string);
         let stock_tracked = v.pointer("/stock/stockTracked").and_then(Value::as_bool).unwrap_or(true);
-        let supplier_ids = v
-            .get("suppliers")
-            .and_then(Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(|s| s.as_u64().or_else(|| s.get("supplierId").and_then(Value::as_u64)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let supplier_ids =
+            v.get("primarySupplierId").and_then(Value::as_u64).filter(|id| *id > 0).into_iter().collect();
         Some(Product { id, sku, supplier_ids, stock_tracked })
     }
 }
