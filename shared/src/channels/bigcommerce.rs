@@ -133,6 +133,7 @@ impl BigCommerceChannel {
                             item_id: id,
                             location_id: location.clone(),
                             parent_id: id_of(variant, "product_id"),
+                            skip: None,
                         },
                     );
                 }

@@ -89,7 +89,12 @@ impl WooCommerceChannel {
                     let parent = id_of(product, "parent_id").filter(|p| p != "0");
                     found.insert(
                         sku,
-                        InventoryTarget { item_id: id, location_id: String::new(), parent_id: parent },
+                        InventoryTarget {
+                            item_id: id,
+                            location_id: String::new(),
+                            parent_id: parent,
+                            skip: None,
+                        },
                     );
                 }
             }
