@@ -95,6 +95,14 @@ pub(crate) struct Product {
     pub name: String,
     pub price: f64,
     pub quantity: i64,
+    /// Shopify parent bundle (`requiresComponents`): the API refuses to set its stock.
+    pub requires_components: bool,
+    /// Shopify: whether the item is stocked at the store's location.
+    pub stocked: bool,
+    /// WooCommerce variation: the variable product it belongs to.
+    pub parent_id: Option<u64>,
+    /// WooCommerce variable product: its stock lives on its variations.
+    pub variable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +115,10 @@ pub(crate) struct Line {
     pub price: f64,
     pub shipped: u32,
     pub product: Option<(u64, u64)>,
+    /// WooCommerce: the variable product of a variation line.
+    pub parent: Option<u64>,
+    /// Shopify: the location whose fulfilment order holds the line.
+    pub location_id: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +136,8 @@ pub(crate) struct Order {
     pub cancelled: bool,
     pub fulfilments: Vec<SandboxFulfilment>,
     pub notes: Vec<String>,
+    /// Shopify fulfilment orders: (id, location), one per location holding lines.
+    pub fulfillment_orders: Vec<(u64, u64)>,
 }
 
 impl Order {
@@ -150,6 +164,9 @@ pub struct SandboxFulfilment {
     /// (SKU, or line id when the line has no SKU; quantity). Empty for WooCommerce tracking,
     /// which does not name lines.
     pub lines: Vec<(String, u32)>,
+    /// Shopify: the location the fulfilment was made at.
+    #[serde(default)]
+    pub location_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +189,11 @@ pub struct ChannelCounters {
     /// Inventory write calls refused for size.
     pub oversized_batches: u64,
     pub webhooks_sent: u64,
+    /// Shopify: the highest requested query cost seen, and queries refused as over the cap.
+    pub max_query_cost_seen: u64,
+    pub queries_over_cost: u64,
+    /// Shopify: answers of `IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED` sent.
+    pub spent_keys_refused: u64,
 }
 
 impl ChannelCounters {
@@ -194,6 +216,12 @@ pub(crate) struct Shop {
     pub idempotency: HashMap<String, (Value, Value)>,
     pub bucket: Option<(f64, Instant)>,
     pub window: Option<(Instant, u64)>,
+    /// Shopify: inventory writes still to fail on Shopify's side (HTTP 500 after the key is
+    /// recorded as failed), and the keys so spent.
+    pub fail_inventory_writes: u32,
+    pub spent_keys: std::collections::HashSet<String>,
+    /// WooCommerce: the Shipment Tracking extension is not installed.
+    pub shipment_tracking_missing: bool,
 }
 
 impl Shop {
@@ -284,10 +312,15 @@ impl ChannelSandbox {
     pub fn new(config: ChannelSandboxConfig, base_url: &str) -> Self {
         let seed = config.fault_seed;
         let shop = |start: u64| Mutex::new(Shop { next_id: start, ..Shop::default() });
+        let woo = Mutex::new(Shop {
+            next_id: 700,
+            shipment_tracking_missing: !config.woocommerce_shipment_tracking,
+            ..Shop::default()
+        });
         ChannelSandbox {
             config,
             base_url: base_url.to_string(),
-            shops: [shop(1_000), shop(100), shop(700)],
+            shops: [shop(1_000), shop(100), woo],
             faults: [
                 FaultInjector::new(FaultRates::default(), seed),
                 FaultInjector::new(FaultRates::default(), seed + 1),
@@ -327,8 +360,81 @@ impl ChannelSandbox {
             name: format!("Product {sku}"),
             price: 10.0,
             quantity,
+            requires_components: false,
+            stocked: true,
+            parent_id: None,
+            variable: false,
         });
         product_id
+    }
+
+    /// Shopify: makes the SKU's variant a parent bundle (`requiresComponents`), or not.
+    pub fn set_requires_components(&self, channel: Channel, sku: &str, bundle: bool) -> bool {
+        self.shop(channel).by_sku(sku).map(|p| p.requires_components = bundle).is_some()
+    }
+
+    /// Shopify: stocks the SKU's item at the store's location, or takes it off.
+    pub fn set_stocked(&self, channel: Channel, sku: &str, stocked: bool) -> bool {
+        self.shop(channel).by_sku(sku).map(|p| p.stocked = stocked).is_some()
+    }
+
+    /// WooCommerce: a variation `sku` of the variable product `parent_sku` (created, without
+    /// stock of its own, when missing); returns (parent id, variation id).
+    pub fn seed_variation(&self, parent_sku: &str, sku: &str, quantity: i64) -> (u64, u64) {
+        let channel = Channel::Woocommerce;
+        let parent = self.seed_product(channel, parent_sku, 0);
+        let variation = self.seed_product(channel, sku, quantity);
+        let mut shop = self.shop(channel);
+        for p in shop.products.iter_mut() {
+            if p.product_id == parent {
+                p.variable = true;
+            }
+            if p.product_id == variation {
+                p.parent_id = Some(parent);
+            }
+        }
+        (parent, variation)
+    }
+
+    /// Shopify: the next `count` inventory writes fail on Shopify's side (an HTTP 500 after the
+    /// idempotency key was recorded as failed), so a retry under the same key is answered
+    /// `IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED`.
+    pub fn fail_inventory_writes(&self, count: u32) {
+        self.shop(Channel::Shopify).fail_inventory_writes = count;
+    }
+
+    /// WooCommerce: installs or removes the Shipment Tracking extension.
+    pub fn set_shipment_tracking(&self, installed: bool) {
+        self.shop(Channel::Woocommerce).shipment_tracking_missing = !installed;
+    }
+
+    /// Shopify: moves line `i` of the order to `locations[i]` (lines past the end stay), so
+    /// the order has one fulfilment order per location holding lines.
+    pub fn assign_line_locations(&self, channel: Channel, order_id: &str, locations: &[u64]) -> bool {
+        let mut shop = self.shop(channel);
+        let Some(id) = order_id.parse::<u64>().ok().filter(|id| shop.orders.contains_key(id)) else {
+            return false;
+        };
+        let mut wanted: Vec<u64> = Vec::new();
+        if let Some(order) = shop.orders.get_mut(&id) {
+            for (line, location) in order.lines.iter_mut().zip(locations) {
+                line.location_id = *location;
+            }
+            for line in &order.lines {
+                if !wanted.contains(&line.location_id) {
+                    wanted.push(line.location_id);
+                }
+            }
+        }
+        let mut fos = Vec::new();
+        for location in wanted {
+            let existing = shop.orders[&id].fulfillment_orders.iter().find(|(_, l)| *l == location).copied();
+            fos.push(existing.unwrap_or_else(|| (shop.next(), location)));
+        }
+        if let Some(order) = shop.orders.get_mut(&id) {
+            order.fulfillment_orders = fos;
+        }
+        true
     }
 
     pub fn seed_products(&self, channel: Channel, products: &[(String, i64)]) {
@@ -357,8 +463,9 @@ impl ChannelSandbox {
             for l in &new.lines {
                 let line_id = shop.next();
                 let fo_line_id = shop.next();
-                let product =
-                    l.sku.as_deref().and_then(|s| shop.by_sku(s)).map(|p| (p.product_id, p.variant_id));
+                let found = l.sku.as_deref().and_then(|s| shop.by_sku(s));
+                let product = found.as_ref().map(|p| (p.product_id, p.variant_id));
+                let parent = found.and_then(|p| p.parent_id);
                 lines.push(Line {
                     line_id,
                     fo_line_id,
@@ -372,10 +479,13 @@ impl ChannelSandbox {
                     price: l.price,
                     shipped: 0,
                     product,
+                    parent,
+                    location_id: self.config.shopify_location_id,
                 });
             }
             let now = Utc::now();
             let number = shop.orders.len() as u64 + 1001;
+            let fulfillment_order = (shop.next(), self.config.shopify_location_id);
             shop.orders.insert(
                 id,
                 Order {
@@ -392,6 +502,7 @@ impl ChannelSandbox {
                     cancelled: false,
                     fulfilments: Vec::new(),
                     notes: Vec::new(),
+                    fulfillment_orders: vec![fulfillment_order],
                 },
             );
             id

@@ -12,6 +12,8 @@
 //! - Absolute adjustments carry no compare-and-set, so `last_pushed` is not checked here.
 //! - Quantities are read as `total_inventory_onhand` at the configured location, the figure
 //!   absolute adjustments set.
+//! - v2 lists (order products, shipments, orders) are read page by page with `limit=250`
+//!   until a short page: without a limit BigCommerce gives 50 rows.
 
 use super::http::{Http, Reply, Retry, join, with_query};
 use super::{
@@ -33,6 +35,8 @@ use std::time::Duration;
 pub const MAX_ADJUSTMENTS_PER_CALL: usize = 2000;
 pub const DEFAULT_WEBHOOK_HEADER: &str = "X-Pearlsync-Secret";
 const SKUS_PER_LOOKUP: usize = 50;
+/// Rows per page of a v2 list: the most BigCommerce gives.
+const V2_PAGE: usize = 250;
 const SERVICE: &str = "bigcommerce";
 const WEBHOOK_SCOPES: [&str; 2] = ["store/order/created", "store/order/updated"];
 /// v2 status ids.
@@ -115,6 +119,23 @@ impl BigCommerceChannel {
         let reply = self.call(reqwest::Method::GET, url, None, Retry::Idempotent).await?;
         // v2 answers an empty list with 204.
         if reply.status == 204 { Ok(json!([])) } else { reply.json(SERVICE) }
+    }
+
+    /// Every row of a v2 list, page by page (250 a page; BigCommerce gives 50 when no limit
+    /// is sent, so a first page alone drops the rest of a long order).
+    async fn get_all(&self, path: &str) -> Result<Value> {
+        let mut rows = Vec::new();
+        for page in 1.. {
+            let answer =
+                self.get(path, &[("limit", V2_PAGE.to_string()), ("page", page.to_string())]).await?;
+            let batch = answer.as_array().cloned().unwrap_or_default();
+            let full = batch.len() >= V2_PAGE;
+            rows.extend(batch);
+            if !full {
+                break;
+            }
+        }
+        Ok(Value::Array(rows))
     }
 
     async fn lookup_skus(&self, skus: Vec<String>) -> Result<HashMap<String, InventoryTarget>> {
@@ -320,7 +341,7 @@ impl SalesChannel for BigCommerceChannel {
 
     async fn fetch_order(&self, order_id: &str) -> Result<Value> {
         let mut order = self.get(&format!("v2/orders/{order_id}"), &[]).await?;
-        let products = self.get(&format!("v2/orders/{order_id}/products"), &[]).await?;
+        let products = self.get_all(&format!("v2/orders/{order_id}/products")).await?;
         let addresses = self.get(&format!("v2/orders/{order_id}/shipping_addresses"), &[]).await?;
         let object = order.as_object_mut().ok_or_else(|| Error::Unavailable {
             service: SERVICE,
@@ -423,7 +444,7 @@ impl SalesChannel for BigCommerceChannel {
     }
 
     async fn post_fulfilment(&self, order_id: &str, fulfilment: &Fulfilment) -> Result<()> {
-        let shipments = self.get(&format!("v2/orders/{order_id}/shipments"), &[]).await?;
+        let shipments = self.get_all(&format!("v2/orders/{order_id}/shipments")).await?;
         let already = shipments
             .as_array()
             .into_iter()
@@ -433,7 +454,7 @@ impl SalesChannel for BigCommerceChannel {
             tracing::info!(store = %self.store.name, order_id, "shipment with this tracking number exists; skipped");
             return Ok(());
         }
-        let products = self.get(&format!("v2/orders/{order_id}/products"), &[]).await?;
+        let products = self.get_all(&format!("v2/orders/{order_id}/products")).await?;
         let products = products.as_array().cloned().unwrap_or_default();
         let mut items = Vec::new();
         let mut address_id = None;

@@ -251,7 +251,8 @@ pub struct InventoryTarget {
     pub location_id: String,
     /// BigCommerce product id; WooCommerce parent product of a variation.
     pub parent_id: Option<String>,
-    /// Set when the channel will not take this SKU's stock (a Shopify bundle parent).
+    /// Set when the channel will not take this SKU's stock (a Shopify bundle parent, a
+    /// WooCommerce variable product).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip: Option<SkipReason>,
 }
@@ -266,6 +267,8 @@ pub enum SkipReason {
     /// The item is not stocked at the store's location (`ITEM_NOT_STOCKED_AT_LOCATION`);
     /// stocking it there is the merchant's call.
     NotStockedAtLocation,
+    /// A WooCommerce variable product: its stock lives on its variations.
+    VariableProduct,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
