@@ -258,7 +258,7 @@ pub struct InventoryTarget {
 }
 
 /// Why a SKU's stock is not written to a channel; reported in `PushReport::skipped`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     /// A Shopify parent bundle (`requiresComponents`): its stock follows its components and the

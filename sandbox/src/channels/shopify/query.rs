@@ -14,19 +14,25 @@ pub const MAX_COST: u64 = 1000;
 /// The most items one page may ask for.
 pub const MAX_PAGE: u64 = 250;
 
-/// Fields whose value is a paged connection (or a list taking `first`) in the Admin schema
-/// parts the sandbox serves.
-const PAGED: [&str; 9] = [
+/// Connections of the Admin schema parts the sandbox serves: `first` or `last` is required.
+const CONNECTIONS: [&str; 7] = [
     "productVariants",
     "products",
     "fulfillmentOrders",
     "lineItems",
     "fulfillmentLineItems",
-    "fulfillments",
-    "trackingInfo",
     "webhookSubscriptions",
     "orders",
 ];
+/// Plain lists that take an optional `first` (`Order.fulfillments`, `Fulfillment.trackingInfo`):
+/// sized by it when given, one object when not.
+const LISTS_WITH_FIRST: [&str; 2] = ["fulfillments", "trackingInfo"];
+
+fn paged(field: &Field) -> bool {
+    CONNECTIONS.contains(&field.name.as_str())
+        || (LISTS_WITH_FIRST.contains(&field.name.as_str())
+            && (field.args.contains_key("first") || field.args.contains_key("last")))
+}
 /// Lists sized by a list argument: field → argument.
 const SIZED_BY: [(&str, &str); 2] = [("nodes", "ids"), ("quantities", "names")];
 
@@ -338,7 +344,7 @@ fn field_cost(field: &Field) -> Result<u64, String> {
     if !field.has_selection {
         return Ok(0);
     }
-    if PAGED.contains(&field.name.as_str()) {
+    if paged(field) {
         let size = field.arg_u64("first").or_else(|| field.arg_u64("last")).ok_or_else(|| {
             format!("you must provide one of first or last for the {} connection", field.name)
         })?;
@@ -402,7 +408,7 @@ fn field_actual(field: &Field, value: &Value) -> u64 {
     if !field.has_selection || value.is_null() {
         return 0;
     }
-    if PAGED.contains(&field.name.as_str()) {
+    if paged(field) {
         let items: Vec<(&Field, &Value)> = match (field.child("nodes"), value) {
             (Some(nodes), _) => value
                 .get("nodes")

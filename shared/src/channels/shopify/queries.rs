@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-/// Variants per page of a SKU search: 2 + 250 × 3 = 752 points.
+/// Variants per page of a SKU search: 2 + 250 × 2 = 502 points (the variant and its item).
 pub const VARIANTS_PAGE: usize = 250;
 /// Inventory items per level read: 250 × (1 + 1 + 1) = 750 points (and the 250-id input cap).
 pub const LEVELS_PER_READ: usize = 250;
@@ -22,7 +22,7 @@ pub const MORE_LINES_PAGE: usize = 250;
 /// Webhook subscriptions per page: 2 + 250 = 252 points.
 pub const WEBHOOKS_PAGE: usize = 250;
 
-pub const Q_VARIANTS: &str = "query PearlsyncVariantsBySku($query: String!, $first: Int!, $after: String) { productVariants(first: $first, after: $after, query: $query) { pageInfo { hasNextPage endCursor } nodes { id sku requiresComponents product { id } inventoryItem { id } } } }";
+pub const Q_VARIANTS: &str = "query PearlsyncVariantsBySku($query: String!, $first: Int!, $after: String) { productVariants(first: $first, after: $after, query: $query) { pageInfo { hasNextPage endCursor } nodes { id sku requiresComponents inventoryItem { id } } } }";
 pub const Q_LEVELS: &str = "query PearlsyncInventoryLevels($ids: [ID!]!, $locationId: ID!) { nodes(ids: $ids) { ... on InventoryItem { id inventoryLevel(locationId: $locationId) { quantities(names: [\"available\"]) { name quantity } } } } }";
 pub const M_SET: &str = "mutation PearlsyncSetQuantities($input: InventorySetQuantitiesInput!, $idempotencyKey: String!) { inventorySetQuantities(input: $input) @idempotent(key: $idempotencyKey) { inventoryAdjustmentGroup { id } userErrors { code field message } } }";
 pub const Q_ORDER_FULFILMENTS: &str = "query PearlsyncOrderFulfillments($id: ID!, $first: Int!) { order(id: $id) { id fulfillments(first: $first) { id trackingInfo(first: 3) { number } } } }";
@@ -90,7 +90,7 @@ mod tests {
             let all = every_query_at_its_largest();
             requested_cost(all[i].0, &all[i].1).unwrap()
         };
-        assert_eq!(cost(0), 2 + 250 * 3);
+        assert_eq!(cost(0), 2 + 250 * 2);
         assert_eq!(cost(1), 250 * 3);
         assert_eq!(cost(3), 1 + 2 + 100 * 6);
         assert_eq!(cost(4), 1 + 2 + 250 * 2);
