@@ -35,12 +35,14 @@ pub struct WooCommerceChannel {
     store: StoreConfig,
     state: Arc<dyn StateStore>,
     http: Http,
+    /// The Shipment Tracking extension's provider names, once read.
+    providers: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl WooCommerceChannel {
     pub fn new(store: StoreConfig, state: Arc<dyn StateStore>) -> Self {
         let http = Http::new(SERVICE, store.max_retries);
-        WooCommerceChannel { store, state, http }
+        WooCommerceChannel { store, state, http, providers: std::sync::Mutex::new(None) }
     }
 
     fn url(&self, path: &str) -> String {

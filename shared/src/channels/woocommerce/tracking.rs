@@ -1,6 +1,7 @@
 //! WooCommerce tracking through the Shipment Tracking extension, in one of its two documented
-//! forms: a provider of its list (`tracking_provider`, from the store's `tracking_providers`
-//! map), or a custom provider with its link (`custom_tracking_provider` +
+//! forms: a provider of its list (`tracking_provider`: the store's `tracking_providers` map
+//! first, else a provider of the extension's own list whose name is the carrier's, read once
+//! from its public providers route), or a custom provider with its link (`custom_tracking_provider` +
 //! `custom_tracking_link`, the link from the shipment or the store's
 //! `tracking_url_templates`). When the extension is not installed (its routes answer 404
 //! `rest_no_route`), or the carrier has neither a provider nor a link, the tracking goes into
@@ -15,9 +16,10 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 /// The Shipment Tracking item for `fulfilment`, or `None` when neither documented form can be
-/// made (no provider for the carrier, and no link).
+/// made (no provider for the carrier, and no link). `listed` is the extension's provider names.
 pub(crate) fn tracking_item(
     store: &StoreConfig,
+    listed: &[String],
     fulfilment: &Fulfilment,
     date_shipped: &str,
 ) -> Option<Value> {
@@ -26,7 +28,10 @@ pub(crate) fn tracking_item(
     let lookup = |map: &std::collections::BTreeMap<String, String>| {
         map.iter().find(|(k, _)| k.trim().eq_ignore_ascii_case(carrier)).map(|(_, v)| v.trim().to_string())
     };
-    if let Some(provider) = lookup(&store.tracking_providers).filter(|p| !p.is_empty()) {
+    let provider = lookup(&store.tracking_providers).filter(|p| !p.is_empty()).or_else(|| {
+        listed.iter().find(|name| !carrier.is_empty() && name.trim().eq_ignore_ascii_case(carrier)).cloned()
+    });
+    if let Some(provider) = provider {
         return Some(
             json!({"tracking_provider": provider, "tracking_number": number, "date_shipped": date_shipped}),
         );
@@ -76,12 +81,37 @@ fn no_route(reply: &Reply) -> bool {
             .unwrap_or(false)
 }
 
+/// The provider names of the extension's providers answer (`{"region": {"name": "link"}}`).
+fn provider_names(answer: &Value) -> Vec<String> {
+    answer
+        .as_object()
+        .into_iter()
+        .flat_map(|regions| regions.values())
+        .filter_map(Value::as_object)
+        .flat_map(|providers| providers.keys().cloned())
+        .collect()
+}
+
 impl WooCommerceChannel {
+    /// The extension's provider names, read once per client; empty without the extension.
+    async fn listed_providers(&self) -> Result<Vec<String>> {
+        if let Some(names) = self.providers.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(names);
+        }
+        let url = with_query(&self.url("wc-shipment-tracking/v3/shipment-trackings/providers"), &[])?;
+        let reply = self.call(reqwest::Method::GET, url, None, Retry::Idempotent).await?;
+        let names =
+            if no_route(&reply) { Vec::new() } else { provider_names(&reply.ok(SERVICE)?.json(SERVICE)?) };
+        *self.providers.lock().unwrap_or_else(|p| p.into_inner()) = Some(names.clone());
+        Ok(names)
+    }
+
     pub(super) async fn post_tracking(&self, order_id: &str, fulfilment: &Fulfilment) -> Result<()> {
         let tracking_path = format!("wc-shipment-tracking/v3/orders/{order_id}/shipment-trackings");
         let url = with_query(&self.url(&tracking_path), &[])?;
         let existing = self.call(reqwest::Method::GET, url, None, Retry::Idempotent).await?;
-        let item = tracking_item(&self.store, fulfilment, &Utc::now().format("%Y-%m-%d").to_string());
+        let today = Utc::now().format("%Y-%m-%d").to_string();
+        let mut item = tracking_item(&self.store, &[], fulfilment, &today);
         if !no_route(&existing) {
             let existing = existing.ok(SERVICE)?.json(SERVICE)?;
             let already =
@@ -91,6 +121,11 @@ impl WooCommerceChannel {
             if already {
                 tracing::info!(store = %self.store.name, order_id, "tracking already recorded; skipped");
                 return Ok(());
+            }
+            if item.as_ref().is_none_or(|i| i.get("tracking_provider").is_none()) {
+                // Not in the store's map: a provider of the extension's list by the same name?
+                let listed = self.listed_providers().await?;
+                item = tracking_item(&self.store, &listed, fulfilment, &today);
             }
             if let Some(body) = &item {
                 let reply = self.post(&tracking_path, body.clone(), Retry::ThrottleOnly).await?;
@@ -153,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_mapped_carrier_is_a_known_provider() {
-        let item = tracking_item(&store(), &shipment(" royal mail ", None), "2026-12-01").unwrap();
+        let item = tracking_item(&store(), &[], &shipment(" royal mail ", None), "2026-12-01").unwrap();
         assert_eq!(item["tracking_provider"], "royal-mail");
         assert!(item.get("custom_tracking_provider").is_none());
         assert_eq!(item["tracking_number"], "AB123");
@@ -162,19 +197,30 @@ mod tests {
     #[test]
     fn an_unmapped_carrier_is_custom_with_a_link_from_the_shipment_or_a_template() {
         let item =
-            tracking_item(&store(), &shipment("DPD Local", Some("https://dpd.example/AB123")), "d").unwrap();
+            tracking_item(&store(), &[], &shipment("DPD Local", Some("https://dpd.example/AB123")), "d")
+                .unwrap();
         assert_eq!(
             (item["custom_tracking_provider"].as_str(), item["custom_tracking_link"].as_str()),
             (Some("DPD Local"), Some("https://dpd.example/AB123"))
         );
-        let item = tracking_item(&store(), &shipment("Evri", None), "d").unwrap();
+        let item = tracking_item(&store(), &[], &shipment("Evri", None), "d").unwrap();
         assert_eq!(item["custom_tracking_link"], "https://www.evri.com/track/parcel/AB123");
     }
 
     #[test]
+    fn a_carrier_named_like_a_listed_provider_is_that_provider() {
+        let answer =
+            json!({"Global": {"Aramex": "https://a/%1$s"}, "United States": {"USPS": "https://u/%1$s"}});
+        let listed = provider_names(&answer);
+        let item = tracking_item(&store(), &listed, &shipment("usps", None), "d").unwrap();
+        assert_eq!(item["tracking_provider"], "USPS");
+        assert!(tracking_item(&store(), &listed, &shipment("Pigeon Post", None), "d").is_none());
+    }
+
+    #[test]
     fn no_provider_and_no_link_makes_no_item() {
-        assert!(tracking_item(&store(), &shipment("Pigeon Post", None), "d").is_none());
-        assert!(tracking_item(&store(), &shipment("", Some("https://x.example/1")), "d").is_none());
+        assert!(tracking_item(&store(), &[], &shipment("Pigeon Post", None), "d").is_none());
+        assert!(tracking_item(&store(), &[], &shipment("", Some("https://x.example/1")), "d").is_none());
     }
 
     #[test]
