@@ -36,15 +36,19 @@ fn paged(field: &Field) -> bool {
 /// Lists sized by a list argument: field → argument.
 const SIZED_BY: [(&str, &str); 2] = [("nodes", "ids"), ("quantities", "names")];
 
+/// A directive and its arguments, e.g. `@idempotent(key: …)`.
+pub type Directive = (String, Map<String, Value>);
+/// An inline fragment: its type condition and fields.
+pub type Fragment = (String, Vec<Field>);
+
 #[derive(Debug, Clone, Default)]
 pub struct Field {
     pub name: String,
     pub args: Map<String, Value>,
     pub fields: Vec<Field>,
     /// Inline fragments: (type condition, fields).
-    pub fragments: Vec<(String, Vec<Field>)>,
-    /// Directives with their arguments (`@idempotent(key: …)`).
-    pub directives: Vec<(String, Map<String, Value>)>,
+    pub fragments: Vec<Fragment>,
+    pub directives: Vec<Directive>,
     pub has_selection: bool,
 }
 
@@ -172,7 +176,7 @@ impl Reader<'_> {
         Ok(Operation { mutation, root })
     }
 
-    fn directives(&mut self) -> Result<Vec<(String, Map<String, Value>)>, String> {
+    fn directives(&mut self) -> Result<Vec<Directive>, String> {
         let mut found = Vec::new();
         while self.eat('@') {
             let name = self.name()?;
@@ -182,8 +186,7 @@ impl Reader<'_> {
         Ok(found)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn selection(&mut self) -> Result<(Vec<Field>, Vec<(String, Vec<Field>)>), String> {
+    fn selection(&mut self) -> Result<(Vec<Field>, Vec<Fragment>), String> {
         self.must('{')?;
         let mut fields = Vec::new();
         let mut fragments = Vec::new();
