@@ -91,6 +91,12 @@ async fn woo_tracking_uses_the_mapped_provider() {
     assert_eq!(recorded[0].carrier, "Royal Mail");
     assert!(recorded[0].tracking_url.as_deref().is_some_and(|u| u.contains("RM123456785GB")));
     assert!(sandbox.channels.order_notes(Channel::Woocommerce, &id).is_empty());
+
+    // Not in the map, but named like a provider of the extension's own list: that provider.
+    channel.post_fulfilment(&id, &shipment("USPS", "9400111899560000000000", None)).await.unwrap();
+    let items = woo_trackings(&sandbox, &id).await;
+    assert_eq!(items[1]["tracking_provider"], "usps", "{items}");
+    assert!(sandbox.channels.order_notes(Channel::Woocommerce, &id).is_empty());
 }
 
 #[tokio::test]
