@@ -43,7 +43,12 @@ async fn setup(kind: ChannelKind) -> (Sandbox, Arc<dyn SalesChannel>) {
 }
 
 async fn push_5001(kind: ChannelKind, expected_writes: u64, write_endpoint: &str) {
-    let (sandbox, channel) = setup(kind).await;
+    // Resolving 5,001 SKUs costs Shopify about 10,000 query points: a Plus store's restore rate
+    // (1,000 points/s) keeps that to seconds.
+    let mut config = SandboxConfig::default();
+    config.channels.shopify_restore_rate = 1000.0;
+    let sandbox = pearlsync_sandbox::start(config).await.unwrap();
+    let channel = build_channel(&store_for(&sandbox, kind), Arc::new(EmbeddedStore::in_memory().unwrap()));
     let ch = sandbox_channel(kind);
     let skus: Vec<String> = (0..5001).map(|i| format!("SKU-{i:05}")).collect();
     sandbox.channels.seed_products(ch, &skus.iter().map(|s| (s.clone(), 0)).collect::<Vec<_>>());

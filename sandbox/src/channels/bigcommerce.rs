@@ -1,4 +1,5 @@
-//! Simulated BigCommerce: v2 orders, products, addresses and shipments; v3 variants, inventory
+//! Simulated BigCommerce: v2 orders, products, addresses and shipments (v2 lists paged like
+//! BigCommerce: 50 a page unless `limit` says otherwise, at most 250, 204 past the end); v3 variants, inventory
 //! items and absolute adjustments (2,000 items max → 422); v3 hooks; the per-window request
 //! quota with its X-Rate-Limit headers and 429.
 
@@ -171,6 +172,19 @@ async fn order(
     done(lose, left, answer)
 }
 
+/// One page of a v2 list: `limit` (default 50, at most 250) and `page` (from 1), as
+/// BigCommerce pages; an empty page is a 204.
+fn v2_page(items: Vec<Value>, q: &HashMap<String, String>) -> Response {
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
+    let limit: usize = q.get("limit").and_then(|p| p.parse().ok()).unwrap_or(50).clamp(1, 250);
+    let list: Vec<Value> = items.into_iter().skip((page - 1) * limit).take(limit).collect();
+    if list.is_empty() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        Json(Value::Array(list)).into_response()
+    }
+}
+
 fn with_order(sb: &ChannelSandbox, id: &str, f: impl FnOnce(&Order) -> Value) -> Response {
     let shop = sb.shop(Channel::Bigcommerce);
     match id.parse().ok().and_then(|id: u64| shop.orders.get(&id)) {
@@ -182,10 +196,19 @@ fn with_order(sb: &ChannelSandbox, id: &str, f: impl FnOnce(&Order) -> Value) ->
 async fn order_products(
     State(sb): State<Arc<ChannelSandbox>>,
     Path((hash, id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     let (lose, left) = enter_or_return!(sb, hash, "v2/order/products", headers);
-    done(lose, left, with_order(&sb, &id, products_json))
+    let products = {
+        let shop = sb.shop(Channel::Bigcommerce);
+        id.parse().ok().and_then(|id: u64| shop.orders.get(&id)).map(products_json)
+    };
+    let answer = match products {
+        Some(Value::Array(items)) => v2_page(items, &q),
+        _ => not_found(),
+    };
+    done(lose, left, answer)
 }
 
 async fn order_addresses(
@@ -200,17 +223,20 @@ async fn order_addresses(
 async fn shipments(
     State(sb): State<Arc<ChannelSandbox>>,
     Path((hash, id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     let (lose, left) = enter_or_return!(sb, hash, "v2/order/shipments:get", headers);
-    let answer = {
+    let list = {
         let shop = sb.shop(Channel::Bigcommerce);
-        match id.parse().ok().and_then(|id: u64| shop.orders.get(&id)) {
-            Some(o) if o.fulfilments.is_empty() => StatusCode::NO_CONTENT.into_response(),
-            Some(o) => Json(Value::Array(o.fulfilments.iter().enumerate().map(|(i, f)| json!({"id": i + 1, "order_id": o.id,
-                "tracking_number": f.tracking_number, "tracking_carrier": f.carrier, "tracking_link": f.tracking_url})).collect())).into_response(),
-            None => not_found(),
-        }
+        id.parse().ok().and_then(|id: u64| shop.orders.get(&id)).map(|o| {
+            o.fulfilments.iter().enumerate().map(|(i, f)| json!({"id": i + 1, "order_id": o.id,
+                "tracking_number": f.tracking_number, "tracking_carrier": f.carrier, "tracking_link": f.tracking_url})).collect::<Vec<_>>()
+        })
+    };
+    let answer = match list {
+        Some(items) => v2_page(items, &q),
+        None => not_found(),
     };
     done(lose, left, answer)
 }
@@ -260,6 +286,7 @@ async fn create_shipment(
             carrier: text("tracking_carrier").or_else(|| text("shipping_provider")).unwrap_or_default(),
             tracking_url: text("tracking_link"),
             lines,
+            location_id: None,
         });
         order.updated_at = chrono::Utc::now();
         (StatusCode::CREATED, Json(json!({"id": order.fulfilments.len(), "order_id": order.id})))

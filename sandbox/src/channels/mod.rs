@@ -6,15 +6,15 @@
 #![allow(clippy::result_large_err)]
 
 mod bigcommerce;
+mod control;
+mod merchant;
 mod shopify;
 mod woocommerce;
 
 use crate::faults::{Fault, FaultInjector, FaultRates};
 use axum::Json;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -95,6 +95,14 @@ pub(crate) struct Product {
     pub name: String,
     pub price: f64,
     pub quantity: i64,
+    /// Shopify parent bundle (`requiresComponents`): the API refuses to set its stock.
+    pub requires_components: bool,
+    /// Shopify: whether the item is stocked at the store's location.
+    pub stocked: bool,
+    /// WooCommerce variation: the variable product it belongs to.
+    pub parent_id: Option<u64>,
+    /// WooCommerce variable product: its stock lives on its variations.
+    pub variable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +115,10 @@ pub(crate) struct Line {
     pub price: f64,
     pub shipped: u32,
     pub product: Option<(u64, u64)>,
+    /// WooCommerce: the variable product of a variation line.
+    pub parent: Option<u64>,
+    /// Shopify: the location whose fulfilment order holds the line.
+    pub location_id: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +136,8 @@ pub(crate) struct Order {
     pub cancelled: bool,
     pub fulfilments: Vec<SandboxFulfilment>,
     pub notes: Vec<String>,
+    /// Shopify fulfilment orders: (id, location), one per location holding lines.
+    pub fulfillment_orders: Vec<(u64, u64)>,
 }
 
 impl Order {
@@ -150,6 +164,9 @@ pub struct SandboxFulfilment {
     /// (SKU, or line id when the line has no SKU; quantity). Empty for WooCommerce tracking,
     /// which does not name lines.
     pub lines: Vec<(String, u32)>,
+    /// Shopify: the location the fulfilment was made at.
+    #[serde(default)]
+    pub location_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +189,11 @@ pub struct ChannelCounters {
     /// Inventory write calls refused for size.
     pub oversized_batches: u64,
     pub webhooks_sent: u64,
+    /// Shopify: the highest requested query cost seen, and queries refused as over the cap.
+    pub max_query_cost_seen: u64,
+    pub queries_over_cost: u64,
+    /// Shopify: answers of `IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED` sent.
+    pub spent_keys_refused: u64,
 }
 
 impl ChannelCounters {
@@ -194,6 +216,12 @@ pub(crate) struct Shop {
     pub idempotency: HashMap<String, (Value, Value)>,
     pub bucket: Option<(f64, Instant)>,
     pub window: Option<(Instant, u64)>,
+    /// Shopify: inventory writes still to fail on Shopify's side (HTTP 500 after the key is
+    /// recorded as failed), and the keys so spent.
+    pub fail_inventory_writes: u32,
+    pub spent_keys: std::collections::HashSet<String>,
+    /// WooCommerce: the Shipment Tracking extension is not installed.
+    pub shipment_tracking_missing: bool,
 }
 
 impl Shop {
@@ -284,10 +312,15 @@ impl ChannelSandbox {
     pub fn new(config: ChannelSandboxConfig, base_url: &str) -> Self {
         let seed = config.fault_seed;
         let shop = |start: u64| Mutex::new(Shop { next_id: start, ..Shop::default() });
+        let woo = Mutex::new(Shop {
+            next_id: 700,
+            shipment_tracking_missing: !config.woocommerce_shipment_tracking,
+            ..Shop::default()
+        });
         ChannelSandbox {
             config,
             base_url: base_url.to_string(),
-            shops: [shop(1_000), shop(100), shop(700)],
+            shops: [shop(1_000), shop(100), woo],
             faults: [
                 FaultInjector::new(FaultRates::default(), seed),
                 FaultInjector::new(FaultRates::default(), seed + 1),
@@ -307,110 +340,6 @@ impl ChannelSandbox {
 
     pub fn faults(&self, channel: Channel) -> &FaultInjector {
         &self.faults[channel.index()]
-    }
-
-    /// Adds (or updates) a product with stock at the channel's location; returns its product id.
-    pub fn seed_product(&self, channel: Channel, sku: &str, quantity: i64) -> u64 {
-        let mut shop = self.shop(channel);
-        if let Some(p) = shop.by_sku(sku) {
-            p.quantity = quantity;
-            return p.product_id;
-        }
-        let product_id = shop.next();
-        let variant_id = shop.next();
-        let inventory_item_id = shop.next();
-        shop.products.push(Product {
-            sku: sku.to_string(),
-            product_id,
-            variant_id,
-            inventory_item_id,
-            name: format!("Product {sku}"),
-            price: 10.0,
-            quantity,
-        });
-        product_id
-    }
-
-    pub fn seed_products(&self, channel: Channel, products: &[(String, i64)]) {
-        for (sku, quantity) in products {
-            self.seed_product(channel, sku, *quantity);
-        }
-    }
-
-    /// The SKU's available quantity at the channel's location.
-    pub fn quantity(&self, channel: Channel, sku: &str) -> Option<i64> {
-        self.shop(channel).by_sku(sku).map(|p| p.quantity)
-    }
-
-    /// A merchant edit.
-    pub fn set_quantity(&self, channel: Channel, sku: &str, quantity: i64) -> bool {
-        self.shop(channel).by_sku(sku).map(|p| p.quantity = quantity).is_some()
-    }
-
-    /// Creates an order; returns its id and the JSON the channel would send for it.
-    pub fn create_order(&self, channel: Channel, new: NewOrder) -> (String, Value) {
-        let id = {
-            let mut shop = self.shop(channel);
-            let id = shop.next();
-            let address_id = shop.next();
-            let mut lines = Vec::new();
-            for l in &new.lines {
-                let line_id = shop.next();
-                let fo_line_id = shop.next();
-                let product =
-                    l.sku.as_deref().and_then(|s| shop.by_sku(s)).map(|p| (p.product_id, p.variant_id));
-                lines.push(Line {
-                    line_id,
-                    fo_line_id,
-                    sku: l.sku.clone().filter(|s| !s.is_empty()),
-                    name: if l.name.is_empty() {
-                        l.sku.clone().unwrap_or_else(|| "Item".into())
-                    } else {
-                        l.name.clone()
-                    },
-                    quantity: l.quantity,
-                    price: l.price,
-                    shipped: 0,
-                    product,
-                });
-            }
-            let now = Utc::now();
-            let number = shop.orders.len() as u64 + 1001;
-            shop.orders.insert(
-                id,
-                Order {
-                    id,
-                    number,
-                    email: new.email.clone(),
-                    first_name: new.first_name.clone(),
-                    last_name: new.last_name.clone(),
-                    currency: if new.currency.is_empty() { "GBP".into() } else { new.currency.clone() },
-                    lines,
-                    address_id,
-                    created_at: now,
-                    updated_at: now,
-                    cancelled: false,
-                    fulfilments: Vec::new(),
-                    notes: Vec::new(),
-                },
-            );
-            id
-        };
-        let json = self.order_json(channel, &id.to_string()).unwrap_or(Value::Null);
-        (id.to_string(), json)
-    }
-
-    /// Marks the order cancelled (a merchant action).
-    pub fn cancel_order(&self, channel: Channel, order_id: &str) -> bool {
-        let mut shop = self.shop(channel);
-        match order_id.parse().ok().and_then(|id: u64| shop.orders.get_mut(&id)) {
-            Some(order) => {
-                order.cancelled = true;
-                order.updated_at = Utc::now();
-                true
-            }
-            None => false,
-        }
     }
 
     /// The order as the channel's own API (and webhook) shows it.
@@ -630,158 +559,9 @@ pub(crate) fn money(v: f64) -> String {
     format!("{v:.2}")
 }
 
-// ---- HTTP control routes under /__sandbox/{channel}/... ----
-
-fn channel_of(name: &str) -> Result<Channel, Response> {
-    Channel::parse(name).ok_or_else(|| (StatusCode::NOT_FOUND, "unknown channel").into_response())
-}
-
-#[derive(Deserialize)]
-struct SeedItem {
-    sku: String,
-    quantity: i64,
-}
-
-async fn control_seed(
-    State(sb): State<Arc<ChannelSandbox>>,
-    Path(channel): Path<String>,
-    Json(items): Json<Vec<SeedItem>>,
-) -> Response {
-    let channel = match channel_of(&channel) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    for item in &items {
-        sb.seed_product(channel, &item.sku, item.quantity);
-    }
-    Json(json!({"seeded": items.len()})).into_response()
-}
-
-async fn control_quantity(
-    State(sb): State<Arc<ChannelSandbox>>,
-    Path((channel, sku)): Path<(String, String)>,
-) -> Response {
-    let channel = match channel_of(&channel) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match sb.quantity(channel, &sku) {
-        Some(q) => Json(json!({"sku": sku, "quantity": q})).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct SetQuantity {
-    quantity: i64,
-}
-
-async fn control_set_quantity(
-    State(sb): State<Arc<ChannelSandbox>>,
-    Path((channel, sku)): Path<(String, String)>,
-    Json(body): Json<SetQuantity>,
-) -> Response {
-    let channel = match channel_of(&channel) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if sb.set_quantity(channel, &sku, body.quantity) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
-        .into_response()
-}
-
-async fn control_create_order(
-    State(sb): State<Arc<ChannelSandbox>>,
-    Path(channel): Path<String>,
-    Json(new): Json<NewOrder>,
-) -> Response {
-    let channel = match channel_of(&channel) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let (id, order) = sb.create_order(channel, new);
-    Json(json!({"id": id, "order": order})).into_response()
-}
-
-#[derive(Deserialize)]
-struct DeliverRequest {
-    target_url: String,
-    secret: String,
-    #[serde(flatten)]
-    options: DeliveryOptions,
-}
-
-async fn control_deliver(
-    State(sb): State<Arc<ChannelSandbox>>,
-    Path((channel, id)): Path<(String, String)>,
-    Json(req): Json<DeliverRequest>,
-) -> Response {
-    let channel = match channel_of(&channel) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let sent = sb.deliver_order_webhook(channel, &id, &req.target_url, &req.secret, &req.options).await;
-    Json(json!({"sent": sent})).into_response()
-}
-
-async fn control_fulfilments(
-    State(sb): State<Arc<ChannelSandbox>>,
-    Path((channel, id)): Path<(String, String)>,
-) -> Response {
-    let channel = match channel_of(&channel) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    Json(json!({"fulfilments": sb.fulfilments(channel, &id), "notes": sb.order_notes(channel, &id)}))
-        .into_response()
-}
-
-async fn control_counters(State(sb): State<Arc<ChannelSandbox>>, Path(channel): Path<String>) -> Response {
-    let channel = match channel_of(&channel) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    Json(json!({"counters": sb.counters(channel), "faults": sb.faults(channel).counts()})).into_response()
-}
-
-#[derive(Deserialize)]
-struct FaultRequest {
-    #[serde(default)]
-    rates: Option<FaultRates>,
-    #[serde(default)]
-    script: Vec<Option<Fault>>,
-    #[serde(default)]
-    clear: bool,
-}
-
-async fn control_faults(
-    State(sb): State<Arc<ChannelSandbox>>,
-    Path(channel): Path<String>,
-    Json(req): Json<FaultRequest>,
-) -> Response {
-    let channel = match channel_of(&channel) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let faults = sb.faults(channel);
-    if req.clear {
-        faults.clear();
-    }
-    if let Some(rates) = req.rates {
-        faults.set_rates(rates);
-    }
-    faults.script(req.script);
-    StatusCode::NO_CONTENT.into_response()
-}
-
 pub fn router(sandbox: Arc<ChannelSandbox>) -> axum::Router {
     axum::Router::new()
-        .route("/__sandbox/{channel}/products", post(control_seed))
-        .route("/__sandbox/{channel}/quantity/{sku}", get(control_quantity).put(control_set_quantity))
-        .route("/__sandbox/{channel}/orders", post(control_create_order))
-        .route("/__sandbox/{channel}/orders/{id}/deliver", post(control_deliver))
-        .route("/__sandbox/{channel}/orders/{id}/fulfilments", get(control_fulfilments))
-        .route("/__sandbox/{channel}/counters", get(control_counters))
-        .route("/__sandbox/{channel}/faults", post(control_faults))
+        .merge(control::routes())
         .merge(shopify::routes())
         .merge(bigcommerce::routes())
         .merge(woocommerce::routes())

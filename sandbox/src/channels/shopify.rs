@@ -1,10 +1,10 @@
-//! Simulated Shopify: REST order reads and the handful of GraphQL Admin operations the client
-//! sends, recognised by their root field, with the cost bucket and the 250-item input limit.
+//! Simulated Shopify: REST order reads and the GraphQL Admin operations the client sends,
+//! read into a field tree (`query`) and served by their root field, with Shopify's requested
+//! query cost: a query over 1,000 points is refused with `MAX_COST_EXCEEDED`, the rest are
+//! charged to the bucket up front and refunded down to their actual cost, and every answer
+//! carries `extensions.cost` as Shopify's does.
 
-use super::{
-    Channel, ChannelSandbox, Gate, Order, OrderTopic, SandboxFulfilment, SandboxWebhook, finish, header_str,
-    money,
-};
+use super::{Channel, ChannelSandbox, Gate, Order, OrderTopic, SandboxWebhook, finish, header_str, money};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,6 +17,13 @@ use sha2::Sha256;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod fulfilment;
+mod inventory;
+pub(crate) mod query;
+
+use query::{Field, MAX_COST};
+
+/// Shopify refuses any input array longer than this.
 const MAX_INPUT: usize = 250;
 
 fn gid(kind: &str, id: u64) -> String {
@@ -25,6 +32,90 @@ fn gid(kind: &str, id: u64) -> String {
 
 fn tail(gid: &str) -> Option<u64> {
     gid.rsplit('/').next()?.parse().ok()
+}
+
+/// One page of `items` as a connection, honouring the field's `first` and `after`; cursors
+/// are the item's position.
+fn page(items: Vec<Value>, field: &Field) -> Value {
+    let start = field
+        .arg_str("after")
+        .and_then(|c| c.strip_prefix("c:"))
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or(0, |n| n + 1);
+    let first = field.arg_u64("first").unwrap_or(query::MAX_PAGE) as usize;
+    let total = items.len();
+    let nodes: Vec<Value> = items.into_iter().skip(start).take(first).collect();
+    let end = start + nodes.len();
+    json!({
+        "pageInfo": {
+            "hasNextPage": end < total,
+            "hasPreviousPage": start > 0,
+            "startCursor": (!nodes.is_empty()).then(|| format!("c:{start}")),
+            "endCursor": (!nodes.is_empty()).then(|| format!("c:{}", end - 1)),
+        },
+        "nodes": nodes,
+    })
+}
+
+/// A plain list field's items, cut to its `first`.
+fn list(items: Vec<Value>, field: &Field) -> Value {
+    let first = field.arg_u64("first").unwrap_or(query::MAX_PAGE) as usize;
+    Value::Array(items.into_iter().take(first).collect())
+}
+
+fn cost_extension(sb: &ChannelSandbox, requested: u64, actual: Option<u64>, available: f64) -> Value {
+    json!({"cost": {"requestedQueryCost": requested, "actualQueryCost": actual,
+        "throttleStatus": {"maximumAvailable": sb.config.shopify_bucket, "currentlyAvailable": available, "restoreRate": sb.config.shopify_restore_rate}}})
+}
+
+pub(crate) fn throttled_answer(sb: &ChannelSandbox, available: f64) -> Response {
+    throttled_with(sb, 10, available)
+}
+
+fn throttled_with(sb: &ChannelSandbox, requested: u64, available: f64) -> Response {
+    let extensions = cost_extension(sb, requested, None, available);
+    Json(json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}], "extensions": extensions})).into_response()
+}
+
+/// Shopify's refusal of a query over the single-query maximum; nothing is charged.
+fn over_cost_answer(requested: u64) -> Response {
+    Json(json!({"errors": [{
+        "message": format!("Query cost is {requested}, which exceeds the single query max cost limit ({MAX_COST}).\n\nSee https://shopify.dev/concepts/about-apis/rate-limits for more information on how the\ncost of a query is calculated.\n\nTo query larger amounts of data with fewer limits, bulk operations should be used instead.\nSee https://shopify.dev/tutorials/perform-bulk-operations-with-admin-api for usage details.\n"),
+        "extensions": {"code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": MAX_COST, "documentation": "https://shopify.dev/api/usage/rate-limits"}
+    }]}))
+    .into_response()
+}
+
+fn bucket_level(sb: &ChannelSandbox, shop: &mut super::Shop) -> f64 {
+    let now = Instant::now();
+    let (level, at) = shop.bucket.unwrap_or((sb.config.shopify_bucket, now));
+    let level =
+        (level + at.elapsed().as_secs_f64() * sb.config.shopify_restore_rate).min(sb.config.shopify_bucket);
+    shop.bucket = Some((level, now));
+    level
+}
+
+/// Takes `cost` points from the bucket; `Err(available)` when there are not enough.
+fn spend(sb: &ChannelSandbox, cost: f64) -> Result<f64, f64> {
+    let mut shop = sb.shop(Channel::Shopify);
+    let level = bucket_level(sb, &mut shop);
+    if level < cost {
+        return Err(level);
+    }
+    shop.bucket = Some((level - cost, Instant::now()));
+    Ok(level - cost)
+}
+
+/// Gives back what was charged beyond the actual cost; returns the level after.
+fn refund(sb: &ChannelSandbox, points: f64) -> f64 {
+    let mut shop = sb.shop(Channel::Shopify);
+    let level = (bucket_level(sb, &mut shop) + points).min(sb.config.shopify_bucket);
+    shop.bucket = Some((level, Instant::now()));
+    level
+}
+
+fn graphql_error(code: &str, message: &str) -> Value {
+    json!([{"message": message, "extensions": {"code": code}}])
 }
 
 pub(crate) fn order_json(o: &Order) -> Value {
@@ -80,32 +171,6 @@ pub(crate) fn webhook(
     (headers, body)
 }
 
-fn cost_extension(sb: &ChannelSandbox, requested: f64, available: f64) -> Value {
-    json!({"cost": {"requestedQueryCost": requested, "actualQueryCost": requested,
-        "throttleStatus": {"maximumAvailable": sb.config.shopify_bucket, "currentlyAvailable": available, "restoreRate": sb.config.shopify_restore_rate}}})
-}
-
-pub(crate) fn throttled_answer(sb: &ChannelSandbox, available: f64) -> Response {
-    let mut extensions = cost_extension(sb, 10.0, available);
-    extensions["cost"]["actualQueryCost"] = Value::Null;
-    Json(json!({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}], "extensions": extensions})).into_response()
-}
-
-/// Takes `cost` points from the bucket; `Err(available)` when there are not enough.
-fn spend(sb: &ChannelSandbox, cost: f64) -> Result<f64, f64> {
-    let mut shop = sb.shop(Channel::Shopify);
-    let now = Instant::now();
-    let (level, at) = shop.bucket.unwrap_or((sb.config.shopify_bucket, now));
-    let level =
-        (level + at.elapsed().as_secs_f64() * sb.config.shopify_restore_rate).min(sb.config.shopify_bucket);
-    if level < cost {
-        shop.bucket = Some((level, now));
-        return Err(level);
-    }
-    shop.bucket = Some((level - cost, now));
-    Ok(level - cost)
-}
-
 fn authorised(headers: &HeaderMap) -> bool {
     header_str(headers, "x-shopify-access-token").is_some()
 }
@@ -154,236 +219,86 @@ async fn graphql(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let query = body.get("query").and_then(Value::as_str).unwrap_or("").to_string();
+    let text = body.get("query").and_then(Value::as_str).unwrap_or("").to_string();
     let vars = body.get("variables").cloned().unwrap_or(Value::Null);
-    let op = [
-        "inventorySetQuantities",
-        "productVariants",
-        "inventoryLevel",
-        "fulfillmentCreate",
-        "fulfillmentOrders",
-        "webhookSubscriptionCreate",
-        "webhookSubscriptions",
-    ]
-    .into_iter()
-    .find(|op| query.contains(op))
-    .unwrap_or("unknown");
-    let lose = match sb.gate(Channel::Shopify, &format!("graphql:{op}"), authorised(&headers)).await {
+    let parsed = query::parse(&text, &vars);
+    let root = parsed.as_ref().ok().and_then(|op| op.root_field()).map_or("unknown", |f| f.name.as_str());
+    let lose = match sb.gate(Channel::Shopify, &format!("graphql:{root}"), authorised(&headers)).await {
         Gate::Answer(r) => return r,
         Gate::Serve { lose } => lose,
     };
-    let cost = if query.trim_start().starts_with("mutation") { 10.0 } else { 2.0 };
-    let available = match spend(&sb, cost) {
-        Ok(a) => a,
-        Err(a) => {
-            sb.shop(Channel::Shopify).counters.throttles_sent += 1;
-            return throttled_answer(&sb, a);
-        }
+    let operation = match parsed {
+        Ok(op) => op,
+        Err(e) => return Json(json!({"errors": graphql_error("GRAPHQL_PARSE_FAILED", &e)})).into_response(),
     };
-    let data = match op {
-        "inventorySetQuantities" => set_quantities(&sb, &vars),
-        "productVariants" => Ok(variants(&sb, &vars)),
-        "inventoryLevel" => Ok(levels(&sb, &vars)),
-        "fulfillmentOrders" => Ok(fulfillment_orders(&sb, &vars)),
-        "fulfillmentCreate" => Ok(fulfillment_create(&sb, &vars)),
-        "webhookSubscriptions" => Ok(subscriptions(&sb)),
-        "webhookSubscriptionCreate" => Ok(subscribe(&sb, &vars)),
-        _ => Err(json!([{"message": "operation not simulated", "extensions": {"code": "UNSUPPORTED"}}])),
+    let requested = match query::requested_cost(&operation) {
+        Ok(cost) => cost,
+        Err(e) => return Json(json!({"errors": graphql_error("BAD_REQUEST", &e)})).into_response(),
+    };
+    {
+        let mut shop = sb.shop(Channel::Shopify);
+        shop.counters.max_query_cost_seen = shop.counters.max_query_cost_seen.max(requested);
+        if requested > MAX_COST {
+            shop.counters.queries_over_cost += 1;
+            drop(shop);
+            return finish(lose, over_cost_answer(requested));
+        }
+    }
+    if let Err(available) = spend(&sb, requested as f64) {
+        sb.shop(Channel::Shopify).counters.throttles_sent += 1;
+        return throttled_with(&sb, requested, available);
+    }
+    let Some(field) = operation.root_field() else {
+        return Json(json!({"errors": graphql_error("BAD_REQUEST", "empty selection")})).into_response();
+    };
+    let data = match (operation.mutation, field.name.as_str()) {
+        (true, "inventorySetQuantities") => match inventory::set_quantities(&sb, field) {
+            Ok(data) => Ok(data),
+            Err(failure) => return finish(lose, failure),
+        },
+        (false, "productVariants") => Ok(inventory::variants(&sb, field)),
+        (false, "nodes") => Ok(inventory::levels(&sb, field)),
+        (false, "order") => Ok(fulfilment::order(&sb, field)),
+        (false, "fulfillmentOrder") => Ok(fulfilment::fulfillment_order(&sb, field)),
+        (false, "fulfillment") => Ok(fulfilment::fulfillment(&sb, field)),
+        (true, "fulfillmentCreate") => fulfilment::create(&sb, field),
+        (false, "webhookSubscriptions") => Ok(subscriptions(&sb, field)),
+        (true, "webhookSubscriptionCreate") => Ok(subscribe(&sb, field)),
+        _ => Err(graphql_error("UNSUPPORTED", "operation not simulated")),
     };
     let answer = match data {
-        Ok(data) => json!({"data": data, "extensions": cost_extension(&sb, cost, available)}),
-        Err(errors) => json!({"errors": errors, "extensions": cost_extension(&sb, cost, available)}),
+        Ok(data) => {
+            let actual = query::actual_cost(&operation, &data).min(requested);
+            let available = refund(&sb, (requested - actual) as f64);
+            json!({"data": data, "extensions": cost_extension(&sb, requested, Some(actual), available)})
+        }
+        Err(errors) => {
+            let available = refund(&sb, requested as f64);
+            json!({"errors": errors, "extensions": cost_extension(&sb, requested, Some(0), available)})
+        }
     };
     finish(lose, Json(answer).into_response())
 }
 
-fn variants(sb: &ChannelSandbox, vars: &Value) -> Value {
-    let query = vars.get("query").and_then(Value::as_str).unwrap_or("");
-    let wanted: Vec<String> = query
-        .split(" OR ")
-        .filter_map(|t| t.trim().strip_prefix("sku:"))
-        .map(|s| s.trim_matches('"').replace("\\\"", "\"").replace("\\\\", "\\"))
-        .collect();
-    let shop = sb.shop(Channel::Shopify);
-    let nodes: Vec<Value> = shop
-        .products
-        .iter()
-        .filter(|p| wanted.contains(&p.sku))
-        .map(|p| json!({"id": gid("ProductVariant", p.variant_id), "sku": p.sku, "product": {"id": gid("Product", p.product_id)}, "inventoryItem": {"id": gid("InventoryItem", p.inventory_item_id)}}))
-        .collect();
-    json!({"productVariants": {"nodes": nodes}})
-}
-
-fn levels(sb: &ChannelSandbox, vars: &Value) -> Value {
-    let location = vars.get("locationId").and_then(Value::as_str).and_then(tail);
-    let shop = sb.shop(Channel::Shopify);
-    let nodes: Vec<Value> = vars
-        .get("ids")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|id| {
-            let n = tail(id.as_str()?)?;
-            let p = shop.products.iter().find(|p| p.inventory_item_id == n)?;
-            let level = (location == Some(sb.config.shopify_location_id))
-                .then(|| json!({"quantities": [{"name": "available", "quantity": p.quantity}]}));
-            Some(json!({"id": gid("InventoryItem", n), "inventoryLevel": level}))
-        })
-        .collect();
-    json!({"nodes": nodes})
-}
-
-fn set_quantities(sb: &ChannelSandbox, vars: &Value) -> Result<Value, Value> {
-    let input = vars.get("input").cloned().unwrap_or(Value::Null);
-    let quantities = input.get("quantities").and_then(Value::as_array).cloned().unwrap_or_default();
-    if quantities.len() > MAX_INPUT {
-        sb.record_oversized(Channel::Shopify);
-        return Err(
-            json!([{"message": format!("The input array size of {} is greater than the maximum allowed of {MAX_INPUT}.", quantities.len()),
-            "extensions": {"code": "MAX_INPUT_SIZE_EXCEEDED"}}]),
-        );
-    }
-    let key = vars.get("idempotencyKey").and_then(Value::as_str).map(str::to_string);
-    let mut shop = sb.shop(Channel::Shopify);
-    if let Some(key) = &key
-        && let Some((params, answer)) = shop.idempotency.get(key)
-    {
-        if *params == input {
-            return Ok(answer.clone());
-        }
-        return Ok(json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": [
-            {"code": "IDEMPOTENCY_KEY_PARAMETER_MISMATCH", "field": ["input"], "message": "key reused with other parameters"}]}}));
-    }
-    let mut errors = Vec::new();
-    let mut writes = Vec::new();
-    for (i, q) in quantities.iter().enumerate() {
-        let field = |name: &str| json!(["input", "quantities", i.to_string(), name]);
-        let item = q.get("inventoryItemId").and_then(Value::as_str).and_then(tail);
-        let location = q.get("locationId").and_then(Value::as_str).and_then(tail);
-        let Some(index) = item.and_then(|n| shop.products.iter().position(|p| p.inventory_item_id == n))
-        else {
-            errors.push(json!({"code": "INVALID_INVENTORY_ITEM", "field": field("inventoryItemId"), "message": "unknown inventory item"}));
-            continue;
-        };
-        if location != Some(sb.config.shopify_location_id) {
-            errors.push(json!({"code": "INVALID_LOCATION", "field": field("locationId"), "message": "unknown location"}));
-            continue;
-        }
-        let Some(quantity) = q.get("quantity").and_then(Value::as_i64) else {
-            errors.push(json!({"code": "INVALID_QUANTITY", "field": field("quantity"), "message": "quantity missing"}));
-            continue;
-        };
-        match q.get("changeFromQuantity") {
-            None => errors.push(json!({"code": "CHANGE_FROM_QUANTITY_REQUIRED", "field": field("changeFromQuantity"), "message": "changeFromQuantity is required (null to skip the check)"})),
-            Some(Value::Null) => writes.push((index, quantity)),
-            Some(from) => {
-                if from.as_i64() == Some(shop.products[index].quantity) {
-                    writes.push((index, quantity));
-                } else {
-                    errors.push(json!({"code": "CHANGE_FROM_QUANTITY_STALE", "field": field("changeFromQuantity"), "message": "The quantity has changed since it was read"}));
-                }
-            }
-        }
-    }
-    // All or nothing: one bad entry rejects the whole mutation.
-    let answer = if errors.is_empty() {
-        for (index, quantity) in &writes {
-            shop.products[*index].quantity = *quantity;
-        }
-        let group = shop.next();
-        json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": {"id": gid("InventoryAdjustmentGroup", group)}, "userErrors": []}})
-    } else {
-        json!({"inventorySetQuantities": {"inventoryAdjustmentGroup": null, "userErrors": errors}})
-    };
-    if let Some(key) = key {
-        shop.idempotency.insert(key, (input, answer.clone()));
-    }
-    drop(shop);
-    if errors.is_empty() {
-        sb.record_batch(Channel::Shopify, quantities.len());
-    }
-    Ok(answer)
-}
-
-fn fulfillment_orders(sb: &ChannelSandbox, vars: &Value) -> Value {
-    let id = vars.get("id").and_then(Value::as_str).and_then(tail);
-    let shop = sb.shop(Channel::Shopify);
-    let Some(o) = id.and_then(|id| shop.orders.get(&id)) else { return json!({"order": null}) };
-    let fulfilments: Vec<Value> = o.fulfilments.iter().enumerate()
-        .map(|(i, f)| json!({"id": gid("Fulfillment", o.id * 100 + i as u64), "trackingInfo": [{"number": f.tracking_number}]}))
-        .collect();
-    let status = if o.cancelled || o.fully_shipped() {
-        "CLOSED"
-    } else if o.lines.iter().any(|l| l.shipped > 0) {
-        "IN_PROGRESS"
-    } else {
-        "OPEN"
-    };
-    let items: Vec<Value> = o.lines.iter().map(|l| json!({"id": gid("FulfillmentOrderLineItem", l.fo_line_id),
-        "remainingQuantity": l.quantity - l.shipped, "lineItem": {"id": gid("LineItem", l.line_id), "sku": l.sku}})).collect();
-    json!({"order": {"id": gid("Order", o.id), "fulfillments": fulfilments,
-        "fulfillmentOrders": {"nodes": [{"id": gid("FulfillmentOrder", o.id), "status": status, "lineItems": {"nodes": items}}]}}})
-}
-
-fn fulfillment_create(sb: &ChannelSandbox, vars: &Value) -> Value {
-    let input = vars.get("fulfillment").cloned().unwrap_or(Value::Null);
-    let user_error = |m: &str| json!({"fulfillmentCreate": {"fulfillment": null, "userErrors": [{"field": ["fulfillment"], "message": m}]}});
-    let mut shop = sb.shop(Channel::Shopify);
-    let groups =
-        input.get("lineItemsByFulfillmentOrder").and_then(Value::as_array).cloned().unwrap_or_default();
-    let Some(order_id) =
-        groups.first().and_then(|g| g.get("fulfillmentOrderId")).and_then(Value::as_str).and_then(tail)
-    else {
-        return user_error("no fulfillment order");
-    };
-    let Some(order) = shop.orders.get_mut(&order_id) else {
-        return user_error("fulfillment order not found");
-    };
-    let mut shipped = Vec::new();
-    for g in &groups {
-        for item in g.get("fulfillmentOrderLineItems").and_then(Value::as_array).into_iter().flatten() {
-            let li = item.get("id").and_then(Value::as_str).and_then(tail);
-            let quantity = item.get("quantity").and_then(Value::as_u64).unwrap_or(0) as u32;
-            let Some(line) = order.lines.iter().position(|l| Some(l.fo_line_id) == li) else {
-                return user_error("unknown line item");
-            };
-            if quantity == 0 || order.lines[line].shipped + quantity > order.lines[line].quantity {
-                return user_error("quantity exceeds the remaining quantity");
-            }
-            shipped.push((line, quantity));
-        }
-    }
-    let mut lines = Vec::new();
-    for (line, quantity) in shipped {
-        let l = &mut order.lines[line];
-        l.shipped += quantity;
-        lines.push((l.sku.clone().unwrap_or_else(|| l.line_id.to_string()), quantity));
-    }
-    let tracking = input.get("trackingInfo").cloned().unwrap_or(Value::Null);
-    order.fulfilments.push(SandboxFulfilment {
-        tracking_number: tracking.get("number").and_then(Value::as_str).unwrap_or("").to_string(),
-        carrier: tracking.get("company").and_then(Value::as_str).unwrap_or("").to_string(),
-        tracking_url: tracking.get("url").and_then(Value::as_str).map(str::to_string),
-        lines,
-    });
-    order.updated_at = chrono::Utc::now();
-    let id = order.id * 100 + order.fulfilments.len() as u64;
-    json!({"fulfillmentCreate": {"fulfillment": {"id": gid("Fulfillment", id), "status": "SUCCESS"}, "userErrors": []}})
-}
-
-fn subscriptions(sb: &ChannelSandbox) -> Value {
+fn subscriptions(sb: &ChannelSandbox, field: &Field) -> Value {
     let shop = sb.shop(Channel::Shopify);
     let nodes: Vec<Value> = shop
         .hooks
         .iter()
         .map(|h| json!({"id": gid("WebhookSubscription", h.id), "topic": h.topic, "uri": h.address}))
         .collect();
-    json!({"webhookSubscriptions": {"nodes": nodes}})
+    json!({"webhookSubscriptions": page(nodes, field)})
 }
 
-fn subscribe(sb: &ChannelSandbox, vars: &Value) -> Value {
-    let topic = vars.get("topic").and_then(Value::as_str).unwrap_or("").to_string();
-    let uri = vars.pointer("/webhookSubscription/uri").and_then(Value::as_str).unwrap_or("").to_string();
+fn subscribe(sb: &ChannelSandbox, field: &Field) -> Value {
+    let topic = field.arg_str("topic").unwrap_or("").to_string();
+    let uri = field
+        .args
+        .get("webhookSubscription")
+        .and_then(|w| w.get("uri"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if topic.is_empty() || uri.is_empty() {
         return json!({"webhookSubscriptionCreate": {"webhookSubscription": null, "userErrors": [{"field": ["uri"], "message": "topic and uri are required"}]}});
     }

@@ -1,5 +1,12 @@
 //! Simulated WooCommerce: products (search by SKU, include), products batch (100 max → 413),
-//! orders and notes, the Shipment Tracking extension's routes, webhooks.
+//! variable products whose stock lives on their variations (`products/{id}/variations` and its
+//! batch), orders and notes, the Shipment Tracking extension's routes (validated like the
+//! extension: a known provider, or a custom provider with its link; switchable to "not
+//! installed", then every route of it answers 404 `rest_no_route`), webhooks.
+//!
+//! Where WooCommerce's behaviour is not known, the harder reading: a variation id sent to the
+//! products batch is refused (it belongs to its parent's variations batch), and an unknown
+//! provider name is refused rather than stored without a link.
 
 use super::{
     Channel, ChannelSandbox, Gate, Order, OrderTopic, SandboxFulfilment, SandboxWebhook, finish, header_str,
@@ -29,12 +36,22 @@ pub(crate) fn order_json(o: &Order) -> Value {
     let mut billing = address.clone();
     billing["email"] = json!(o.email.clone().unwrap_or_default());
     billing["phone"] = json!("");
-    let lines: Vec<Value> = o.lines.iter().map(|l| {
-        let line_total = money(l.price * f64::from(l.quantity));
-        json!({"id": l.line_id, "name": l.name, "product_id": l.product.map(|p| p.0).unwrap_or(0), "variation_id": 0,
+    let lines: Vec<Value> = o
+        .lines
+        .iter()
+        .map(|l| {
+            let line_total = money(l.price * f64::from(l.quantity));
+            // A variation line names its variable product and the variation.
+            let (product_id, variation_id) = match (l.parent, l.product) {
+                (Some(parent), Some((own, _))) => (parent, own),
+                (None, Some((own, _))) => (own, 0),
+                _ => (0, 0),
+            };
+            json!({"id": l.line_id, "name": l.name, "product_id": product_id, "variation_id": variation_id,
             "sku": l.sku.clone().unwrap_or_default(), "quantity": l.quantity, "price": l.price,
             "subtotal": line_total, "total": line_total, "subtotal_tax": "0.00", "total_tax": "0.00"})
-    }).collect();
+        })
+        .collect();
     json!({
         "id": o.id, "number": o.id.to_string(),
         "status": if o.cancelled { "cancelled" } else if o.fully_shipped() { "completed" } else { "processing" },
@@ -108,16 +125,125 @@ async fn products(
     let lose = enter_or_return!(sb, "products:get", headers);
     let list = |key: &str| q.get(key).map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>());
     let (skus, include) = (list("sku"), list("include"));
+    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(10).clamp(1, 100);
     let found: Vec<Value> = {
         let shop = sb.shop(Channel::Woocommerce);
-        shop.products.iter()
+        shop.products
+            .iter()
+            // Variations are products only to a SKU search (WooCommerce widens the post types
+            // to product and product_variation when `sku` is given).
+            .filter(|p| p.parent_id.is_none() || skus.is_some())
             .filter(|p| skus.as_ref().is_none_or(|s| s.contains(&p.sku)))
             .filter(|p| include.as_ref().is_none_or(|i| i.contains(&p.product_id.to_string())))
-            .take(100)
-            .map(|p| json!({"id": p.product_id, "parent_id": 0, "sku": p.sku, "name": p.name, "manage_stock": true, "stock_quantity": p.quantity, "price": money(p.price)}))
+            .take(per_page)
+            .map(product_json)
             .collect()
     };
     finish(lose, Json(Value::Array(found)).into_response())
+}
+
+fn product_json(p: &super::Product) -> Value {
+    if p.variable {
+        // The parent of variations holds no stock of its own here.
+        return json!({"id": p.product_id, "parent_id": 0, "type": "variable", "sku": p.sku, "name": p.name,
+            "manage_stock": false, "stock_quantity": null, "price": money(p.price)});
+    }
+    let kind = if p.parent_id.is_some() { "variation" } else { "simple" };
+    json!({"id": p.product_id, "parent_id": p.parent_id.unwrap_or(0), "type": kind, "sku": p.sku, "name": p.name,
+        "manage_stock": true, "stock_quantity": p.quantity, "price": money(p.price)})
+}
+
+async fn variations(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(parent): Path<u64>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let lose = enter_or_return!(sb, "variations:get", headers);
+    let include = q.get("include").map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>());
+    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(10).clamp(1, 100);
+    let answer = {
+        let shop = sb.shop(Channel::Woocommerce);
+        if !shop.products.iter().any(|p| p.product_id == parent && p.variable) {
+            rest_error(StatusCode::NOT_FOUND, "woocommerce_rest_product_invalid_id", "Invalid ID.")
+        } else {
+            let list: Vec<Value> = shop
+                .products
+                .iter()
+                .filter(|p| p.parent_id == Some(parent))
+                .filter(|p| include.as_ref().is_none_or(|i| i.contains(&p.product_id.to_string())))
+                .take(per_page)
+                .map(product_json)
+                .collect();
+            Json(Value::Array(list)).into_response()
+        }
+    };
+    finish(lose, answer)
+}
+
+/// One `update` list of a batch: each id must be a product of `parent`'s kind (`None` = the
+/// products batch, which takes no variations).
+fn apply_updates(sb: &ChannelSandbox, body: &Value, parent: Option<u64>) -> Vec<Value> {
+    let mut shop = sb.shop(Channel::Woocommerce);
+    let (code, message) = match parent {
+        None => ("woocommerce_rest_product_invalid_id", "Invalid ID."),
+        Some(_) => ("woocommerce_rest_product_variation_invalid_id", "Invalid variation ID."),
+    };
+    body.get("update")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            let id = u.get("id").and_then(Value::as_u64).unwrap_or(0);
+            match shop.products.iter_mut().find(|p| p.product_id == id && p.parent_id == parent) {
+                Some(p) => {
+                    if let Some(q) = u.get("stock_quantity").and_then(Value::as_i64) {
+                        p.quantity = q;
+                    }
+                    json!({"id": id, "sku": p.sku, "stock_quantity": p.quantity})
+                }
+                None => {
+                    json!({"id": id, "error": {"code": code, "message": message, "data": {"status": 400}}})
+                }
+            }
+        })
+        .collect()
+}
+
+fn too_large(body: &Value) -> Option<usize> {
+    let count = |k: &str| body.get(k).and_then(Value::as_array).map_or(0, Vec::len);
+    let total = count("create") + count("update") + count("delete");
+    (total > MAX_BATCH).then_some(total)
+}
+
+fn too_large_answer() -> Response {
+    rest_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "woocommerce_rest_request_entity_too_large",
+        &format!("Unable to accept more than {MAX_BATCH} items for this request."),
+    )
+}
+
+async fn variations_batch(
+    State(sb): State<Arc<ChannelSandbox>>,
+    Path(parent): Path<u64>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let lose = enter_or_return!(sb, "variations/batch", headers);
+    if too_large(&body).is_some() {
+        sb.record_oversized(Channel::Woocommerce);
+        return finish(lose, too_large_answer());
+    }
+    if !sb.shop(Channel::Woocommerce).products.iter().any(|p| p.product_id == parent && p.variable) {
+        return finish(
+            lose,
+            rest_error(StatusCode::NOT_FOUND, "woocommerce_rest_product_invalid_id", "Invalid ID."),
+        );
+    }
+    let updated = apply_updates(&sb, &body, Some(parent));
+    sb.record_batch(Channel::Woocommerce, updated.len());
+    finish(lose, Json(json!({"update": updated})).into_response())
 }
 
 async fn batch(
@@ -126,35 +252,12 @@ async fn batch(
     Json(body): Json<Value>,
 ) -> Response {
     let lose = enter_or_return!(sb, "products/batch", headers);
-    let count = |k: &str| body.get(k).and_then(Value::as_array).map_or(0, Vec::len);
-    let total = count("create") + count("update") + count("delete");
-    if total > MAX_BATCH {
+    if too_large(&body).is_some() {
         sb.record_oversized(Channel::Woocommerce);
-        return finish(
-            lose,
-            rest_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "woocommerce_rest_request_entity_too_large",
-                &format!("Unable to accept more than {MAX_BATCH} items for this request."),
-            ),
-        );
+        return finish(lose, too_large_answer());
     }
-    let updated: Vec<Value> = {
-        let mut shop = sb.shop(Channel::Woocommerce);
-        body.get("update").and_then(Value::as_array).into_iter().flatten().map(|u| {
-            let id = u.get("id").and_then(Value::as_u64).unwrap_or(0);
-            match shop.products.iter_mut().find(|p| p.product_id == id) {
-                Some(p) => {
-                    if let Some(q) = u.get("stock_quantity").and_then(Value::as_i64) {
-                        p.quantity = q;
-                    }
-                    json!({"id": id, "sku": p.sku, "stock_quantity": p.quantity})
-                }
-                None => json!({"id": id, "error": {"code": "woocommerce_rest_product_invalid_id", "message": "Invalid ID.", "data": {"status": 400}}}),
-            }
-        }).collect()
-    };
-    sb.record_batch(Channel::Woocommerce, total);
+    let updated = apply_updates(&sb, &body, None);
+    sb.record_batch(Channel::Woocommerce, updated.len());
     finish(lose, Json(json!({"update": updated})).into_response())
 }
 
@@ -252,19 +355,72 @@ async fn trackings(
     headers: HeaderMap,
 ) -> Response {
     let lose = enter_or_return!(sb, "shipment-trackings:get", headers);
-    if !sb.config.woocommerce_shipment_tracking {
+    if sb.shop(Channel::Woocommerce).shipment_tracking_missing {
         return finish(lose, no_route());
+    }
+    if sb.order_json(Channel::Woocommerce, &id).is_none() {
+        return finish(
+            lose,
+            rest_error(StatusCode::NOT_FOUND, "woocommerce_rest_order_invalid_id", "Invalid order ID."),
+        );
     }
     let list: Vec<Value> = sb
         .fulfilments(Channel::Woocommerce, &id)
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            json!({"tracking_id": i + 1, "tracking_provider": "", "custom_tracking_provider": f.carrier,
-            "tracking_number": f.tracking_number, "custom_tracking_link": f.tracking_url})
+            let known = known_provider(&f.carrier);
+            json!({"tracking_id": format!("{:x}", i + 1), "tracking_number": f.tracking_number,
+                "tracking_provider": known.map(|(name, _)| slug(name)).unwrap_or_default(),
+                "custom_tracking_provider": if known.is_some() { String::new() } else { f.carrier.clone() },
+                "custom_tracking_link": if known.is_some() { None } else { f.tracking_url.clone() },
+                "tracking_link": f.tracking_url})
         })
         .collect();
     finish(lose, Json(Value::Array(list)).into_response())
+}
+
+/// Part of the Shipment Tracking extension's built-in provider list: name → link format
+/// (`%1$s` = the tracking number). USPS and Aramex are the extension docs' own examples.
+const PROVIDERS: [(&str, &str); 8] = [
+    ("Royal Mail", "https://www.royalmail.com/track-your-item#/tracking-results/%1$s"),
+    ("Parcelforce", "https://www.parcelforce.com/track-trace?trackNumber=%1$s"),
+    ("DPD", "https://track.dpd.co.uk/parcels/%1$s"),
+    ("DHL", "https://www.dhl.com/en/express/tracking.html?AWB=%1$s"),
+    ("USPS", "https://tools.usps.com/tracking/%1$s"),
+    ("UPS", "https://www.ups.com/track?tracknum=%1$s"),
+    ("FedEx", "https://www.fedex.com/fedextrack/?tracknumbers=%1$s"),
+    ("Aramex", "https://www.aramex.com/track/track-results-new?ShipmentNumber=%1$s"),
+];
+
+/// WordPress `sanitize_title` in small: lower case, runs of other characters become `-`.
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim().chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+/// A provider of the list, by its name or its slug.
+fn known_provider(given: &str) -> Option<(&'static str, &'static str)> {
+    let wanted = slug(given);
+    PROVIDERS.iter().copied().find(|(name, _)| !wanted.is_empty() && slug(name) == wanted)
+}
+
+async fn providers(State(sb): State<Arc<ChannelSandbox>>) -> Response {
+    if sb.shop(Channel::Woocommerce).shipment_tracking_missing {
+        return no_route();
+    }
+    let mut uk = serde_json::Map::new();
+    for (name, link) in PROVIDERS {
+        uk.insert(name.to_string(), json!(link));
+    }
+    Json(json!({"Global": uk})).into_response()
 }
 
 async fn add_tracking(
@@ -274,15 +430,50 @@ async fn add_tracking(
     Json(body): Json<Value>,
 ) -> Response {
     let lose = enter_or_return!(sb, "shipment-trackings:post", headers);
-    if !sb.config.woocommerce_shipment_tracking {
+    if sb.shop(Channel::Woocommerce).shipment_tracking_missing {
         return finish(lose, no_route());
     }
-    let text = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let text = |k: &str| {
+        body.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    };
     let Some(number) = text("tracking_number") else {
         return finish(
             lose,
             rest_error(StatusCode::BAD_REQUEST, "rest_missing_callback_param", "tracking_number is required"),
         );
+    };
+    // Either a provider of the list, or a custom provider with its own link.
+    let (carrier, link) = match (
+        text("tracking_provider"),
+        text("custom_tracking_provider"),
+        text("custom_tracking_link"),
+    ) {
+        (Some(provider), _, _) => match known_provider(&provider) {
+            Some((name, format)) => (name.to_string(), Some(format.replace("%1$s", &number))),
+            None => {
+                return finish(
+                    lose,
+                    rest_error(
+                        StatusCode::BAD_REQUEST,
+                        "rest_invalid_param",
+                        &format!("Unknown tracking provider {provider:?}."),
+                    ),
+                );
+            }
+        },
+        (None, Some(custom), Some(link)) if link.starts_with("http://") || link.starts_with("https://") => {
+            (custom, Some(link.replace("%1$s", &number)))
+        }
+        _ => {
+            return finish(
+                lose,
+                rest_error(
+                    StatusCode::BAD_REQUEST,
+                    "rest_invalid_param",
+                    "A tracking item needs a known tracking_provider, or a custom_tracking_provider with a custom_tracking_link.",
+                ),
+            );
+        }
     };
     let answer = {
         let mut shop = sb.shop(Channel::Woocommerce);
@@ -290,11 +481,10 @@ async fn add_tracking(
             Some(o) => {
                 o.fulfilments.push(SandboxFulfilment {
                     tracking_number: number.clone(),
-                    carrier: text("custom_tracking_provider")
-                        .or_else(|| text("tracking_provider"))
-                        .unwrap_or_default(),
-                    tracking_url: text("custom_tracking_link"),
+                    carrier,
+                    tracking_url: link,
                     lines: Vec::new(),
+                    location_id: None,
                 });
                 (
                     StatusCode::CREATED,
@@ -363,6 +553,9 @@ pub(crate) fn routes() -> axum::Router<Arc<ChannelSandbox>> {
     axum::Router::new()
         .route("/wp-json/wc/v3/products", get(products))
         .route("/wp-json/wc/v3/products/batch", post(batch))
+        .route("/wp-json/wc/v3/products/{id}/variations", get(variations))
+        .route("/wp-json/wc/v3/products/{id}/variations/batch", post(variations_batch))
+        .route("/wp-json/wc-shipment-tracking/v3/shipment-trackings/providers", get(providers))
         .route("/wp-json/wc/v3/orders", get(orders))
         .route("/wp-json/wc/v3/orders/{id}", get(order))
         .route("/wp-json/wc/v3/orders/{id}/notes", get(notes).post(add_note))

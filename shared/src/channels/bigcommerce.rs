@@ -12,6 +12,10 @@
 //! - Absolute adjustments carry no compare-and-set, so `last_pushed` is not checked here.
 //! - Quantities are read as `total_inventory_onhand` at the configured location, the figure
 //!   absolute adjustments set.
+//! - v2 lists (order products, shipments, orders) are read page by page with `limit=250`
+//!   until a short page: without a limit BigCommerce gives 50 rows.
+
+mod shipments;
 
 use super::http::{Http, Reply, Retry, join, with_query};
 use super::{
@@ -33,6 +37,8 @@ use std::time::Duration;
 pub const MAX_ADJUSTMENTS_PER_CALL: usize = 2000;
 pub const DEFAULT_WEBHOOK_HEADER: &str = "X-Pearlsync-Secret";
 const SKUS_PER_LOOKUP: usize = 50;
+/// Rows per page of a v2 list: the most BigCommerce gives.
+const V2_PAGE: usize = 250;
 const SERVICE: &str = "bigcommerce";
 const WEBHOOK_SCOPES: [&str; 2] = ["store/order/created", "store/order/updated"];
 /// v2 status ids.
@@ -117,6 +123,23 @@ impl BigCommerceChannel {
         if reply.status == 204 { Ok(json!([])) } else { reply.json(SERVICE) }
     }
 
+    /// Every row of a v2 list, page by page (250 a page; BigCommerce gives 50 when no limit
+    /// is sent, so a first page alone drops the rest of a long order).
+    async fn get_all(&self, path: &str) -> Result<Value> {
+        let mut rows = Vec::new();
+        for page in 1.. {
+            let answer =
+                self.get(path, &[("limit", V2_PAGE.to_string()), ("page", page.to_string())]).await?;
+            let batch = answer.as_array().cloned().unwrap_or_default();
+            let full = batch.len() >= V2_PAGE;
+            rows.extend(batch);
+            if !full {
+                break;
+            }
+        }
+        Ok(Value::Array(rows))
+    }
+
     async fn lookup_skus(&self, skus: Vec<String>) -> Result<HashMap<String, InventoryTarget>> {
         let location = self.location_id();
         let mut found = HashMap::new();
@@ -133,6 +156,7 @@ impl BigCommerceChannel {
                             item_id: id,
                             location_id: location.clone(),
                             parent_id: id_of(variant, "product_id"),
+                            skip: None,
                         },
                     );
                 }
@@ -319,7 +343,7 @@ impl SalesChannel for BigCommerceChannel {
 
     async fn fetch_order(&self, order_id: &str) -> Result<Value> {
         let mut order = self.get(&format!("v2/orders/{order_id}"), &[]).await?;
-        let products = self.get(&format!("v2/orders/{order_id}/products"), &[]).await?;
+        let products = self.get_all(&format!("v2/orders/{order_id}/products")).await?;
         let addresses = self.get(&format!("v2/orders/{order_id}/shipping_addresses"), &[]).await?;
         let object = order.as_object_mut().ok_or_else(|| Error::Unavailable {
             service: SERVICE,
@@ -422,66 +446,7 @@ impl SalesChannel for BigCommerceChannel {
     }
 
     async fn post_fulfilment(&self, order_id: &str, fulfilment: &Fulfilment) -> Result<()> {
-        let shipments = self.get(&format!("v2/orders/{order_id}/shipments"), &[]).await?;
-        let already = shipments
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| text(s, "tracking_number").as_deref() == Some(fulfilment.tracking_number.as_str()));
-        if already {
-            tracing::info!(store = %self.store.name, order_id, "shipment with this tracking number exists; skipped");
-            return Ok(());
-        }
-        let products = self.get(&format!("v2/orders/{order_id}/products"), &[]).await?;
-        let products = products.as_array().cloned().unwrap_or_default();
-        let mut items = Vec::new();
-        let mut address_id = None;
-        let wanted: Vec<(String, u32)> = if fulfilment.lines.is_empty() {
-            products.iter().filter_map(|p| Some((id_of(p, "id")?, quantity_of(p, "product").ok()?))).collect()
-        } else {
-            fulfilment.lines.clone()
-        };
-        for (key, quantity) in &wanted {
-            let found = products.iter().find(|p| {
-                let open = p.get("quantity").and_then(Value::as_u64).unwrap_or(0)
-                    > p.get("quantity_shipped").and_then(Value::as_u64).unwrap_or(0);
-                open && (text(p, "sku").as_deref() == Some(key.as_str())
-                    || id_of(p, "id").as_deref() == Some(key.as_str()))
-            });
-            let Some(product) = found else {
-                tracing::warn!(store = %self.store.name, order_id, line = %key, "no open BigCommerce order product for shipped line");
-                continue;
-            };
-            address_id = address_id.or_else(|| id_of(product, "order_address_id"));
-            items.push(json!({"order_product_id": product.get("id"), "quantity": quantity}));
-        }
-        if items.is_empty() {
-            return Err(Error::BadInput(format!(
-                "BigCommerce order {order_id} has nothing open for these lines"
-            )));
-        }
-        let address_id = match address_id {
-            Some(id) => id,
-            None => {
-                let addresses = self.get(&format!("v2/orders/{order_id}/shipping_addresses"), &[]).await?;
-                addresses.as_array().and_then(|a| a.first()).and_then(|a| id_of(a, "id")).ok_or_else(
-                    || Error::BadInput(format!("BigCommerce order {order_id} has no shipping address")),
-                )?
-            }
-        };
-        let mut body = json!({
-            "order_address_id": address_id.parse::<u64>().unwrap_or_default(),
-            "tracking_number": fulfilment.tracking_number,
-            "shipping_provider": "",
-            "tracking_carrier": fulfilment.carrier,
-            "items": items,
-        });
-        if let Some(url) = &fulfilment.tracking_url {
-            body["tracking_link"] = json!(url);
-        }
-        let url = with_query(&self.url(&format!("v2/orders/{order_id}/shipments")), &[])?;
-        self.call(reqwest::Method::POST, url, Some(body), Retry::ThrottleOnly).await?;
-        Ok(())
+        self.ship(order_id, fulfilment).await
     }
 
     async fn register_webhooks(&self, target_url: &str) -> Result<()> {

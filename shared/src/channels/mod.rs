@@ -88,6 +88,15 @@ pub struct StoreConfig {
     /// How many times one call is retried after a throttle or transient failure.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// WooCommerce Shipment Tracking: carrier name (as Brightpearl sends it) → the
+    /// extension's provider (e.g. `"Royal Mail" = "royal-mail"`). Unmapped carriers go as a
+    /// custom provider with a tracking link.
+    #[serde(default)]
+    pub tracking_providers: BTreeMap<String, String>,
+    /// WooCommerce: carrier name → tracking URL template for custom providers, the number in
+    /// place of `%1$s` or `{number}`. Used when the shipment brings no tracking URL.
+    #[serde(default)]
+    pub tracking_url_templates: BTreeMap<String, String>,
 }
 
 fn default_max_retries() -> u32 {
@@ -117,6 +126,8 @@ impl Default for StoreConfig {
             shipping_product_sku: None,
             tax_code: None,
             max_retries: default_max_retries(),
+            tracking_providers: BTreeMap::new(),
+            tracking_url_templates: BTreeMap::new(),
         }
     }
 }
@@ -240,6 +251,24 @@ pub struct InventoryTarget {
     pub location_id: String,
     /// BigCommerce product id; WooCommerce parent product of a variation.
     pub parent_id: Option<String>,
+    /// Set when the channel will not take this SKU's stock (a Shopify bundle parent, a
+    /// WooCommerce variable product).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<SkipReason>,
+}
+
+/// Why a SKU's stock is not written to a channel; reported in `PushReport::skipped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A Shopify parent bundle (`requiresComponents`): its stock follows its components and the
+    /// API refuses to set it (`NON_MUTABLE_INVENTORY_ITEM`).
+    BundleParent,
+    /// The item is not stocked at the store's location (`ITEM_NOT_STOCKED_AT_LOCATION`);
+    /// stocking it there is the merchant's call.
+    NotStockedAtLocation,
+    /// A WooCommerce variable product: its stock lives on its variations.
+    VariableProduct,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +287,11 @@ pub struct PushReport {
     pub conflicts: Vec<(String, i64)>,
     /// SKUs not written, with the reason (unknown on the channel, rejected...).
     pub failed: Vec<(String, String)>,
+    /// SKUs the channel will never take as they stand, with why. Nothing was written; unlike
+    /// a failure, sending them again changes nothing until their state changes, so the caller
+    /// holds them until Brightpearl's figure for them moves.
+    #[serde(default)]
+    pub skipped: Vec<(String, SkipReason)>,
     /// HTTP requests this push made (writes and re-reads).
     pub requests: u64,
 }

@@ -5,15 +5,21 @@
 //! - API version 2026-04: every quantity carries `changeFromQuantity` (explicit `null` to skip
 //!   the check) and `inventorySetQuantities` always carries `@idempotent(key:)`, one key per
 //!   logical batch, reused by every retry of that batch.
-//! - A stale `changeFromQuantity` rejects the whole mutation, and its user errors name the
-//!   stale entries by index (`field: ["input","quantities","3","changeFromQuantity"]`). We
-//!   re-read those SKUs, report them as conflicts and send the rest again under a new key.
+//! - Every query stays under Shopify's 1,000-point single-query cap: `cost` works out the
+//!   requested cost by Shopify's rules and `graphql` refuses to send anything dearer;
+//!   `queries` holds every operation with its page sizes. Stock is in `inventory`,
+//!   fulfilment through fulfilment orders in `fulfilment`.
 //! - Orders are read through the REST order resource (`orders/{id}.json`), the same shape the
 //!   `orders/*` webhooks carry, so one normaliser serves both. REST is legacy but still served
 //!   for custom apps; moving `fetch_order` to GraphQL needs a second normaliser.
 //! - Throttling: a GraphQL answer whose errors carry `THROTTLED` is retried after
 //!   (requested cost − currently available) / restore rate; between calls we pause when the
 //!   bucket falls below `LOW_WATER` points.
+
+pub mod cost;
+mod fulfilment;
+mod inventory;
+pub mod queries;
 
 use super::http::{Http, Reply, Retry, join, with_query};
 use super::{
@@ -26,6 +32,7 @@ use crate::queue::{ChannelKind, OrderEvent};
 use crate::state::StateStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use queries::{M_WEBHOOK, Q_WEBHOOKS, WEBHOOKS_PAGE};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,14 +47,6 @@ const SKUS_PER_LOOKUP: usize = 50;
 const LOW_WATER: f64 = 100.0;
 const SERVICE: &str = "shopify";
 
-const Q_VARIANTS: &str = "query PearlsyncVariantsBySku($query: String!, $first: Int!) { productVariants(first: $first, query: $query) { nodes { id sku product { id } inventoryItem { id } } } }";
-const Q_LEVELS: &str = "query PearlsyncInventoryLevels($ids: [ID!]!, $locationId: ID!) { nodes(ids: $ids) { ... on InventoryItem { id inventoryLevel(locationId: $locationId) { quantities(names: [\"available\"]) { name quantity } } } } }";
-const M_SET: &str = "mutation PearlsyncSetQuantities($input: InventorySetQuantitiesInput!, $idempotencyKey: String!) { inventorySetQuantities(input: $input) @idempotent(key: $idempotencyKey) { inventoryAdjustmentGroup { id } userErrors { code field message } } }";
-const Q_FULFILMENT_ORDERS: &str = "query PearlsyncFulfillmentOrders($id: ID!) { order(id: $id) { id fulfillments(first: 50) { id trackingInfo { number } } fulfillmentOrders(first: 50) { nodes { id status lineItems(first: 250) { nodes { id remainingQuantity lineItem { id sku } } } } } } }";
-const M_FULFIL: &str = "mutation PearlsyncFulfillmentCreate($fulfillment: FulfillmentInput!) { fulfillmentCreate(fulfillment: $fulfillment) { fulfillment { id status } userErrors { field message } } }";
-const Q_WEBHOOKS: &str =
-    "query PearlsyncWebhookSubscriptions { webhookSubscriptions(first: 100) { nodes { id topic uri } } }";
-const M_WEBHOOK: &str = "mutation PearlsyncWebhookCreate($topic: WebhookSubscriptionTopic!, $webhookSubscription: WebhookSubscriptionInput!) { webhookSubscriptionCreate(topic: $topic, webhookSubscription: $webhookSubscription) { webhookSubscription { id } userErrors { field message } } }";
 const WEBHOOK_TOPICS: [&str; 3] = ["ORDERS_CREATE", "ORDERS_UPDATED", "ORDERS_CANCELLED"];
 
 pub struct ShopifyChannel {
@@ -100,6 +99,15 @@ impl ShopifyChannel {
 
     /// One GraphQL call; returns `data`. Throttles are waited out; other errors are rejections.
     async fn graphql(&self, query: &'static str, variables: Value, retry: Retry) -> Result<Value> {
+        // A query over the cap is refused by Shopify before it runs: a bug of ours, never sent.
+        let requested = cost::requested_cost(query, &variables)
+            .map_err(|e| Error::BadInput(format!("Shopify query cost cannot be worked out: {e}")))?;
+        if requested > cost::MAX_QUERY_COST {
+            return Err(Error::BadInput(format!(
+                "Shopify query would cost {requested} points, over the {} cap",
+                cost::MAX_QUERY_COST
+            )));
+        }
         let url = join(&self.api_base(), "graphql.json");
         let token = self.store.access_token.expose().to_string();
         let body = json!({ "query": query, "variables": variables });
@@ -124,171 +132,6 @@ impl ShopifyChannel {
         }
         Ok(answer.get("data").cloned().unwrap_or(Value::Null))
     }
-
-    async fn lookup_skus(&self, skus: Vec<String>) -> Result<HashMap<String, InventoryTarget>> {
-        let location = self.location_gid()?;
-        let mut found = HashMap::new();
-        for chunk in skus.chunks(SKUS_PER_LOOKUP) {
-            let query = chunk
-                .iter()
-                .map(|sku| format!("sku:\"{}\"", sku.replace('\\', "\\\\").replace('"', "\\\"")))
-                .collect::<Vec<_>>()
-                .join(" OR ");
-            let data =
-                self.graphql(Q_VARIANTS, json!({"query": query, "first": 250}), Retry::Idempotent).await?;
-            for node in data.pointer("/productVariants/nodes").and_then(Value::as_array).into_iter().flatten()
-            {
-                let (Some(sku), Some(item)) = (
-                    node.get("sku").and_then(Value::as_str),
-                    node.pointer("/inventoryItem/id").and_then(Value::as_str),
-                ) else {
-                    continue;
-                };
-                // The search is fuzzy; keep exact matches of what we asked for only.
-                if chunk.iter().any(|s| s == sku) {
-                    found.insert(
-                        sku.to_string(),
-                        InventoryTarget {
-                            item_id: item.to_string(),
-                            location_id: location.clone(),
-                            parent_id: node
-                                .pointer("/product/id")
-                                .and_then(Value::as_str)
-                                .map(str::to_string),
-                        },
-                    );
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    async fn read_levels(&self, targets: &HashMap<String, InventoryTarget>) -> Result<HashMap<String, i64>> {
-        let location = self.location_gid()?;
-        let by_item: HashMap<&str, &str> =
-            targets.iter().map(|(sku, t)| (t.item_id.as_str(), sku.as_str())).collect();
-        let ids: Vec<&str> = by_item.keys().copied().collect();
-        let mut levels = HashMap::new();
-        for chunk in ids.chunks(MAX_QUANTITIES_PER_CALL) {
-            let data = self
-                .graphql(Q_LEVELS, json!({"ids": chunk, "locationId": location}), Retry::Idempotent)
-                .await?;
-            for node in data.get("nodes").and_then(Value::as_array).into_iter().flatten() {
-                let Some(id) = node.get("id").and_then(Value::as_str) else { continue };
-                let quantity = node
-                    .pointer("/inventoryLevel/quantities")
-                    .and_then(Value::as_array)
-                    .and_then(|qs| {
-                        qs.iter().find(|q| q.get("name").and_then(Value::as_str) == Some("available"))
-                    })
-                    .and_then(|q| q.get("quantity").and_then(Value::as_i64));
-                if let (Some(sku), Some(quantity)) = (by_item.get(id), quantity) {
-                    levels.insert(sku.to_string(), quantity);
-                }
-            }
-        }
-        Ok(levels)
-    }
-
-    /// One `inventorySetQuantities` call for up to 250 entries; re-sends the non-stale rest once.
-    async fn push_batch(
-        &self,
-        batch: Vec<(QuantityUpdate, InventoryTarget)>,
-        report: &mut PushReport,
-    ) -> Result<()> {
-        let mut pending = batch;
-        // Each round removes at least one entry or ends; two rounds cover a stale set plus a resend.
-        for _round in 0..3 {
-            if pending.is_empty() {
-                return Ok(());
-            }
-            let key = uuid::Uuid::new_v4().to_string();
-            let quantities: Vec<Value> = pending
-                .iter()
-                .map(|(u, t)| {
-                    json!({
-                        "inventoryItemId": t.item_id,
-                        "locationId": t.location_id,
-                        "quantity": u.quantity,
-                        "changeFromQuantity": u.last_pushed,
-                    })
-                })
-                .collect();
-            let variables = json!({
-                "input": {
-                    "name": "available",
-                    "reason": "correction",
-                    "referenceDocumentUri": format!("gid://pearlsync/InventorySync/{key}"),
-                    "quantities": quantities,
-                },
-                "idempotencyKey": key,
-            });
-            let data = self.graphql(M_SET, variables, Retry::Idempotent).await?;
-            let errors: Vec<Value> = data
-                .pointer("/inventorySetQuantities/userErrors")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if errors.is_empty() {
-                report.pushed.extend(pending.into_iter().map(|(u, _)| u.sku));
-                return Ok(());
-            }
-            let mut stale = Vec::new();
-            let mut rejected: HashMap<usize, String> = HashMap::new();
-            for error in &errors {
-                let code = error.get("code").and_then(Value::as_str).unwrap_or("");
-                let message = error.get("message").and_then(Value::as_str).unwrap_or(code).to_string();
-                match error_index(error) {
-                    Some(i) if i < pending.len() => {
-                        if code == "CHANGE_FROM_QUANTITY_STALE" || code == "COMPARE_QUANTITY_STALE" {
-                            stale.push(i);
-                        } else {
-                            rejected.insert(i, format!("{code}: {message}"));
-                        }
-                    }
-                    _ => {
-                        // Not tied to one entry: the whole batch failed for this reason.
-                        report
-                            .failed
-                            .extend(pending.drain(..).map(|(u, _)| (u.sku, format!("{code}: {message}"))));
-                        return Ok(());
-                    }
-                }
-            }
-            let mut rest = Vec::new();
-            let mut stale_targets = HashMap::new();
-            for (i, entry) in pending.into_iter().enumerate() {
-                if stale.contains(&i) {
-                    stale_targets.insert(entry.0.sku.clone(), entry.1);
-                } else if let Some(reason) = rejected.remove(&i) {
-                    report.failed.push((entry.0.sku, reason));
-                } else {
-                    rest.push(entry);
-                }
-            }
-            if !stale_targets.is_empty() {
-                let current = self.read_levels(&stale_targets).await?;
-                for sku in stale_targets.into_keys() {
-                    match current.get(&sku) {
-                        Some(q) => report.conflicts.push((sku, *q)),
-                        None => report.failed.push((sku, "stale, and the re-read found no level".into())),
-                    }
-                }
-            }
-            pending = rest;
-        }
-        report
-            .failed
-            .extend(pending.into_iter().map(|(u, _)| (u.sku, "kept failing compare-and-set".to_string())));
-        Ok(())
-    }
-}
-
-/// `["input","quantities","3","changeFromQuantity"]` → 3.
-fn error_index(error: &Value) -> Option<usize> {
-    let field = error.get("field")?.as_array()?;
-    let pos = field.iter().position(|f| f.as_str() == Some("quantities"))?;
-    field.get(pos + 1)?.as_str()?.parse().ok()
 }
 
 /// How long to wait when a GraphQL answer says THROTTLED.
@@ -528,129 +371,32 @@ impl SalesChannel for ShopifyChannel {
     }
 
     async fn set_quantities(&self, updates: &[QuantityUpdate]) -> Result<PushReport> {
-        let before = self.http.requests();
-        let skus: Vec<String> = updates.iter().map(|u| u.sku.clone()).collect();
-        let targets = self.resolve_skus(&skus).await?;
-        let mut report = PushReport::default();
-        let mut entries = Vec::with_capacity(updates.len());
-        for update in updates {
-            match targets.get(&update.sku) {
-                Some(target) => entries.push((update.clone(), target.clone())),
-                None => report.failed.push((update.sku.clone(), "SKU not found on Shopify".into())),
-            }
-        }
-        for batch in entries.chunks(MAX_QUANTITIES_PER_CALL) {
-            self.push_batch(batch.to_vec(), &mut report).await?;
-        }
-        report.requests = self.http.requests() - before;
-        tracing::info!(
-            store = %self.store.name,
-            pushed = report.pushed.len(),
-            conflicts = report.conflicts.len(),
-            failed = report.failed.len(),
-            requests = report.requests,
-            "shopify quantities set"
-        );
-        Ok(report)
+        self.push_quantities(updates).await
     }
 
     async fn post_fulfilment(&self, order_id: &str, fulfilment: &Fulfilment) -> Result<()> {
-        let order_gid = gid("Order", order_id);
-        let data = self.graphql(Q_FULFILMENT_ORDERS, json!({"id": order_gid}), Retry::Idempotent).await?;
-        let order = data
-            .get("order")
-            .filter(|o| o.is_object())
-            .ok_or_else(|| Error::BadInput(format!("Shopify order {order_id} not found")))?;
-        let already =
-            order.get("fulfillments").and_then(Value::as_array).into_iter().flatten().any(|f| {
-                f.get("trackingInfo").and_then(Value::as_array).into_iter().flatten().any(|t| {
-                    t.get("number").and_then(Value::as_str) == Some(fulfilment.tracking_number.as_str())
-                })
-            });
-        if already {
-            tracing::info!(store = %self.store.name, order_id, "fulfilment with this tracking number exists; skipped");
-            return Ok(());
-        }
-        // (fulfillment order id, line item id, sku, channel line id, remaining)
-        let mut open = Vec::new();
-        for fo in order.pointer("/fulfillmentOrders/nodes").and_then(Value::as_array).into_iter().flatten() {
-            let status = fo.get("status").and_then(Value::as_str).unwrap_or("");
-            if !matches!(status, "OPEN" | "IN_PROGRESS") {
-                continue;
-            }
-            let Some(fo_id) = fo.get("id").and_then(Value::as_str) else { continue };
-            for li in fo.pointer("/lineItems/nodes").and_then(Value::as_array).into_iter().flatten() {
-                let remaining = li.get("remainingQuantity").and_then(Value::as_u64).unwrap_or(0);
-                let (Some(li_id), true) = (li.get("id").and_then(Value::as_str), remaining > 0) else {
-                    continue;
-                };
-                let sku = li.pointer("/lineItem/sku").and_then(Value::as_str).unwrap_or("").to_string();
-                let line = li.pointer("/lineItem/id").and_then(Value::as_str).unwrap_or("").to_string();
-                open.push((fo_id.to_string(), li_id.to_string(), sku, line, remaining));
-            }
-        }
-        let mut picked: Vec<(String, String, u64)> = Vec::new();
-        if fulfilment.lines.is_empty() {
-            picked = open.iter().map(|(fo, li, _, _, r)| (fo.clone(), li.clone(), *r)).collect();
-        }
-        for (key, quantity) in &fulfilment.lines {
-            let mut needed = u64::from(*quantity);
-            for (fo, li, sku, line, remaining) in open.iter_mut() {
-                let matches = sku == key || line == key || gid_tail(line) == key.as_str();
-                if needed == 0 || !matches || *remaining == 0 {
-                    continue;
-                }
-                let take = needed.min(*remaining);
-                *remaining -= take;
-                needed -= take;
-                picked.push((fo.clone(), li.clone(), take));
-            }
-            if needed > 0 {
-                tracing::warn!(store = %self.store.name, order_id, line = %key, unmatched = needed, "shipped more than is open on Shopify");
-            }
-        }
-        if picked.is_empty() {
-            return Err(Error::BadInput(format!(
-                "Shopify order {order_id} has nothing open for these lines"
-            )));
-        }
-        let mut by_fo: Vec<(String, Vec<Value>)> = Vec::new();
-        for (fo, li, quantity) in picked {
-            let entry = json!({"id": li, "quantity": quantity});
-            match by_fo.iter_mut().find(|(id, _)| *id == fo) {
-                Some((_, items)) => items.push(entry),
-                None => by_fo.push((fo, vec![entry])),
-            }
-        }
-        let line_items: Vec<Value> = by_fo
-            .into_iter()
-            .map(|(fo, items)| json!({"fulfillmentOrderId": fo, "fulfillmentOrderLineItems": items}))
-            .collect();
-        let mut tracking = json!({"company": fulfilment.carrier, "number": fulfilment.tracking_number});
-        if let Some(url) = &fulfilment.tracking_url {
-            tracking["url"] = json!(url);
-        }
-        let variables = json!({"fulfillment": {
-            "lineItemsByFulfillmentOrder": line_items,
-            "notifyCustomer": true,
-            "trackingInfo": tracking,
-        }});
-        let data = self.graphql(M_FULFIL, variables, Retry::ThrottleOnly).await?;
-        if let Some(refused) = user_error(&data, "/fulfillmentCreate/userErrors") {
-            return Err(refused);
-        }
-        Ok(())
+        self.fulfil(order_id, fulfilment).await
     }
 
     async fn register_webhooks(&self, target_url: &str) -> Result<()> {
-        let data = self.graphql(Q_WEBHOOKS, json!({}), Retry::Idempotent).await?;
-        let existing: Vec<(String, String)> = data
-            .pointer("/webhookSubscriptions/nodes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|n| Some((text(n, "topic")?, text(n, "uri")?)))
-            .collect();
+        let mut existing: Vec<(String, String)> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let variables = json!({"first": WEBHOOKS_PAGE, "after": after});
+            let data = self.graphql(Q_WEBHOOKS, variables, Retry::Idempotent).await?;
+            let page = data.get("webhookSubscriptions").cloned().unwrap_or(Value::Null);
+            existing.extend(
+                page.get("nodes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| Some((text(n, "topic")?, text(n, "uri")?))),
+            );
+            match inventory::next_cursor(&page) {
+                Some(cursor) => after = Some(cursor),
+                None => break,
+            }
+        }
         for topic in WEBHOOK_TOPICS {
             if existing.iter().any(|(t, u)| t == topic && u == target_url) {
                 continue;
@@ -814,12 +560,5 @@ mod tests {
         let mut bad_quantity = realistic_order();
         bad_quantity["line_items"][0]["quantity"] = json!("lots");
         assert!(normalise("uk", &bad_quantity).unwrap_err().to_string().contains("quantity"));
-    }
-
-    #[test]
-    fn stale_indices_are_read_from_the_field_path() {
-        let e = json!({"code": "CHANGE_FROM_QUANTITY_STALE", "field": ["input", "quantities", "7", "changeFromQuantity"]});
-        assert_eq!(error_index(&e), Some(7));
-        assert_eq!(error_index(&json!({"field": ["input"]})), None);
     }
 }

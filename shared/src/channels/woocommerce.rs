@@ -3,13 +3,14 @@
 //! tracking through the Shipment Tracking extension with an order note as the fallback.
 //!
 //! Decisions on points apis.md marks UNCONFIRMED:
-//! - `GET /products?sku=a,b,c` accepts several SKUs and also returns variations (with their
-//!   `parent_id`); variation stock is then written through `products/{parent}/variations/batch`.
 //! - `GET /orders?modified_after=` filters on the modification date (core since 5.8).
-//! - When the Shipment Tracking routes answer 404 (extension not installed), the tracking goes
-//!   into a customer-visible order note; the order status is left to the merchant.
+//! - Stock (variable products: stock on the variation) is in `stock`; tracking (Shipment
+//!   Tracking, or an order note without it) in `tracking`.
 //! - Dedup key: source + order id + `date_modified_gmt` (+ topic), since Delivery-ID is new on
 //!   every delivery.
+
+mod stock;
+mod tracking;
 
 use super::http::{Http, Reply, Retry, join, with_query};
 use super::{
@@ -23,7 +24,7 @@ use crate::state::StateStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub const MAX_BATCH_ITEMS: usize = 100;
@@ -34,12 +35,14 @@ pub struct WooCommerceChannel {
     store: StoreConfig,
     state: Arc<dyn StateStore>,
     http: Http,
+    /// The Shipment Tracking extension's provider names, once read.
+    providers: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl WooCommerceChannel {
     pub fn new(store: StoreConfig, state: Arc<dyn StateStore>) -> Self {
         let http = Http::new(SERVICE, store.max_retries);
-        WooCommerceChannel { store, state, http }
+        WooCommerceChannel { store, state, http, providers: std::sync::Mutex::new(None) }
     }
 
     fn url(&self, path: &str) -> String {
@@ -76,67 +79,6 @@ impl WooCommerceChannel {
     async fn post(&self, path: &str, body: Value, retry: Retry) -> Result<Reply> {
         let url = with_query(&self.url(path), &[])?;
         self.call(reqwest::Method::POST, url, Some(body), retry).await
-    }
-
-    async fn lookup_skus(&self, skus: Vec<String>) -> Result<HashMap<String, InventoryTarget>> {
-        let mut found = HashMap::new();
-        for chunk in skus.chunks(MAX_BATCH_ITEMS) {
-            let answer =
-                self.get("wc/v3/products", &[("sku", chunk.join(",")), ("per_page", "100".into())]).await?;
-            for product in answer.as_array().into_iter().flatten() {
-                let (Some(sku), Some(id)) = (text(product, "sku"), id_of(product, "id")) else { continue };
-                if chunk.contains(&sku) {
-                    let parent = id_of(product, "parent_id").filter(|p| p != "0");
-                    found.insert(
-                        sku,
-                        InventoryTarget { item_id: id, location_id: String::new(), parent_id: parent },
-                    );
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    /// One batch call; a 413 or other refusal fails just this batch.
-    async fn push_batch(
-        &self,
-        path: &str,
-        batch: &[(QuantityUpdate, InventoryTarget)],
-        report: &mut PushReport,
-    ) -> Result<()> {
-        let update: Vec<Value> = batch
-            .iter()
-            .map(|(u, t)| json!({"id": t.item_id.parse::<u64>().unwrap_or_default(), "manage_stock": true, "stock_quantity": u.quantity}))
-            .collect();
-        let reply = self.post(path, json!({"update": update}), Retry::Idempotent).await?;
-        match reply.ok(SERVICE) {
-            Ok(reply) => {
-                let answer = reply.json(SERVICE)?;
-                // Per-item failures come back inside `update` with an `error` object.
-                let errors: HashMap<String, String> = answer
-                    .get("update")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|item| {
-                        let message = item.pointer("/error/message").and_then(Value::as_str)?;
-                        Some((id_of(item, "id")?, message.to_string()))
-                    })
-                    .collect();
-                for (u, t) in batch {
-                    match errors.get(&t.item_id) {
-                        Some(message) => report.failed.push((u.sku.clone(), message.clone())),
-                        None => report.pushed.push(u.sku.clone()),
-                    }
-                }
-            }
-            Err(Error::Rejected { status, message, .. }) => {
-                let reason = format!("HTTP {status}: {message}");
-                report.failed.extend(batch.iter().map(|(u, _)| (u.sku.clone(), reason.clone())));
-            }
-            Err(e) => return Err(e),
-        }
-        Ok(())
     }
 }
 
@@ -343,114 +285,15 @@ impl SalesChannel for WooCommerceChannel {
     }
 
     async fn read_quantities(&self, skus: &[String]) -> Result<HashMap<String, i64>> {
-        let targets = self.resolve_skus(skus).await?;
-        let mut groups: BTreeMap<Option<String>, Vec<(&String, &InventoryTarget)>> = BTreeMap::new();
-        for (sku, target) in &targets {
-            groups.entry(target.parent_id.clone()).or_default().push((sku, target));
-        }
-        let mut found = HashMap::new();
-        for (parent, members) in groups {
-            let path = match &parent {
-                Some(parent) => format!("wc/v3/products/{parent}/variations"),
-                None => "wc/v3/products".to_string(),
-            };
-            for chunk in members.chunks(MAX_BATCH_ITEMS) {
-                let include = chunk.iter().map(|(_, t)| t.item_id.as_str()).collect::<Vec<_>>().join(",");
-                let answer = self.get(&path, &[("include", include), ("per_page", "100".into())]).await?;
-                for product in answer.as_array().into_iter().flatten() {
-                    let id = id_of(product, "id");
-                    let quantity = product.get("stock_quantity").and_then(Value::as_i64);
-                    if let (Some(id), Some(q)) = (id, quantity)
-                        && let Some((sku, _)) = chunk.iter().find(|(_, t)| t.item_id == id)
-                    {
-                        found.insert((*sku).clone(), q);
-                    }
-                }
-            }
-        }
-        Ok(found)
+        self.read_stock(skus).await
     }
 
     async fn set_quantities(&self, updates: &[QuantityUpdate]) -> Result<PushReport> {
-        let before = self.http.requests();
-        let skus: Vec<String> = updates.iter().map(|u| u.sku.clone()).collect();
-        let targets = self.resolve_skus(&skus).await?;
-        let mut report = PushReport::default();
-        // Simple products share one batch endpoint; each parent's variations have their own.
-        let mut groups: BTreeMap<Option<String>, Vec<(QuantityUpdate, InventoryTarget)>> = BTreeMap::new();
-        for update in updates {
-            match targets.get(&update.sku) {
-                Some(t) => groups.entry(t.parent_id.clone()).or_default().push((update.clone(), t.clone())),
-                None => report.failed.push((update.sku.clone(), "SKU not found on WooCommerce".into())),
-            }
-        }
-        for (parent, entries) in groups {
-            let path = match &parent {
-                Some(parent) => format!("wc/v3/products/{parent}/variations/batch"),
-                None => "wc/v3/products/batch".to_string(),
-            };
-            for batch in entries.chunks(MAX_BATCH_ITEMS) {
-                self.push_batch(&path, batch, &mut report).await?;
-            }
-        }
-        report.requests = self.http.requests() - before;
-        tracing::info!(store = %self.store.name, pushed = report.pushed.len(), failed = report.failed.len(), requests = report.requests, "woocommerce quantities set");
-        Ok(report)
+        self.push_stock(updates).await
     }
 
     async fn post_fulfilment(&self, order_id: &str, fulfilment: &Fulfilment) -> Result<()> {
-        let tracking_path = format!("wc-shipment-tracking/v3/orders/{order_id}/shipment-trackings");
-        let url = with_query(&self.url(&tracking_path), &[])?;
-        let existing = self.call(reqwest::Method::GET, url, None, Retry::Idempotent).await?;
-        let lines_text =
-            fulfilment.lines.iter().map(|(k, q)| format!("{q} × {k}")).collect::<Vec<_>>().join(", ");
-        if existing.status != 404 {
-            let existing = existing.ok(SERVICE)?.json(SERVICE)?;
-            let already =
-                existing.as_array().into_iter().flatten().any(|t| {
-                    text(t, "tracking_number").as_deref() == Some(fulfilment.tracking_number.as_str())
-                });
-            if already {
-                tracing::info!(store = %self.store.name, order_id, "tracking already recorded; skipped");
-                return Ok(());
-            }
-            let mut body = json!({
-                "custom_tracking_provider": fulfilment.carrier,
-                "tracking_number": fulfilment.tracking_number,
-                "date_shipped": Utc::now().format("%Y-%m-%d").to_string(),
-            });
-            if let Some(url) = &fulfilment.tracking_url {
-                body["custom_tracking_link"] = json!(url);
-            }
-            let reply = self.post(&tracking_path, body, Retry::ThrottleOnly).await?;
-            if reply.status != 404 {
-                reply.ok(SERVICE)?;
-                return Ok(());
-            }
-        }
-        // No Shipment Tracking extension: a customer note carries the tracking instead.
-        let notes_path = format!("wc/v3/orders/{order_id}/notes");
-        let notes = self.get(&notes_path, &[]).await?;
-        let already = notes
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|n| text(n, "note").is_some_and(|t| t.contains(fulfilment.tracking_number.as_str())));
-        if already {
-            return Ok(());
-        }
-        let mut note =
-            format!("Shipped with {}: tracking number {}", fulfilment.carrier, fulfilment.tracking_number);
-        if let Some(url) = &fulfilment.tracking_url {
-            note.push_str(&format!(" ({url})"));
-        }
-        if !lines_text.is_empty() {
-            note.push_str(&format!(". Items: {lines_text}"));
-        }
-        self.post(&notes_path, json!({"note": note, "customer_note": true}), Retry::ThrottleOnly)
-            .await?
-            .ok(SERVICE)?;
-        Ok(())
+        self.post_tracking(order_id, fulfilment).await
     }
 
     async fn register_webhooks(&self, target_url: &str) -> Result<()> {
