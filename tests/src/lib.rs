@@ -182,6 +182,8 @@ pub mod orders_env {
             access_token: Secret::literal("token"),
             webhook_secret: Secret::literal("hook-secret"),
             store_hash: sb.channels.config().bigcommerce_store_hash.clone(),
+            consumer_key: Secret::literal("ck_sandbox"),
+            consumer_secret: Secret::literal("cs_sandbox"),
             location_id: Some("1".into()),
             brightpearl_channel_id: Some(match kind {
                 ChannelKind::Shopify => 1,
@@ -222,7 +224,11 @@ pub mod orders_env {
                 backoff_cap_ms: 50,
                 ..crate::sandbox_brightpearl(&sb, RATE)
             },
-            stores: vec![store(&sb, ChannelKind::Shopify), store(&sb, ChannelKind::Bigcommerce)],
+            stores: vec![
+                store(&sb, ChannelKind::Shopify),
+                store(&sb, ChannelKind::Bigcommerce),
+                store(&sb, ChannelKind::Woocommerce),
+            ],
             ..Config::default()
         };
         (sb, config)

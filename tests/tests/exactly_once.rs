@@ -234,3 +234,61 @@ async fn a_signed_body_replayed_under_a_cancel_topic_cancels_nothing() {
     assert_eq!(env.writer.report().cancelled, 0);
     assert_eq!(env.sb.brightpearl.counters().endpoint("PUT /order-service/order/{ids}/status"), 0);
 }
+
+#[tokio::test]
+async fn a_woocommerce_deletion_cancels_by_id_from_its_signed_body_without_a_fetch() {
+    use pearlsync::queue::{ChannelKind, OrderEvent};
+    let env = setup().await;
+    let woo = |order_id: &str, event: OrderEvent, payload: serde_json::Value| Job::ChannelOrder {
+        channel: ChannelKind::Woocommerce,
+        store: "woocommerce-main".into(),
+        order_id: order_id.into(),
+        event,
+        payload: Some(payload),
+    };
+    let deletion = |id: &str| serde_json::json!({"id": id.parse::<u64>().expect("numeric id")});
+
+    // Deleted before the writer saw it: recorded, and the late create writes nothing.
+    let (early, early_payload) = env
+        .sb
+        .channels
+        .create_order(Channel::Woocommerce, new_order("early@example.test", &[("SKU-00001", 1)]));
+    let report = env
+        .writer
+        .handle_batch(vec![message("d1", &woo(&early, OrderEvent::Cancelled, deletion(&early)))])
+        .await;
+    assert_eq!((report.done, report.parked.len()), (1, 0), "{report:?}");
+    let report =
+        env.writer.handle_batch(vec![message("c1", &woo(&early, OrderEvent::Created, early_payload))]).await;
+    assert_eq!(report.done, 1, "{report:?}");
+    assert_eq!(sales_orders(&env).get(&early), None, "a deleted order is never created");
+
+    // Deleted after it was written: the cancellation is attempted on the sales order, by id.
+    let (late, late_payload) = env
+        .sb
+        .channels
+        .create_order(Channel::Woocommerce, new_order("late@example.test", &[("SKU-00001", 1)]));
+    assert_eq!(
+        env.writer
+            .handle_batch(vec![message("c2", &woo(&late, OrderEvent::Created, late_payload))])
+            .await
+            .done,
+        1
+    );
+    env.sb.channels.reset_counters(Channel::Woocommerce);
+    env.sb.brightpearl.reset_counters();
+    let report = env
+        .writer
+        .handle_batch(vec![message("d2", &woo(&late, OrderEvent::Cancelled, deletion(&late)))])
+        .await;
+    let counters = env.sb.brightpearl.counters();
+    assert_eq!(
+        counters.endpoint("PUT /order-service/order/{ids}/status"),
+        1,
+        "the cancellation was attempted"
+    );
+    // The sandbox refuses to cancel a paid order: parked for a person, and replayable.
+    assert!(report.parked.iter().all(|(_, r)| r.starts_with("cancel_refused")), "{report:?}");
+    let woo_counters = env.sb.channels.counters(Channel::Woocommerce);
+    assert_eq!(woo_counters.total_requests(), 0, "no fetch of the deleted order: {woo_counters:?}");
+}

@@ -221,8 +221,9 @@ impl SalesChannel for WooCommerceChannel {
         let cancelled = matches!(text(&payload, "status").as_deref(), Some("cancelled" | "trash"));
         let (event, payload) = match topic.as_str() {
             "order.created" => (OrderEvent::Created, Some(payload)),
-            // A deleted order's body is just `{"id": N}`.
-            "order.deleted" => (OrderEvent::Cancelled, None),
+            // A deleted order's body is just `{"id": N}` (signed): the writer reads the deletion
+            // from that body, not from this header, and cannot fetch the order afterwards.
+            "order.deleted" => (OrderEvent::Cancelled, Some(payload)),
             "order.updated" | "order.restored" => {
                 (if cancelled { OrderEvent::Cancelled } else { OrderEvent::Updated }, Some(payload))
             }

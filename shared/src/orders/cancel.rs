@@ -14,7 +14,7 @@ impl OrderWriter {
     /// Sends a loaded order down its path: duplicate, update note, cancellation, or (left
     /// pending) the create steps.
     pub(super) async fn route(&self, w: &mut Work) {
-        let cancelled = w.order.as_ref().is_some_and(|o| o.cancelled);
+        let cancelled = w.deleted || w.order.as_ref().is_some_and(|o| o.cancelled);
         if w.event == OrderEvent::Cancelled && !cancelled {
             tracing::warn!(order = %w.order_id, "cancel topic but the signed body is not cancelled; handled as an update");
         }

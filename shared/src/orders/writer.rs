@@ -60,6 +60,9 @@ pub(super) struct Work {
     /// The sales order to post, built once SKUs are mapped.
     pub(super) new_order: Option<NewSalesOrder>,
     pub(super) outcome: Option<Outcome>,
+    /// A WooCommerce deletion: the signed body is only `{"id": N}` and the order cannot be
+    /// fetched any more, so it is cancelled by id.
+    pub(super) deleted: bool,
     /// The step this attempt found on arrival: an intent there means an earlier attempt
     /// stopped after (or during) its external effect.
     pub(super) found_at: Option<Step>,
@@ -82,6 +85,7 @@ impl Work {
             version: None,
             new_order: None,
             outcome: None,
+            deleted: false,
             found_at: None,
         })
     }
@@ -114,6 +118,11 @@ impl Work {
     pub(super) fn fail(&mut self, e: &Error) {
         self.outcome = Some(outcome_of(e));
     }
+}
+
+/// WooCommerce's `order.deleted` body: an object holding nothing but the order id.
+fn is_deletion_body(payload: &serde_json::Value) -> bool {
+    payload.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("id"))
 }
 
 pub(super) fn outcome_of(e: &Error) -> Outcome {
@@ -279,6 +288,11 @@ impl OrderWriter {
                 Job::ChannelOrder { payload: Some(p), .. } => Ok(p.clone()),
                 _ => channel.fetch_order(&w.order_id).await,
             };
+            if w.kind == ChannelKind::Woocommerce && payload.as_ref().is_ok_and(is_deletion_body) {
+                w.deleted = true;
+                w.channel = Some(channel);
+                continue;
+            }
             match payload.and_then(|p| channel.normalise_order(&p)) {
                 Ok(order) => w.order = Some(order),
                 Err(e) => w.fail(&e),
