@@ -28,7 +28,7 @@ impl OrderWriter {
         if let Some(misc) = &self.config.misc_sku {
             skus.insert(misc.clone());
         }
-        if skus.is_empty() && !works.iter().any(|w| needs(w)) {
+        if !works.iter().any(needs) {
             return;
         }
         let skus: Vec<String> = skus.into_iter().collect();
