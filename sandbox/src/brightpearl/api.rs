@@ -247,6 +247,7 @@ impl State {
             }
             ("GET", ["accounting-service", "customer-payment-search"]) => self.customer_payment_search(q),
             ("GET", ["warehouse-service", "goods-movement-search"]) => self.goods_movement_search(q),
+            ("GET", ["warehouse-service", "goods-note", "goods-out-search"]) => self.goods_out_search(q),
             ("GET", ["order-service", "sales-order", set]) => match ids(set, max_ids) {
                 Ok(Some(list)) => {
                     let items = list

@@ -1,7 +1,8 @@
 //! `GET /warehouse-service/goods-movement-search` (apis.md §8.1: "all goods movements updated
 //! since it last checked"): one row per stock change the account made. Columns follow a real
 //! client's `columns=` list (goodsMovementId, productId, quantity, warehouseId,
-//! goodsNoteTypeCode, updatedOn) plus goodsNoteId.
+//! goodsNoteTypeCode, updatedOn) plus goodsNoteId. Also `goods-note/goods-out-search`, which
+//! has no `updatedOn` (apis.md §8.1): missed shipments are swept by `shippedOn`.
 
 use super::api::{Answer, period_contains};
 use super::search::{idset_filter, search};
@@ -43,6 +44,31 @@ impl State {
                 ("goodsNoteId", "IDSET"),
                 ("goodsNoteTypeCode", "STRING"),
                 ("updatedOn", "PERIOD"),
+            ],
+            rows,
+            q,
+        )
+    }
+
+    /// `GET /warehouse-service/goods-note/goods-out-search`: one row per goods-out note.
+    pub(super) fn goods_out_search(&self, q: &HashMap<String, String>) -> Answer {
+        let ids = idset_filter(q, "goodsNoteId");
+        let orders = idset_filter(q, "orderId");
+        let rows = self
+            .goods_out
+            .values()
+            .filter(|n| ids.as_ref().is_none_or(|l| l.contains(&n.id)))
+            .filter(|n| orders.as_ref().is_none_or(|l| l.contains(&n.order_id)))
+            .filter(|n| q.get("shippedOn").is_none_or(|f| n.shipped_on.is_some_and(|t| period_contains(f, t))))
+            .map(|n| vec![json!(n.id), json!(n.order_id), json!(n.warehouse_id), json!(n.shipped), json!(n.shipped_on)])
+            .collect();
+        search(
+            &[
+                ("goodsNoteId", "IDSET"),
+                ("orderId", "IDSET"),
+                ("warehouseId", "IDSET"),
+                ("shipped", "BOOLEAN"),
+                ("shippedOn", "PERIOD"),
             ],
             rows,
             q,

@@ -263,6 +263,8 @@ pub struct GoodsOutRec {
     pub carrier: Option<String>,
     pub shipping_method_id: Option<u64>,
     pub rows: Vec<NoteRowRec>,
+    /// When the note was shipped (`status.shippedOn`; the goods-out search filters on it).
+    pub shipped_on: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -77,6 +77,7 @@ impl BrightpearlSandbox {
                     tracking: Some(tracking.to_string()),
                     carrier: Some(carrier.to_string()),
                     shipping_method_id: Some(method),
+                    shipped_on: Some(Utc::now()),
                     rows: rows
                         .iter()
                         .map(|(row, p, q, _)| state::NoteRowRec {

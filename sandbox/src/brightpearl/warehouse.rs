@@ -135,7 +135,8 @@ fn goods_out_json(n: &GoodsOutRec) -> Value {
         "warehouseId": n.warehouse_id,
         "transfer": false,
         "priority": false,
-        "status": {"shipped": n.shipped, "packed": n.shipped, "picked": n.shipped, "printed": n.shipped},
+        "status": {"shipped": n.shipped, "packed": n.shipped, "picked": n.shipped, "printed": n.shipped,
+                   "shippedOn": n.shipped_on},
         // `carrier` is a sandbox addition: real accounts name carriers through shipping methods.
         "shipping": {"reference": n.tracking, "shippingMethodId": n.shipping_method_id, "carrier": n.carrier},
         "orderRows": rows,

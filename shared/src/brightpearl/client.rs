@@ -696,6 +696,16 @@ impl BrightpearlApi for BrightpearlClient {
         Ok(notes)
     }
 
+    async fn goods_out_notes_shipped_since(&self, since: DateTime<Utc>) -> Result<Vec<u64>> {
+        let rows: Vec<super::search::GoodsOutSearchRow> = self
+            .search_all("/warehouse-service/goods-note/goods-out-search", &[("shippedOn", Period::since(since).encode())])
+            .await?;
+        let mut ids: Vec<u64> = rows.into_iter().map(|r| r.goods_note_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     async fn goods_in_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsInNote>> {
         self.goods_in_by(note_ids, |set| format!("/warehouse-service/order/*/goods-note/goods-in/{set}"))
             .await

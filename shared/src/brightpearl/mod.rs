@@ -90,6 +90,9 @@ pub trait BrightpearlApi: Send + Sync {
     async fn add_order_note(&self, order_id: u64, text: &str) -> Result<u64>;
 
     async fn goods_out_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsOutNote>>;
+    /// Goods-out notes shipped since `since`, by the goods-out search's `shippedOn` (it has no
+    /// `updatedOn`): the sweep that catches a missed `goods-out-note.modified.shipped`.
+    async fn goods_out_notes_shipped_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<u64>>;
     async fn goods_in_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsInNote>>;
     /// Every goods-in note of these purchase orders (the fallback poll of receipts).
     async fn goods_in_notes_for_orders(&self, order_ids: &[u64]) -> Result<Vec<GoodsInNote>>;

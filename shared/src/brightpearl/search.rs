@@ -159,6 +159,15 @@ pub struct SalesOrderSearchRow {
     pub channel_id: Option<u64>,
 }
 
+/// A `goods-note/goods-out-search` row.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GoodsOutSearchRow {
+    pub goods_note_id: u64,
+    #[serde(default)]
+    pub order_id: Option<u64>,
+}
+
 /// A `customer-payment-search` row (columns named as in the search's metadata).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -136,6 +136,8 @@ pub struct ReconcileReport {
     pub listed: usize,
     /// Of those, orders not yet known, enqueued for the writer.
     pub enqueued: usize,
-    /// Stores whose listing failed, with the reason; their cursor stays put.
+    /// Goods-out notes the tracking sweep found shipped since its cursor.
+    pub shipped_notes_swept: usize,
+    /// Stores whose listing failed (or `tracking`), with the reason; their cursor stays put.
     pub failed: Vec<(String, String)>,
 }

@@ -1,9 +1,12 @@
 //! Reconciliation: each store's orders created or updated since its cursor, enqueued when not
-//! yet known, so a missed webhook delays an order and never loses it.
+//! yet known, so a missed webhook delays an order and never loses it; and the goods-out notes
+//! shipped since the tracking cursor, posted like a `goods-out-note.modified.shipped` webhook
+//! (posting is once per note), so a missed shipment webhook delays tracking and never loses it.
 
 use super::ReconcileReport;
 use super::saga::saga_key;
 use super::writer::OrderWriter;
+use crate::batch::Outcome;
 use crate::channels::SalesChannel;
 use crate::error::Result;
 use crate::queue::{Job, OrderEvent};
@@ -14,6 +17,10 @@ use std::collections::BTreeSet;
 
 fn cursor_key(store: &str) -> Key {
     Key::new(format!("cursor#orders:{store}"), "reconcile")
+}
+
+fn tracking_cursor_key() -> Key {
+    Key::new("cursor#tracking", "sweep")
 }
 
 impl OrderWriter {
@@ -35,14 +42,59 @@ impl OrderWriter {
                 }
             }
         }
+        match self.sweep_tracking().await {
+            Ok(notes) => report.shipped_notes_swept = notes,
+            Err(e) => {
+                tracing::warn!(error = %e, "tracking sweep failed");
+                report.failed.push(("tracking".into(), e.to_string()));
+            }
+        }
         tracing::info!(
             stores = report.stores,
             listed = report.listed,
             enqueued = report.enqueued,
+            shipped_notes = report.shipped_notes_swept,
             failed = report.failed.len(),
             "orders reconciled"
         );
         Ok(report)
+    }
+
+    /// The instant a cursor says, less the overlap; a first run looks back the initial window.
+    async fn since(&self, key: &Key, started: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        let cursor: Option<DateTime<Utc>> = self
+            .state
+            .get(key)
+            .await?
+            .and_then(|i| i.data.get("since").and_then(Value::as_str).map(str::to_string))
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+            .map(|t| t.with_timezone(&Utc));
+        Ok(match cursor {
+            Some(c) => c - chrono::Duration::seconds(self.config.reconcile_overlap_secs as i64),
+            None => started - chrono::Duration::seconds(self.config.reconcile_initial_lookback_secs as i64),
+        })
+    }
+
+    async fn move_cursor(&self, key: Key, to: DateTime<Utc>) -> Result<()> {
+        let data = json!({"since": to.to_rfc3339()});
+        self.state.put(Item::new(key.pk, key.sk, data), Condition::Always).await?;
+        Ok(())
+    }
+
+    /// Posts the tracking of goods-out notes shipped since the cursor; returns how many it saw.
+    async fn sweep_tracking(&self) -> Result<usize> {
+        let started = Utc::now();
+        let key = tracking_cursor_key();
+        let since = self.since(&key, started).await?;
+        let notes = self.brightpearl.goods_out_notes_shipped_since(since).await?;
+        for chunk in notes.chunks(200) {
+            if let Outcome::Parked(reason) | Outcome::Retry(reason) = self.handle_shipment(chunk).await? {
+                // The cursor stays: the next sweep tries these notes again.
+                return Err(crate::Error::Unavailable { service: "brightpearl", detail: reason });
+            }
+        }
+        self.move_cursor(key, started).await?;
+        Ok(notes.len())
     }
 
     async fn reconcile_store(&self, channel: &dyn SalesChannel) -> Result<(usize, usize)> {
@@ -50,17 +102,7 @@ impl OrderWriter {
         let kind = channel.kind();
         let started = Utc::now();
         let key = cursor_key(&store);
-        let cursor: Option<DateTime<Utc>> = self
-            .state
-            .get(&key)
-            .await?
-            .and_then(|i| i.data.get("since").and_then(Value::as_str).map(str::to_string))
-            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-            .map(|t| t.with_timezone(&Utc));
-        let since = match cursor {
-            Some(c) => c - chrono::Duration::seconds(self.config.reconcile_overlap_secs as i64),
-            None => started - chrono::Duration::seconds(self.config.reconcile_initial_lookback_secs as i64),
-        };
+        let since = self.since(&key, started).await?;
         let listed = channel.list_orders_since(since).await?;
         let keys: Vec<Key> = listed.iter().map(|(id, _)| saga_key(kind, &store, id)).collect();
         let known: BTreeSet<Key> = self.state.batch_get(&keys).await?.into_iter().map(|i| i.key()).collect();
@@ -78,8 +120,7 @@ impl OrderWriter {
         if !jobs.is_empty() {
             self.queue.send(&jobs).await?;
         }
-        let data = json!({"since": started.to_rfc3339()});
-        self.state.put(Item::new(key.pk, key.sk, data), Condition::Always).await?;
+        self.move_cursor(key, started).await?;
         Ok((listed.len(), jobs.len()))
     }
 }
