@@ -59,6 +59,7 @@ pub async fn read(state: &dyn StateStore, flow: Option<Flow>) -> Result<Vec<Stor
         .await?
         .into_iter()
         .filter_map(|item| {
+            // The budget snapshot shares the partition and has no flow: skipped here.
             let flow: Flow = serde_json::from_value(item.data["flow"].clone()).ok()?;
             let store = item.data["store"].as_str()?.to_string();
             let last_success_ms = item.data["last_success_ms"].as_i64()?;
@@ -114,6 +115,35 @@ pub async fn record_run(
         record_success(state, flow, store).await?;
     }
     emit_flow(state, flow, configured, started_ms).await
+}
+
+/// The Brightpearl budget as a process last saw it (`brightpearl-requests-remaining`), for
+/// `pearlsync status`: the pool is per account, so any process's latest view is the account's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetSnapshot {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Requests this process sent in the last minute.
+    pub sent_last_minute: u32,
+    pub function: String,
+    pub at_ms: i64,
+}
+
+const BUDGET_KEY: &str = "brightpearl-budget";
+
+/// Called at the end of an invocation (or every few seconds by `serve`) with what the
+/// Brightpearl client last saw.
+pub async fn record_budget(state: &dyn StateStore, snapshot: &BudgetSnapshot) -> Result<()> {
+    let data = serde_json::to_value(snapshot).map_err(|e| crate::Error::State(e.to_string()))?;
+    state.put(Item::new(PARTITION, BUDGET_KEY, data), Condition::Always).await?;
+    Ok(())
+}
+
+pub async fn read_budget(state: &dyn StateStore) -> Result<Option<BudgetSnapshot>> {
+    Ok(state
+        .get(&crate::state::Key::new(PARTITION, BUDGET_KEY))
+        .await?
+        .and_then(|item| serde_json::from_value(item.data).ok()))
 }
 
 #[cfg(test)]
