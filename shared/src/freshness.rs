@@ -74,8 +74,9 @@ pub async fn read(state: &dyn StateStore, flow: Option<Flow>) -> Result<Vec<Stor
 }
 
 /// Emits `FreshnessSeconds` for every store of `flow` in `stores` (a configured store that
-/// never succeeded counts from `never_since_ms`, the process start) and the stalest one under
-/// the `flow` dimension alone, which the template alarms on. Returns the stalest age.
+/// never succeeded counts from `never_since_ms`, the process start). Each value also lands in
+/// the `flow`-only series, whose Maximum (the stalest store) the template alarms on. Returns
+/// the stalest age.
 pub async fn emit_flow(
     state: &dyn StateStore,
     flow: Flow,
@@ -98,7 +99,6 @@ pub async fn emit_flow(
             &[("flow", flow.as_str()), ("store", store)],
         );
     }
-    emit(names::FRESHNESS_SECONDS, Unit::Seconds, stalest as f64, &[("flow", flow.as_str())]);
     Ok(stalest)
 }
 

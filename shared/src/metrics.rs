@@ -55,7 +55,9 @@ fn emf_to_stdout() -> bool {
         || std::env::var("PEARLSYNC_METRICS").is_ok_and(|v| v.eq_ignore_ascii_case("stdout"))
 }
 
-/// One EMF document for one value with its own dimensions (all of them form one dimension set).
+/// One EMF document for one value with its own dimensions. It declares every leading part of
+/// the dimension list as a set (`[family]` and `[family, code]`), so an alarm can watch the
+/// coarse series (its Maximum or Sum covers every finer one) while dashboards split it.
 pub fn emf_document(
     name: &str,
     unit: Unit,
@@ -64,12 +66,17 @@ pub fn emf_document(
     timestamp_ms: i64,
 ) -> String {
     let keys: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
+    let sets: Vec<Vec<&str>> = if keys.is_empty() {
+        vec![Vec::new()]
+    } else {
+        (1..=keys.len()).map(|n| keys[..n].to_vec()).collect()
+    };
     let mut doc = serde_json::json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [keys],
+                "Dimensions": sets,
                 "Metrics": [{"Name": name, "Unit": unit.as_str()}],
             }]
         },
@@ -82,7 +89,9 @@ pub fn emf_document(
 }
 
 /// Emits one value at once with its own dimensions (parked work by family and code, freshness
-/// by flow and store), where `Metrics` counts carry only the function.
+/// by flow and store), where `Metrics` counts carry only the function. The failure counts the
+/// template alarms on without dimensions (`PushFailures`, `ReconcileFailures`,
+/// `PurchaseOrderFailures`, `OAuthRefreshFailures`) go through `emit(name, Unit::Count, 1.0, &[])`.
 pub fn emit(name: &str, unit: Unit, value: f64, dimensions: &[(&str, &str)]) {
     if emf_to_stdout() {
         println!("{}", emf_document(name, unit, value, dimensions, chrono::Utc::now().timestamp_millis()));
@@ -177,9 +186,12 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
         let declared = &doc["_aws"]["CloudWatchMetrics"][0];
-        assert_eq!(declared["Dimensions"], serde_json::json!([["flow", "store"]]));
+        assert_eq!(declared["Dimensions"], serde_json::json!([["flow"], ["flow", "store"]]));
         assert_eq!(declared["Metrics"][0]["Unit"], "Seconds");
         assert_eq!(doc["FreshnessSeconds"], 42.0);
         assert_eq!(doc["store"], "main");
+        let bare: serde_json::Value =
+            serde_json::from_str(&emf_document(names::PUSH_FAILURES, Unit::Count, 1.0, &[], 7)).unwrap();
+        assert_eq!(bare["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([[]]));
     }
 }
