@@ -3,6 +3,7 @@
 //! `bench/reports/<name>.json` and `.md`; `--json` also prints the JSON on stdout.
 
 mod coldstart;
+mod crash;
 mod inventory;
 mod measure;
 mod orders;
@@ -33,6 +34,9 @@ enum Scenario {
     Inventory(inventory::InventoryArgs),
     /// Orders as signed webhooks through the ingress, written by the order writer.
     Orders(orders::OrdersArgs),
+    /// `serve` as a child process, killed with SIGKILL at random moments while orders arrive:
+    /// lost and duplicated orders from the sandbox's records.
+    Crash(crash::CrashArgs),
     /// Lambda init time, peak RSS and binary size of each function against a hello-world.
     Coldstart(coldstart::ColdstartArgs),
     /// Internal: one measured poll (spawned by `inventory`).
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
             Scenario::Inventory(args) => inventory::run(args, &out, cli.json).await,
             Scenario::Orders(args) => orders::run(args, &out, cli.json).await,
             Scenario::Coldstart(args) => coldstart::run(args, &out, cli.json).await,
+            Scenario::Crash(args) => crash::run(args, &out, cli.json).await,
             Scenario::PollChild(args) => inventory::poll_child_main(args).await,
             Scenario::SandboxChild(args) => inventory::sandbox_child_main(args).await,
         }

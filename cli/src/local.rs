@@ -196,9 +196,13 @@ pub fn config_toml(config: &Config, state_path: &std::path::Path) -> String {
     out
 }
 
-/// The `pearlsync` binary beside the running executable (tests and benchmarks live in the same
-/// target directory); built with cargo when it is not there yet.
+/// The `pearlsync` binary: `PEARLSYNC_BIN` when set, else the one beside the running
+/// executable (tests and benchmarks live in the same target directory), built with cargo when
+/// it is not there yet.
 pub fn pearlsync_binary() -> std::io::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("PEARLSYNC_BIN") {
+        return Ok(std::path::PathBuf::from(path));
+    }
     let exe = std::env::current_exe()?;
     let name = format!("pearlsync{}", std::env::consts::EXE_SUFFIX);
     let mut candidates = Vec::new();
@@ -228,22 +232,20 @@ pub fn pearlsync_binary() -> std::io::Result<std::path::PathBuf> {
 /// Adds a product with `sku` and `on_hand` units in warehouse 1 to the sandbox's Brightpearl
 /// (what a merchant does to fix an `unknown_sku`), and lists it on every store.
 pub fn add_product(local: &LocalSandbox, sku: &str, on_hand: i64) -> u64 {
-    use pearlsync_sandbox::brightpearl::state::{ProductRec, StockRec};
+    use pearlsync_sandbox::brightpearl::state::StockRec;
     let id = local.sandbox.brightpearl.with_state_mut(|state| {
         let id = state.next("product");
         let now = chrono::Utc::now();
-        state.products.insert(
-            id,
-            ProductRec {
-                id,
-                sku: sku.to_string(),
-                name: format!("Product {sku}"),
-                supplier_ids: Vec::new(),
-                stock_tracked: true,
-                created_on: now,
-                updated_on: now,
-            },
-        );
+        // A copy of a seeded product with a new id and SKU, so every field the sandbox keeps
+        // has a value it accepts.
+        if let Some(mut product) = state.products.values().next().cloned() {
+            product.id = id;
+            product.sku = sku.to_string();
+            product.name = format!("Product {sku}");
+            product.created_on = now;
+            product.updated_on = now;
+            state.products.insert(id, product);
+        }
         state.stock.entry(id).or_default().insert(1, StockRec { on_hand, allocated: 0 });
         id
     });

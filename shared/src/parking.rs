@@ -31,6 +31,8 @@ impl ParkedJob {
 fn code_of_legacy_text(reason: &str) -> FailureCode {
     if reason.starts_with("unknown SKU") {
         FailureCode::UnknownSku
+    } else if reason.contains("may have been taken (answer lost)") {
+        FailureCode::PaymentUnknown
     } else if reason.starts_with("not a purchasing job") || reason.starts_with("the stock queue takes") {
         FailureCode::WrongQueue
     } else {

@@ -136,3 +136,25 @@ async fn an_undecodable_message_is_parked_with_its_raw_body() {
     assert_eq!(parked[0].raw_body.as_deref(), Some(r#"{"v":99,"type":"channel_order"}"#));
     assert!(parked[0].text.contains("does not parse"), "{}", parked[0].text);
 }
+
+#[tokio::test]
+async fn a_released_job_keeps_its_backoff_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    {
+        let (_store, queue) = open(&path, Duration::from_secs(60), 5);
+        queue.send(&[Job::StockChanged { product_ids: vec![1] }]).await.unwrap();
+        let got = queue.receive(QueueName::Stock, 10, Duration::ZERO).await.unwrap();
+        queue.release(QueueName::Stock, &got[0].receipt).await.unwrap();
+        // Released after its first receive: back after about 1 s, not at once.
+        assert!(queue.receive(QueueName::Stock, 10, Duration::from_millis(300)).await.unwrap().is_empty());
+    }
+    let (_store, queue) = open(&path, Duration::from_secs(60), 5);
+    assert!(
+        queue.receive(QueueName::Stock, 10, Duration::ZERO).await.unwrap().is_empty(),
+        "a restart does not cut a failed job's backoff short"
+    );
+    let again = queue.receive(QueueName::Stock, 10, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].receive_count, 2);
+}

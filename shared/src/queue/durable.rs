@@ -43,6 +43,10 @@ struct Stored {
     /// Epoch ms before which the message is hidden (in flight); 0 when visible.
     visible_at_ms: i64,
     sent_at_ms: i64,
+    /// Received and neither acked nor released (a released message waits out its backoff
+    /// with this false).
+    #[serde(default)]
+    in_flight: bool,
     /// Set when the receive limit passed; the message is parked and removed right after.
     #[serde(default)]
     dead: bool,
@@ -96,7 +100,8 @@ struct Taken {
 
 impl DurableQueue {
     /// The queue in `store`'s file. Messages a previous process had in flight become visible
-    /// at once: redb locks the file to one process, so their receipts died with it.
+    /// at once: redb locks the file to one process, so their receipts died with it. Released
+    /// messages keep their backoff.
     pub fn open(store: &EmbeddedStore, visibility: Duration, max_receives: u32) -> Result<Self> {
         let db = store.database();
         let txn = db.begin_write().map_err(queue_err)?;
@@ -107,7 +112,8 @@ impl DurableQueue {
             for entry in table.iter().map_err(queue_err)? {
                 let (k, v) = entry.map_err(queue_err)?;
                 let mut stored = decode(v.value())?;
-                if stored.visible_at_ms != 0 {
+                if stored.in_flight {
+                    stored.in_flight = false;
                     stored.visible_at_ms = 0;
                     orphans.push((k.value().to_string(), stored));
                 }
@@ -203,6 +209,7 @@ impl DurableQueue {
                     continue;
                 }
                 stored.visible_at_ms = now + visibility.as_millis() as i64;
+                stored.in_flight = true;
                 if queue.is_fifo() {
                     busy_groups.push(stored.group.clone());
                 }
@@ -326,7 +333,7 @@ impl DurableQueue {
                             table.remove(k.as_str()).map_err(queue_err)?;
                         } else {
                             let visible_at_ms = now_epoch_millis() + backoff.as_millis() as i64;
-                            let visible = Stored { visible_at_ms, ..stored };
+                            let visible = Stored { visible_at_ms, in_flight: false, ..stored };
                             table.insert(k.as_str(), encode(&visible)?.as_slice()).map_err(queue_err)?;
                         }
                         true
@@ -396,7 +403,7 @@ impl JobQueue for DurableQueue {
                     break;
                 }
                 let stored = decode(v.value())?;
-                if stored.visible_at_ms > now {
+                if stored.in_flight && stored.visible_at_ms > now {
                     stats.in_flight += 1;
                 } else {
                     stats.visible += 1;
