@@ -295,6 +295,7 @@ impl DurableQueue {
                         receive_count: 0,
                         visible_at_ms: 0,
                         sent_at_ms: now,
+                        in_flight: false,
                         dead: false,
                     };
                     table
