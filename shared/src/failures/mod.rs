@@ -65,7 +65,7 @@ pub fn summarise(records: &[ParkedRecord], now_ms: i64) -> Summary {
             oldest_age_seconds,
         })
         .collect();
-    summary.groups.sort_by(|a, b| b.oldest_age_seconds.cmp(&a.oldest_age_seconds));
+    summary.groups.sort_by_key(|g| std::cmp::Reverse(g.oldest_age_seconds));
     summary
 }
 
