@@ -48,8 +48,8 @@ cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if [ -f template.yaml ]; then
-  echo "==> cfn-lint template.yaml"
-  cfn-lint template.yaml
+  echo "==> cfn-lint template.yaml (with the Serverless Rules)"
+  cfn-lint template.yaml -a cfn_lint_serverless.rules
 fi
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then

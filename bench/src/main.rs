@@ -3,6 +3,7 @@
 //! `bench/reports/<name>.json` and `.md`; `--json` also prints the JSON on stdout.
 
 mod coldstart;
+mod crash;
 mod inventory;
 mod measure;
 mod orders;
@@ -37,6 +38,9 @@ enum Scenario {
     /// One reorder check (and the steady one after it): Brightpearl requests, POs, rows, and
     /// whether it fits one invocation at the real limit.
     Reorder(reorder::ReorderArgs),
+    /// `serve` as a child process, killed with SIGKILL at random moments while orders arrive:
+    /// lost and duplicated orders from the sandbox's records.
+    Crash(crash::CrashArgs),
     /// Lambda init time, peak RSS and binary size of each function against a hello-world.
     Coldstart(coldstart::ColdstartArgs),
     /// Internal: one measured poll (spawned by `inventory`).
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
             Scenario::Orders(args) => orders::run(args, &out, cli.json).await,
             Scenario::Reorder(args) => reorder::run(args, &out, cli.json).await,
             Scenario::Coldstart(args) => coldstart::run(args, &out, cli.json).await,
+            Scenario::Crash(args) => crash::run(args, &out, cli.json).await,
             Scenario::PollChild(args) => inventory::poll_child_main(args).await,
             Scenario::SandboxChild(args) => inventory::sandbox_child_main(args).await,
         }

@@ -158,10 +158,11 @@ pub async fn reconcile(app: &App, store: &str, fix: bool) -> CliResult<Value> {
     Ok(json!({"store": store, "fixed": true, "drift_before": drift, "repaired": repaired}))
 }
 
-/// Re-queues parked jobs whose reason contains `reason`; with `dlq`, also moves SQS DLQ
-/// messages back to their queues.
+/// Re-queues parked jobs whose text contains `reason` (fresh deduplication ids, records removed
+/// after the send); with `dlq`, also moves SQS DLQ messages back to their queues.
 pub async fn replay(app: &App, reason: &str, dlq_urls: &[(QueueName, String)]) -> CliResult<Value> {
-    let parked = pearlsync::parking::replay(app.state.as_ref(), app.queue.as_ref(), reason).await?;
+    let selector = pearlsync::failures::Selector::Text(reason.to_string());
+    let parked = pearlsync::failures::replay(app.state.as_ref(), app.queue.as_ref(), &selector).await?;
     let mut moved = 0usize;
     if !dlq_urls.is_empty() {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -183,7 +184,9 @@ pub async fn replay(app: &App, reason: &str, dlq_urls: &[(QueueName, String)]) -
                             continue;
                         }
                     };
-                    app.queue.send(&[job]).await?;
+                    // A dead letter was delivered before: on FIFO its content id may still be
+                    // inside the five-minute window, so it goes as a replay.
+                    app.queue.send_replay(&[job]).await?;
                     client.delete_message().queue_url(url).receipt_handle(receipt).send().await?;
                     moved += 1;
                 }
@@ -191,6 +194,6 @@ pub async fn replay(app: &App, reason: &str, dlq_urls: &[(QueueName, String)]) -
         }
     }
     Ok(
-        json!({"parked_replayed": parked.len(), "reasons": parked.iter().map(|p| p.reason.clone()).collect::<Vec<_>>(), "dlq_moved": moved}),
+        json!({"parked_replayed": parked.replayed.len(), "replayed": parked.replayed, "skipped": parked.skipped, "dlq_moved": moved}),
     )
 }

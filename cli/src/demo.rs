@@ -5,6 +5,7 @@
 use crate::local::{self, LocalOptions, LocalSandbox};
 use pearlsync::app::App;
 use pearlsync::backends::Backends;
+use pearlsync::failures::{self, FailureCode, Selector};
 use pearlsync::ingress::{Ingress, http};
 use pearlsync::inventory::PollTrigger;
 use pearlsync::queue::{ChannelKind, InProcessQueue};
@@ -37,6 +38,7 @@ pub struct DemoReport {
     pub tracking: TrackingSection,
     pub reorder: ReorderSection,
     pub brightpearl: BrightpearlSection,
+    pub failures: FailuresSection,
     pub state_path: String,
     pub seconds: f64,
 }
@@ -80,14 +82,33 @@ pub struct ReorderSection {
     pub received: usize,
 }
 
+/// The failure story: an order with an unknown SKU is parked with its code, the SKU is added,
+/// the order is replayed and written.
+#[derive(Debug, Default, Serialize)]
+pub struct FailuresSection {
+    pub parked: Vec<ParkedOrder>,
+    pub replayed: usize,
+    /// Sales orders in the sandbox for the parked orders after the replay.
+    pub written_after_replay: usize,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ParkedOrder {
+    pub code: String,
+    pub store: String,
+    pub order: String,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct BrightpearlSection {
     pub requests: u64,
     pub throttled: u64,
 }
 
+const STEPS: u32 = 7;
+
 fn step(n: u32, text: &str) {
-    eprintln!("[{n}/6] {text}");
+    eprintln!("[{n}/{STEPS}] {text}");
 }
 
 pub fn sandbox_channel(kind: ChannelKind) -> Channel {
@@ -189,7 +210,9 @@ pub async fn run(args: &DemoArgs) -> crate::commands::CliResult<DemoReport> {
     let mut placed: Vec<(ChannelKind, String, String)> = Vec::new();
     let mut rng = fastrand::Rng::with_seed(7);
     let kinds = [ChannelKind::Shopify, ChannelKind::Bigcommerce, ChannelKind::Woocommerce];
+    let bar = crate::progress::bar(u64::from(args.orders), "delivering orders");
     for i in 0..args.orders as usize {
+        bar.inc(1);
         let store = &app.config.stores[i % kinds.len()];
         let channel = sandbox_channel(store.kind);
         let customer = rng.usize(0..(args.orders as usize / 2).max(1));
@@ -221,7 +244,10 @@ pub async fn run(args: &DemoArgs) -> crate::commands::CliResult<DemoReport> {
         report.orders.delivered += sent.len();
         placed.push((store.kind, store.name.clone(), id));
     }
+    bar.finish_and_clear();
+    let spinner = crate::progress::spinner("writing orders");
     let drained = worker.drain(10_000).await?;
+    spinner.finish_and_clear();
     let sandbox_state = local.sandbox.brightpearl.state();
     let refs: Vec<String> =
         placed.iter().map(|(_, store, id)| pearlsync::orders::external_ref(store, id)).collect();
@@ -233,13 +259,22 @@ pub async fn run(args: &DemoArgs) -> crate::commands::CliResult<DemoReport> {
     report.orders.unique = placed.len();
     report.orders.created = sales_orders.len();
     report.orders.duplicates_ignored = report.orders.delivered - placed.len();
-    report.orders.parked = pearlsync::parking::list(app.state.as_ref(), "").await?.len();
+    report.orders.parked = failures::list(app.state.as_ref()).await?.len();
     eprintln!(
         "      {} deliveries -> {} sales orders, {} parked ({} batches)",
         report.orders.delivered, report.orders.created, report.orders.parked, drained.batches
     );
 
-    step(4, "shipping half of the orders in Brightpearl; tracking goes back to the stores");
+    step(4, "an order with an SKU Brightpearl does not have: parked, the SKU added, replayed");
+    report.failures = failure_story(&local, &app, &worker, &ingress_url).await?;
+    eprintln!(
+        "      parked {:?}; {} replayed, {} written after the replay",
+        report.failures.parked.iter().map(|p| p.code.as_str()).collect::<Vec<_>>(),
+        report.failures.replayed,
+        report.failures.written_after_replay
+    );
+
+    step(5, "shipping half of the orders in Brightpearl; tracking goes back to the stores");
     let mut shipped_orders = Vec::new();
     for (n, so) in sales_orders.iter().enumerate().filter(|(n, _)| n % 2 == 0) {
         if local.sandbox.brightpearl.ship_goods_out(so.id, &format!("TRK{:06}", n + 1), "Royal Mail").is_ok()
@@ -269,7 +304,7 @@ pub async fn run(args: &DemoArgs) -> crate::commands::CliResult<DemoReport> {
         report.tracking.shipped, report.tracking.posted
     );
 
-    step(5, "reorder check: purchase orders from reorder points; one is received");
+    step(6, "reorder check: purchase orders from reorder points; one is received");
     let checker = ReorderChecker::new(&app);
     let reorder = checker.run_check(CheckOptions { dry_run: false }).await?;
     report.reorder.purchase_orders = reorder.purchase_orders.len();
@@ -286,7 +321,7 @@ pub async fn run(args: &DemoArgs) -> crate::commands::CliResult<DemoReport> {
         report.reorder.purchase_orders, report.reorder.rows, report.reorder.received
     );
 
-    step(6, "final poll and check: every store against Brightpearl");
+    step(7, "final poll and check: every store against Brightpearl");
     poll.run(PollTrigger::Full { reconcile: false }).await?;
     let wrong = out_of_sync(&local);
     for store in &app.config.stores {
@@ -304,6 +339,70 @@ pub async fn run(args: &DemoArgs) -> crate::commands::CliResult<DemoReport> {
     report.seconds = started.elapsed().as_secs_f64();
     let _ = stop.send(());
     Ok(report)
+}
+
+/// The SKU the failure story's order names; Brightpearl gets it only after the order is parked.
+const MISSING_SKU: &str = "DEMO-NEW-SKU";
+
+async fn failure_story(
+    local: &LocalSandbox,
+    app: &App,
+    worker: &QueueWorker,
+    ingress_url: &str,
+) -> crate::commands::CliResult<FailuresSection> {
+    let store = &app.config.stores[0];
+    let channel = sandbox_channel(store.kind);
+    let (id, _) = local.sandbox.channels.create_order(
+        channel,
+        NewOrder {
+            email: Some("new-product@example.test".into()),
+            first_name: "Early".into(),
+            last_name: "Bird".into(),
+            currency: "GBP".into(),
+            lines: vec![NewOrderLine {
+                sku: Some(MISSING_SKU.into()),
+                name: "Pre-order".into(),
+                quantity: 1,
+                price: 30.0,
+            }],
+        },
+    );
+    let url = format!("{ingress_url}/webhooks/{}/{}", store.kind, store.name);
+    local
+        .sandbox
+        .channels
+        .deliver_order_webhook(channel, &id, &url, store.webhook_secret.expose(), &DeliveryOptions::default())
+        .await;
+    worker.drain(10_000).await?;
+    let mut section = FailuresSection::default();
+    let parked: Vec<failures::ParkedRecord> = failures::list(app.state.as_ref())
+        .await?
+        .into_iter()
+        .filter(|r| r.order_id() == Some(id.as_str()))
+        .collect();
+    section.parked = parked
+        .iter()
+        .map(|r| ParkedOrder {
+            code: r.code.as_str().to_string(),
+            store: r.store.clone().unwrap_or_default(),
+            order: id.clone(),
+        })
+        .collect();
+    // The merchant creates the product in Brightpearl, then replays what was parked for it.
+    local::add_product(local, MISSING_SKU, 10);
+    let report =
+        failures::replay(app.state.as_ref(), app.queue.as_ref(), &Selector::Code(FailureCode::UnknownSku))
+            .await?;
+    section.replayed = report.replayed.len();
+    worker.drain(10_000).await?;
+    let external_ref = pearlsync::orders::external_ref(&store.name, &id);
+    section.written_after_replay = local.sandbox.brightpearl.with_state(|s| {
+        s.orders
+            .values()
+            .filter(|o| o.order_type == "SO" && o.external_ref.as_deref() == Some(external_ref.as_str()))
+            .count()
+    });
+    Ok(section)
 }
 
 pub fn summary(r: &DemoReport) -> String {
@@ -324,6 +423,13 @@ pub fn summary(r: &DemoReport) -> String {
     out.push_str(&format!(
         "Orders      {} deliveries of {} orders -> {} sales orders ({} duplicates ignored, {} parked)\n",
         r.orders.delivered, r.orders.unique, r.orders.created, r.orders.duplicates_ignored, r.orders.parked
+    ));
+    out.push_str(&format!(
+        "Failures    {} parked ({}), {} replayed after the fix, {} written\n",
+        r.failures.parked.len(),
+        r.failures.parked.iter().map(|p| format!("{} on {}", p.code, p.store)).collect::<Vec<_>>().join(", "),
+        r.failures.replayed,
+        r.failures.written_after_replay
     ));
     out.push_str(&format!(
         "Tracking    {} shipped, {} posted to the stores\n",

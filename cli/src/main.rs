@@ -3,10 +3,12 @@
 
 use clap::{Parser, Subcommand};
 use pearlsync::app::App;
+use pearlsync::backends::Backends;
 use pearlsync::config::Config;
+use pearlsync::failures::{FailureCode, Resolution, Selector};
 use pearlsync::queue::QueueName;
 use pearlsync_cli::commands::{self, CliResult, Function, ServeOptions};
-use pearlsync_cli::{demo, local};
+use pearlsync_cli::{demo, failures, local, status};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,8 +48,19 @@ enum Command {
         #[arg(long)]
         fix: bool,
     },
-    /// Re-queue parked jobs whose reason contains --reason; --dlq-orders/--dlq-stock/--dlq-purchasing
-    /// also move SQS dead letters back.
+    /// Parked work: list it, show one, resolve one, replay by code or id.
+    Failures {
+        #[command(subcommand)]
+        command: FailuresCommand,
+    },
+    /// Per store: last successful poll, reconciliation and tracking sweep; queues; parked work;
+    /// the Brightpearl budget.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue parked jobs whose text contains --reason (with fresh deduplication ids);
+    /// --dlq-orders/--dlq-stock/--dlq-purchasing also move SQS dead letters back.
     Replay {
         #[arg(long, default_value = "")]
         reason: String,
@@ -63,6 +76,55 @@ enum Command {
         #[arg(long)]
         url: String,
     },
+}
+
+#[derive(Subcommand)]
+enum FailuresCommand {
+    /// Counts by code and store, the oldest age, and every record.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One record: the job (or raw body), the evidence, what to do.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A person's decision: paid / not-paid (for payment_unknown), done, retry.
+    Resolve {
+        id: String,
+        #[arg(long = "as")]
+        resolution: Resolution,
+        #[arg(long)]
+        json: bool,
+        /// With the local queue, only queue the job (serve runs it) instead of running it now.
+        #[arg(long)]
+        no_run: bool,
+    },
+    /// Send parked jobs again with fresh deduplication ids; records go once the send succeeded.
+    Replay {
+        #[arg(long, conflicts_with_all = ["id", "all"])]
+        code: Option<FailureCode>,
+        #[arg(long, conflicts_with = "all")]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        /// With the local queue, only queue the jobs (serve runs them) instead of running them now.
+        #[arg(long)]
+        no_run: bool,
+    },
+}
+
+fn show(json: bool, value: &serde_json::Value, text: fn(&serde_json::Value) -> String) -> CliResult<()> {
+    if json {
+        print(value)
+    } else {
+        print!("{}", text(value));
+        Ok(())
+    }
 }
 
 fn load_config(path: &Option<PathBuf>) -> pearlsync::Result<Config> {
@@ -138,6 +200,41 @@ async fn run(cli: Cli) -> CliResult<()> {
         Command::Reconcile { channel, fix } => {
             let app = App::from_config(load_config(&cli.config)?, "reconcile").await?;
             print(&commands::reconcile(&app, &channel, fix).await?)?;
+        }
+        Command::Failures { command } => {
+            let config = load_config(&cli.config)?;
+            let backends = Backends::from_config(&config).await?;
+            match command {
+                FailuresCommand::List { json } => {
+                    show(json, &failures::list(&backends).await?, failures::list_text)?
+                }
+                FailuresCommand::Show { id, json } => {
+                    show(json, &failures::show(&backends, &id).await?, failures::show_text)?
+                }
+                FailuresCommand::Resolve { id, resolution, json, no_run } => show(
+                    json,
+                    &failures::resolve(&config, backends, &id, resolution, !no_run).await?,
+                    failures::resolve_text,
+                )?,
+                FailuresCommand::Replay { code, id, all, json, no_run } => {
+                    let selector = match (code, id, all) {
+                        (Some(code), _, _) => Selector::Code(code),
+                        (None, Some(id), _) => Selector::Id(id),
+                        (None, None, true) => Selector::All,
+                        (None, None, false) => return Err("say what to replay: --code, --id or --all".into()),
+                    };
+                    show(
+                        json,
+                        &failures::replay(&config, backends, &selector, !no_run).await?,
+                        failures::replay_text,
+                    )?
+                }
+            }
+        }
+        Command::Status { json } => {
+            let config = load_config(&cli.config)?;
+            let backends = Backends::from_config(&config).await?;
+            show(json, &status::status(&config, &backends).await?, status::status_text)?;
         }
         Command::Replay { reason, dlq_orders, dlq_stock, dlq_purchasing } => {
             let app = App::from_config(load_config(&cli.config)?, "replay").await?;

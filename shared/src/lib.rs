@@ -8,6 +8,8 @@ pub mod brightpearl;
 pub mod channels;
 pub mod config;
 pub mod error;
+pub mod failures;
+pub mod freshness;
 pub mod ingress;
 pub mod inventory;
 pub mod lambda;

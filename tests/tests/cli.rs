@@ -29,6 +29,12 @@ async fn the_demo_ends_with_every_store_in_sync_and_one_sales_order_per_order() 
     assert_eq!(report.tracking.posted, report.tracking.shipped);
     assert!(report.reorder.purchase_orders > 0 && report.reorder.rows >= report.reorder.purchase_orders);
     assert_eq!(report.brightpearl.throttled, 0);
+    // The failure story: one order parked as unknown_sku on its store, then written once.
+    assert_eq!(report.failures.parked.len(), 1, "{:?}", report.failures);
+    assert_eq!(report.failures.parked[0].code, "unknown_sku");
+    assert_eq!(report.failures.parked[0].store, "demo-shopify");
+    assert_eq!(report.failures.replayed, 1);
+    assert_eq!(report.failures.written_after_replay, 1);
 }
 
 async fn local_app(name: &str) -> (local::LocalSandbox, App) {

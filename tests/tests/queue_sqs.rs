@@ -105,3 +105,69 @@ async fn a_missing_queue_url_is_a_named_configuration_error() {
     let err = broken.send(&[Job::GoodsIn { goods_in_note_ids: vec![1] }]).await.unwrap_err();
     assert!(err.to_string().contains("PURCHASING_QUEUE_URL"), "{err}");
 }
+
+#[tokio::test]
+async fn a_replay_within_five_minutes_is_not_swallowed_as_a_duplicate() {
+    use pearlsync::failures::{self, Failure, FailureCode, Selector};
+    let q = emulator::sqs_queues(5, 30).await;
+    let state = pearlsync::state::EmbeddedStore::in_memory().unwrap();
+    let job = order(7, OrderEvent::Created);
+    // The first delivery stays in the queue (received, not yet deleted) while we resend: the
+    // emulator forgets a deduplication id once its message is deleted, where SQS keeps it
+    // five minutes, so this is how the emulator is made to enforce the window.
+    q.queue.send(std::slice::from_ref(&job)).await.unwrap();
+    let first = q.queue.receive(QueueName::Orders, 10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    failures::park(&state, &job, Failure::new(FailureCode::UnknownSku, "unknown SKU X")).await.unwrap();
+    // The control: the same job sent plainly is dropped by FIFO deduplication.
+    q.queue.send(std::slice::from_ref(&job)).await.unwrap();
+    let report = failures::replay(&state, &q.queue, &Selector::Code(FailureCode::UnknownSku)).await.unwrap();
+    assert_eq!(report.replayed.len(), 1);
+    assert!(failures::list(&state).await.unwrap().is_empty(), "removed once sent");
+    q.queue.ack(QueueName::Orders, &first[0].receipt).await.unwrap();
+    // Exactly one message follows: the replay; the plain resend was swallowed.
+    assert_eq!(drain(&q.queue, QueueName::Orders, 1).await, std::slice::from_ref(&job));
+    assert!(q.queue.receive(QueueName::Orders, 10, Duration::from_secs(1)).await.unwrap().is_empty());
+    // A second replay of the same job within the window also goes through.
+    failures::park(&state, &job, Failure::new(FailureCode::UnknownSku, "unknown SKU X")).await.unwrap();
+    failures::replay(&state, &q.queue, &Selector::All).await.unwrap();
+    assert_eq!(drain(&q.queue, QueueName::Orders, 1).await, [job]);
+}
+
+#[tokio::test]
+async fn a_failed_replay_send_keeps_the_record() {
+    use pearlsync::failures::{self, Failure, FailureCode, Selector};
+    let q = emulator::sqs_queues(5, 30).await;
+    let state = pearlsync::state::EmbeddedStore::in_memory().unwrap();
+    let broken = pearlsync::queue::SqsQueue::new(
+        q.client.clone(),
+        pearlsync::queue::SqsQueueUrls {
+            orders: format!("{}-missing.fifo", q.urls.orders),
+            ..q.urls.clone()
+        },
+    );
+    let job = order(8, OrderEvent::Created);
+    failures::park(&state, &job, Failure::new(FailureCode::UnknownSku, "unknown SKU X")).await.unwrap();
+    assert!(failures::replay(&state, &broken, &Selector::All).await.is_err());
+    assert_eq!(failures::list(&state).await.unwrap().len(), 1, "not sent, so still parked");
+}
+
+#[tokio::test]
+async fn an_undecodable_message_is_parked_with_its_raw_body_and_deleted() {
+    let q = emulator::sqs_queues(5, 1).await;
+    let state = std::sync::Arc::new(pearlsync::state::EmbeddedStore::in_memory().unwrap());
+    let queue = q.queue.clone().with_parking(state.clone());
+    q.client.send_message().queue_url(&q.urls.stock).message_body("{not a job").send().await.unwrap();
+    queue.send(&[Job::StockChanged { product_ids: vec![1] }]).await.unwrap();
+    assert_eq!(drain(&queue, QueueName::Stock, 1).await, [Job::StockChanged { product_ids: vec![1] }]);
+    let parked = pearlsync::failures::list(state.as_ref()).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].code, pearlsync::failures::FailureCode::Undecodable);
+    assert_eq!(parked[0].raw_body.as_deref(), Some("{not a job"));
+    assert_eq!(parked[0].queue, Some(QueueName::Stock));
+    // Deleted, not left to come back after the 1 s visibility timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(queue.receive(QueueName::Stock, 10, Duration::from_secs(1)).await.unwrap().is_empty());
+    let stats = queue.stats(QueueName::Stock).await.unwrap();
+    assert_eq!(stats.visible + stats.in_flight, 0);
+}

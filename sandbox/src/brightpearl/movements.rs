@@ -59,8 +59,18 @@ impl State {
             .values()
             .filter(|n| ids.as_ref().is_none_or(|l| l.contains(&n.id)))
             .filter(|n| orders.as_ref().is_none_or(|l| l.contains(&n.order_id)))
-            .filter(|n| q.get("shippedOn").is_none_or(|f| n.shipped_on.is_some_and(|t| period_contains(f, t))))
-            .map(|n| vec![json!(n.id), json!(n.order_id), json!(n.warehouse_id), json!(n.shipped), json!(n.shipped_on)])
+            .filter(|n| {
+                q.get("shippedOn").is_none_or(|f| n.shipped_on.is_some_and(|t| period_contains(f, t)))
+            })
+            .map(|n| {
+                vec![
+                    json!(n.id),
+                    json!(n.order_id),
+                    json!(n.warehouse_id),
+                    json!(n.shipped),
+                    json!(n.shipped_on),
+                ]
+            })
             .collect();
         search(
             &[

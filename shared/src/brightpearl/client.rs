@@ -698,7 +698,10 @@ impl BrightpearlApi for BrightpearlClient {
 
     async fn goods_out_notes_shipped_since(&self, since: DateTime<Utc>) -> Result<Vec<u64>> {
         let rows: Vec<super::search::GoodsOutSearchRow> = self
-            .search_all("/warehouse-service/goods-note/goods-out-search", &[("shippedOn", Period::since(since).encode())])
+            .search_all(
+                "/warehouse-service/goods-note/goods-out-search",
+                &[("shippedOn", Period::since(since).encode())],
+            )
             .await?;
         let mut ids: Vec<u64> = rows.into_iter().map(|r| r.goods_note_id).collect();
         ids.sort_unstable();

@@ -9,6 +9,7 @@ use super::writer::OrderWriter;
 use crate::batch::Outcome;
 use crate::channels::SalesChannel;
 use crate::error::Result;
+use crate::freshness::{self, Flow};
 use crate::queue::{Job, OrderEvent};
 use crate::state::{Condition, Item, Key};
 use chrono::{DateTime, Utc};
@@ -27,6 +28,7 @@ impl OrderWriter {
     /// Lists each store's orders created or updated since its cursor and enqueues those not
     /// yet known, so a missed webhook delays an order and never loses it.
     pub async fn reconcile_orders(&self) -> Result<ReconcileReport> {
+        let started_ms = crate::state::now_epoch_millis();
         let mut report = ReconcileReport::default();
         for channel in self.channels.iter() {
             report.stores += 1;
@@ -42,11 +44,26 @@ impl OrderWriter {
                 }
             }
         }
-        match self.sweep_tracking().await {
-            Ok(notes) => report.shipped_notes_swept = notes,
+        let tracked = match self.sweep_tracking().await {
+            Ok(notes) => {
+                report.shipped_notes_swept = notes;
+                true
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "tracking sweep failed");
                 report.failed.push(("tracking".into(), e.to_string()));
+                false
+            }
+        };
+        // Freshness per flow and store: what the "stopped running" alarms read.
+        let stores: Vec<String> = self.channels.iter().map(|c| c.store().name.clone()).collect();
+        let all: Vec<&str> = stores.iter().map(String::as_str).collect();
+        let reconciled: Vec<&str> =
+            all.iter().copied().filter(|s| !report.failed.iter().any(|(f, _)| f == s)).collect();
+        let swept: Vec<&str> = if tracked { all.clone() } else { Vec::new() };
+        for (flow, ok) in [(Flow::OrderReconciliation, &reconciled), (Flow::TrackingSweep, &swept)] {
+            if let Err(e) = freshness::record_run(self.state.as_ref(), flow, &all, ok, started_ms).await {
+                tracing::warn!(error = %e, flow = flow.as_str(), "freshness not recorded");
             }
         }
         tracing::info!(

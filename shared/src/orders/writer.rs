@@ -6,9 +6,10 @@ use crate::batch::{self, BatchMessage, BatchReport, Outcome, WaveHandler};
 use crate::brightpearl::{BrightpearlApi, NewSalesOrder};
 use crate::channels::{ChannelOrder, ChannelSet, SalesChannel};
 use crate::error::{Error, Result};
+use crate::failures::{self, Failure, FailureCode};
 use crate::metrics::{Metrics, names};
 use crate::parking;
-use crate::queue::{ChannelKind, Job, JobQueue, OrderEvent};
+use crate::queue::{ChannelKind, Job, JobQueue, OrderEvent, QueueName};
 use crate::state::idempotency::{Claim, Idempotency, Lease};
 use crate::state::{Item, Key, StateStore, now_epoch_millis};
 use async_trait::async_trait;
@@ -60,6 +61,8 @@ pub(super) struct Work {
     /// The sales order to post, built once SKUs are mapped.
     pub(super) new_order: Option<NewSalesOrder>,
     pub(super) outcome: Option<Outcome>,
+    /// The typed failure behind a parked outcome, with its evidence.
+    pub(super) failure: Option<Failure>,
     /// A WooCommerce deletion: the signed body is only `{"id": N}` and the order cannot be
     /// fetched any more, so it is cancelled by id.
     pub(super) deleted: bool,
@@ -85,6 +88,7 @@ impl Work {
             version: None,
             new_order: None,
             outcome: None,
+            failure: None,
             deleted: false,
             found_at: None,
         })
@@ -117,12 +121,25 @@ impl Work {
 
     pub(super) fn fail(&mut self, e: &Error) {
         self.outcome = Some(outcome_of(e));
+        if !e.is_retryable() {
+            self.failure = Some(Failure::from_error(e).with_store(self.store.clone()));
+        }
     }
 }
 
 /// WooCommerce's `order.deleted` body: an object holding nothing but the order id.
 fn is_deletion_body(payload: &serde_json::Value) -> bool {
     payload.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("id"))
+}
+
+/// A parked reason written as `code: text` (`cancel_refused: …`) carries its code; any other
+/// text is read by the legacy rules.
+pub(super) fn coded(reason: &str) -> Failure {
+    let code = reason
+        .split_once(':')
+        .and_then(|(code, _)| FailureCode::parse(code))
+        .unwrap_or_else(|| parking::code_of_legacy_text(reason));
+    Failure::new(code, reason)
 }
 
 pub(super) fn outcome_of(e: &Error) -> Outcome {
@@ -310,10 +327,11 @@ impl OrderWriter {
                 // Every step ran and something is left (an intent awaiting its check).
                 _ => Outcome::Retry("order not finished; resuming on the next delivery".into()),
             });
-            if let Outcome::Parked(reason) = &outcome
-                && let Err(e) = parking::park(self.state.as_ref(), &w.job, reason).await
-            {
-                outcome = outcome_of(&e);
+            if let Outcome::Parked(reason) = &outcome {
+                let failure = w.failure.take().unwrap_or_else(|| coded(reason).with_store(w.store.clone()));
+                if let Err(e) = failures::park(self.state.as_ref(), &w.job, failure).await {
+                    outcome = outcome_of(&e);
+                }
             }
             if let Some(lease) = w.lease.take() {
                 let r = match outcome {
@@ -330,8 +348,9 @@ impl OrderWriter {
         out
     }
 
-    async fn park_other(&self, job: &Job, reason: String) -> Outcome {
-        match parking::park(self.state.as_ref(), job, &reason).await {
+    async fn park_other(&self, job: &Job, failure: Failure) -> Outcome {
+        let reason = failure.text.clone();
+        match failures::park(self.state.as_ref(), job, failure).await {
             Ok(_) => Outcome::Parked(reason),
             Err(e) => outcome_of(&e),
         }
@@ -348,18 +367,19 @@ impl WaveHandler for OrderWriter {
                 Job::ChannelOrder { .. } => works.extend(Work::new(message_id, job)),
                 Job::Shipment { goods_out_note_ids } => {
                     let outcome = match self.handle_shipment(goods_out_note_ids).await {
-                        Ok(Outcome::Parked(reason)) => self.park_other(&job, reason).await,
+                        Ok(Outcome::Parked(reason)) => self.park_other(&job, coded(&reason)).await,
                         Ok(other) => other,
-                        Err(e) => match outcome_of(&e) {
-                            Outcome::Parked(reason) => self.park_other(&job, reason).await,
-                            other => other,
-                        },
+                        Err(e) if !e.is_retryable() => self.park_other(&job, Failure::from_error(&e)).await,
+                        Err(e) => outcome_of(&e),
                     };
                     out.insert(message_id, outcome);
                 }
                 other => {
                     let reason = format!("{} jobs do not belong on the orders queue", other.group_id());
-                    out.insert(message_id, self.park_other(other, reason).await);
+                    out.insert(
+                        message_id,
+                        self.park_other(other, Failure::new(FailureCode::WrongQueue, reason)).await,
+                    );
                 }
             }
         }
@@ -370,7 +390,13 @@ impl WaveHandler for OrderWriter {
         out
     }
 
+    /// Kept with its raw body and reason, never dropped (`pearlsync failures show`).
     async fn undecodable(&self, message: &BatchMessage, reason: &str) {
-        tracing::warn!(message_id = %message.message_id, reason, "order message is not a job; dropped");
+        tracing::warn!(message_id = %message.message_id, reason, "order message is not a job; parked");
+        if let Err(e) =
+            failures::park_undecodable(self.state.as_ref(), QueueName::Orders, &message.body, reason).await
+        {
+            tracing::error!(message_id = %message.message_id, error = %e, "undecodable message not parked");
+        }
     }
 }

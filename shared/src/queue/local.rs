@@ -1,8 +1,8 @@
-//! In-process queue for one-box runs, the demo and tests. It keeps SQS's behaviour where it
+//! In-process queue for the demo and tests (not durable: `serve` uses `DurableQueue`). It keeps SQS's behaviour where it
 //! matters: visibility while in flight, a receive count, dead letters after too many receives,
 //! and on the FIFO orders queue one message in flight per group, in order.
 
-use super::{JobQueue, QueueName, ReceivedJob};
+use super::{JobQueue, QueueName, QueueStats, ReceivedJob};
 use crate::error::Result;
 use crate::queue::Job;
 use async_trait::async_trait;
@@ -151,6 +151,20 @@ impl JobQueue for InProcessQueue {
         }
         self.arrived.notify_waiters();
         Ok(())
+    }
+
+    async fn send_replay(&self, jobs: &[Job]) -> Result<()> {
+        // No deduplication here, so a replay is an ordinary send.
+        self.send(jobs).await
+    }
+
+    async fn stats(&self, queue: QueueName) -> Result<QueueStats> {
+        let lanes = self.lanes();
+        Ok(lanes.get(&queue).map_or_else(QueueStats::default, |l| QueueStats {
+            visible: l.ready.len() as u64,
+            in_flight: l.in_flight.len() as u64,
+            oldest_age_seconds: None,
+        }))
     }
 
     async fn receive(&self, queue: QueueName, max: usize, wait: Duration) -> Result<Vec<ReceivedJob>> {

@@ -1,14 +1,16 @@
 //! SQS queues. The orders queue is FIFO (group = channel order, dedup = content hash); stock
 //! and purchasing are standard queues. Each has a DLQ through its redrive policy.
 
-use super::{JobQueue, QueueName, ReceivedJob, SEND_BATCH_MAX};
+use super::{JobQueue, QueueName, QueueStats, ReceivedJob, SEND_BATCH_MAX};
 use crate::error::{Error, Result};
 use crate::queue::Job;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Failed batch entries that SQS did not blame on us are retried this many rounds.
@@ -35,6 +37,18 @@ impl SqsQueueUrls {
 pub struct SqsQueue {
     client: Client,
     urls: SqsQueueUrls,
+    /// Where `receive` parks a message whose body is not a job (then deletes it); without
+    /// it such a message is left for the DLQ.
+    parking: Option<Arc<dyn crate::state::StateStore>>,
+}
+
+/// How a send names its messages for FIFO deduplication.
+#[derive(Clone, Copy)]
+enum DedupMode {
+    /// The job's content hash: the same job sent twice within five minutes is one message.
+    Content,
+    /// The content hash mixed with a fresh nonce: a deliberate repeat (a replay) goes through.
+    Fresh,
 }
 
 fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
@@ -53,7 +67,13 @@ fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
 
 impl SqsQueue {
     pub fn new(client: Client, urls: SqsQueueUrls) -> Self {
-        SqsQueue { client, urls }
+        SqsQueue { client, urls, parking: None }
+    }
+
+    /// Parks undecodable messages in `state` instead of leaving them for the DLQ.
+    pub fn with_parking(mut self, state: Arc<dyn crate::state::StateStore>) -> Self {
+        self.parking = Some(state);
+        self
     }
 
     pub async fn from_env(urls: SqsQueueUrls) -> Self {
@@ -76,22 +96,35 @@ impl SqsQueue {
         Ok(url)
     }
 
-    fn entry(id: usize, job: &Job, fifo: bool) -> Result<SendMessageBatchRequestEntry> {
+    fn entry(id: usize, job: &Job, dedup_id: Option<&str>) -> Result<SendMessageBatchRequestEntry> {
         let mut entry = SendMessageBatchRequestEntry::builder().id(id.to_string()).message_body(job.encode());
-        if fifo {
-            entry = entry.message_group_id(job.group_id()).message_deduplication_id(job.dedup_id());
+        if let Some(dedup_id) = dedup_id {
+            entry = entry.message_group_id(job.group_id()).message_deduplication_id(dedup_id);
         }
         entry.build().map_err(|e| Error::Queue(e.to_string()))
     }
 
-    async fn send_batch(&self, queue: QueueName, jobs: &[&Job]) -> Result<()> {
+    async fn send_batch(&self, queue: QueueName, jobs: &[&Job], mode: DedupMode) -> Result<()> {
         let url = self.url(queue)?;
         let fifo = url.ends_with(".fifo");
+        // Fixed before the first round, so a retried entry keeps its id and SQS can still
+        // drop a retry of an entry that did get through.
+        let dedup_ids: Vec<Option<String>> = jobs
+            .iter()
+            .map(|job| {
+                fifo.then(|| match mode {
+                    DedupMode::Content => job.dedup_id(),
+                    DedupMode::Fresh => replay_dedup_id(job, &uuid::Uuid::new_v4().to_string()),
+                })
+            })
+            .collect();
         let mut pending: Vec<usize> = (0..jobs.len()).collect();
         let mut last_failure = String::new();
         for round in 0..SEND_ROUNDS {
-            let entries =
-                pending.iter().map(|&i| Self::entry(i, jobs[i], fifo)).collect::<Result<Vec<_>>>()?;
+            let entries = pending
+                .iter()
+                .map(|&i| Self::entry(i, jobs[i], dedup_ids[i].as_deref()))
+                .collect::<Result<Vec<_>>>()?;
             let out = self
                 .client
                 .send_message_batch()
@@ -126,21 +159,75 @@ impl SqsQueue {
             pending.len()
         )))
     }
-}
 
-#[async_trait]
-impl JobQueue for SqsQueue {
-    async fn send(&self, jobs: &[Job]) -> Result<()> {
+    async fn send_all(&self, jobs: &[Job], mode: DedupMode) -> Result<()> {
         let mut by_queue: HashMap<QueueName, Vec<&Job>> = HashMap::new();
         for job in jobs {
             by_queue.entry(job.queue()).or_default().push(job);
         }
         for (queue, jobs) in by_queue {
             for chunk in jobs.chunks(SEND_BATCH_MAX) {
-                self.send_batch(queue, chunk).await?;
+                self.send_batch(queue, chunk, mode).await?;
             }
         }
         Ok(())
+    }
+
+    /// Parks an undecodable message and deletes it; left in place (for the DLQ) when there
+    /// is nowhere to park or the parking failed.
+    async fn park_undecodable(&self, queue: QueueName, body: &str, receipt: &str, reason: &str) {
+        let Some(state) = &self.parking else {
+            tracing::warn!(queue = queue.as_str(), reason, "undecodable message left for the DLQ");
+            return;
+        };
+        match crate::failures::park_undecodable(state.as_ref(), queue, body, reason).await {
+            Ok(record) => {
+                if let Err(e) = self.ack(queue, receipt).await {
+                    tracing::warn!(queue = queue.as_str(), error = %e, id = %record.id, "parked undecodable message not deleted; it will be parked again");
+                }
+            }
+            Err(e) => {
+                tracing::error!(queue = queue.as_str(), error = %e, "undecodable message not parked; left for the DLQ")
+            }
+        }
+    }
+}
+
+/// The FIFO deduplication id of a replay: the content hash and a nonce, hashed again so it
+/// stays within SQS's 128 characters.
+pub fn replay_dedup_id(job: &Job, nonce: &str) -> String {
+    let digest = Sha256::digest(format!("{}:replay:{nonce}", job.dedup_id()).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[async_trait]
+impl JobQueue for SqsQueue {
+    async fn send(&self, jobs: &[Job]) -> Result<()> {
+        self.send_all(jobs, DedupMode::Content).await
+    }
+
+    async fn send_replay(&self, jobs: &[Job]) -> Result<()> {
+        self.send_all(jobs, DedupMode::Fresh).await
+    }
+
+    async fn stats(&self, queue: QueueName) -> Result<QueueStats> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(self.url(queue)?)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetQueueAttributes", e))?;
+        let read = |name: QueueAttributeName| {
+            out.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        };
+        Ok(QueueStats {
+            visible: read(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: read(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            oldest_age_seconds: None,
+        })
     }
 
     async fn receive(&self, queue: QueueName, max: usize, wait: Duration) -> Result<Vec<ReceivedJob>> {
@@ -168,10 +255,7 @@ impl JobQueue for SqsQueue {
                         .and_then(|c| c.parse().ok())
                         .unwrap_or(1),
                 }),
-                // Left unacked: after the receive limit the redrive policy moves it to the DLQ.
-                Err(e) => {
-                    tracing::warn!(queue = queue.as_str(), error = %e, "undecodable message left for the DLQ")
-                }
+                Err(e) => self.park_undecodable(queue, body, receipt, &e.to_string()).await,
             }
         }
         Ok(received)

@@ -32,7 +32,13 @@ impl EmbeddedStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(state_err)?;
         }
-        let db = Database::create(path).map_err(state_err)?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::State(format!(
+                "embedded store: {} is in use by another pearlsync process (is `pearlsync serve` running?)",
+                path.display()
+            )),
+            other => state_err(other),
+        })?;
         Self::init(db)
     }
 
@@ -49,6 +55,12 @@ impl EmbeddedStore {
         txn.open_table(ITEMS).map_err(state_err)?;
         txn.commit().map_err(state_err)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
+    }
+
+    /// The database itself, for the durable local queue, which keeps its tables in the same
+    /// file (redb locks a file to one process, so state and queue must share one handle).
+    pub(crate) fn database(&self) -> Arc<Database> {
+        Arc::clone(&self.db)
     }
 
     async fn blocking<T: Send + 'static>(
