@@ -191,6 +191,9 @@ pub fn config_toml(config: &Config, state_path: &std::path::Path) -> String {
         if let Some(id) = store.reservation_warehouse_id {
             let _ = writeln!(out, "reservation_warehouse_id = {id}");
         }
+        if let Some(code) = &store.tax_code {
+            let _ = writeln!(out, "tax_code = {}", quoted(code));
+        }
         let _ = writeln!(out, "[stores.buffer]");
         let _ = writeln!(out, "safety_stock = {}", store.buffer.safety_stock);
         let _ = writeln!(out, "percent = {:?}", store.buffer.percent);

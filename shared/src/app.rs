@@ -34,7 +34,10 @@ impl App {
 
     /// Builds the clients over given backends (tests, the demo and the CLI pass their own).
     pub fn with_backends(config: Config, backends: Backends, function: &str) -> Result<App> {
-        let brightpearl = Arc::new(BrightpearlClient::new(config.brightpearl.clone())?);
+        let brightpearl = Arc::new(BrightpearlClient::with_token_store(
+            config.brightpearl.clone(),
+            Some(Arc::clone(&backends.state)),
+        )?);
         let channels = Arc::new(ChannelSet::new(&config.stores, Arc::clone(&backends.state))?);
         Ok(App {
             config,

@@ -797,3 +797,46 @@ async fn webhooks_without_id_sets_come_one_call_per_resource() {
     seen.sort();
     assert_eq!(seen, ids);
 }
+
+#[tokio::test]
+async fn two_functions_share_rotating_oauth_tokens_through_the_state_record() {
+    use pearlsync::state::{EmbeddedStore, StateStore};
+    let sb =
+        sandbox(BrightpearlSandboxConfig { oauth_refresh_token: Some("grant-1".into()), ..seeded(3, FAST) })
+            .await;
+    let d = BrightpearlSandboxConfig::default();
+    // Both functions start from the same first grant (the SSM copy).
+    let oauth = BrightpearlConfig {
+        auth: AuthConfig {
+            kind: AuthKind::Oauth,
+            app_ref: d.app_ref.clone(),
+            dev_ref: d.dev_ref.clone(),
+            access_token: Secret::literal("expired"),
+            refresh_token: Secret::literal("grant-1"),
+            token_url: Some(format!("{}/__sandbox/brightpearl/oauth/token/sandbox", sb.base_url)),
+            ..Default::default()
+        },
+        ..client_config(&sb, FAST)
+    };
+    let state: Arc<dyn StateStore> = Arc::new(EmbeddedStore::in_memory().expect("store"));
+    let poll = BrightpearlClient::with_token_store(oauth.clone(), Some(Arc::clone(&state))).expect("client");
+    let writer =
+        BrightpearlClient::with_token_store(oauth.clone(), Some(Arc::clone(&state))).expect("client");
+    // The poll refreshes first; grant-1 is spent.
+    assert_eq!(poll.warehouses().await.expect("refreshed").len(), 2);
+    // The writer never presents grant-1: it reads the pair the poll stored.
+    assert_eq!(writer.warehouses().await.expect("shared tokens").len(), 2);
+    // Both expire; one refresh between them, with the rotated token.
+    sb.brightpearl.expire_access_tokens();
+    poll.clear_cache();
+    writer.clear_cache();
+    assert_eq!(writer.warehouses().await.expect("refreshed with the rotated token").len(), 2);
+    assert_eq!(poll.warehouses().await.expect("adopts the writer's pair").len(), 2);
+
+    // Without the shared record, a second function presents the spent grant and is refused.
+    let alone = BrightpearlClient::new(oauth).expect("client");
+    match alone.warehouses().await {
+        Err(Error::Unauthorized { message, .. }) => assert!(message.contains("invalid_grant"), "{message}"),
+        other => panic!("a spent refresh token must be refused: {other:?}"),
+    }
+}

@@ -11,6 +11,9 @@ fn the_readme_configuration_example_parses_and_validates() {
         "BRIGHTPEARL_WEBHOOK_SECRET",
         "SHOPIFY_MAIN_TOKEN",
         "SHOPIFY_MAIN_CLIENT_SECRET",
+        "WOO_CK",
+        "WOO_CS",
+        "WOO_WEBHOOK_SECRET",
     ] {
         // SAFETY: nextest runs each test in its own process; nothing else reads the environment here.
         unsafe { std::env::set_var(name, "example-value") };
@@ -24,7 +27,7 @@ fn the_readme_configuration_example_parses_and_validates() {
     };
     config.apply_env(&env).unwrap();
     config.validate().unwrap();
-    assert_eq!(config.stores.len(), 1);
+    assert_eq!(config.stores.len(), 2);
     assert_eq!(config.stores[0].warehouses, [2, 3]);
     assert_eq!(config.stores[0].webhook_secret.expose(), "example-value");
     assert!(!format!("{config:?}").contains("example-value"), "secrets must not appear in Debug output");

@@ -44,6 +44,10 @@ struct Cache {
 pub(super) struct OauthTokens {
     pub(super) access: String,
     pub(super) refresh: String,
+    /// Epoch ms the access token expires (from `expires_in`); 0 when unknown.
+    pub(super) expires_at_ms: i64,
+    /// The shared token record has been read once (see `oauth`).
+    pub(super) synced: bool,
 }
 
 /// The installed integration instance: configured, learned from OAuth, or seen on answers.
@@ -62,6 +66,8 @@ pub(super) struct Inner {
     pub(super) prefix: String,
     pub(super) config: BrightpearlConfig,
     pub(super) tokens: Mutex<OauthTokens>,
+    /// Where the OAuth pair is shared between processes; None keeps it in memory only.
+    pub(super) token_store: Option<Arc<dyn crate::state::StateStore>>,
     /// Serialises refreshes so concurrent 401s make one grant.
     pub(super) refresh_lock: tokio::sync::Mutex<u64>,
     pub(super) budget: Mutex<Budget>,
@@ -126,6 +132,15 @@ pub(super) fn loose_u64(v: Option<&Value>) -> Option<u64> {
 
 impl BrightpearlClient {
     pub fn new(config: BrightpearlConfig) -> Result<Self> {
+        Self::with_token_store(config, None)
+    }
+
+    /// As `new`, sharing OAuth tokens through `store` (the deployment's state table), so the
+    /// functions never present a refresh token another one already spent.
+    pub fn with_token_store(
+        config: BrightpearlConfig,
+        store: Option<Arc<dyn crate::state::StateStore>>,
+    ) -> Result<Self> {
         config.validate()?;
         let prefix = config.prefix()?;
         let http = reqwest::Client::builder()
@@ -141,12 +156,15 @@ impl BrightpearlClient {
         let tokens = OauthTokens {
             access: config.auth.access_token.expose().to_string(),
             refresh: config.auth.refresh_token.expose().to_string(),
+            expires_at_ms: 0,
+            synced: false,
         };
         Ok(BrightpearlClient {
             inner: Arc::new(Inner {
                 http,
                 prefix,
                 tokens: Mutex::new(tokens),
+                token_store: store,
                 refresh_lock: tokio::sync::Mutex::new(0),
                 budget: Mutex::new(budget),
                 rng: Mutex::new(fastrand::Rng::new()),

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod idset;
 pub mod multimessage;
+mod oauth;
 pub mod outcome;
 pub mod purchasing;
 pub mod search;

@@ -19,7 +19,10 @@
 use super::budget::{Decision, backoff};
 use super::client::{BrightpearlClient, lock};
 use super::config::AuthKind;
+use super::oauth;
 use crate::error::{Error, Result};
+use crate::metrics::{self, Unit, names};
+use crate::state::now_epoch_millis;
 use reqwest::Method;
 use serde_json::Value;
 use std::sync::atomic::Ordering;
@@ -226,11 +229,55 @@ impl BrightpearlClient {
         })
     }
 
+    /// Adopts the shared token record the first time, and whenever it holds a newer pair than
+    /// ours. True when it changed our tokens.
+    async fn adopt_shared_tokens(&self) -> Result<Option<u64>> {
+        let Some(store) = &self.inner.token_store else { return Ok(None) };
+        let Some((record, version)) = oauth::load(store.as_ref()).await? else {
+            lock(&self.inner.tokens).synced = true;
+            return Ok(None);
+        };
+        let mut tokens = lock(&self.inner.tokens);
+        tokens.synced = true;
+        if tokens.refresh != record.refresh {
+            tokens.access = record.access.clone();
+            tokens.refresh = record.refresh.clone();
+            tokens.expires_at_ms = record.expires_at_ms;
+            if let Some(i) = record.instance {
+                lock(&self.inner.instance).oauth = Some(i);
+            }
+        }
+        Ok(Some(version))
+    }
+
+    /// OAuth only: reads the shared pair once, and refreshes ahead of the announced expiry.
+    async fn prepare_oauth(&self, generation: u64) -> Result<()> {
+        if self.inner.config.auth.kind != AuthKind::Oauth {
+            return Ok(());
+        }
+        if !lock(&self.inner.tokens).synced {
+            self.adopt_shared_tokens().await?;
+        }
+        let due = {
+            let t = lock(&self.inner.tokens);
+            t.expires_at_ms > 0 && now_epoch_millis() + oauth::REFRESH_AHEAD_MS >= t.expires_at_ms
+        };
+        if due { self.refresh_oauth(generation).await } else { Ok(()) }
+    }
+
     /// One refresh-token grant. `seen_generation` avoids a second grant when another task
-    /// already refreshed while we waited.
+    /// already refreshed while we waited; the shared record avoids one when another process
+    /// did. A refused refresh is a typed `Unauthorized` and counted for its alarm.
     async fn refresh_oauth(&self, seen_generation: u64) -> Result<()> {
         let mut generation = self.inner.refresh_lock.lock().await;
         if *generation != seen_generation {
+            return Ok(());
+        }
+        let before = lock(&self.inner.tokens).refresh.clone();
+        let read_version = self.adopt_shared_tokens().await?;
+        if lock(&self.inner.tokens).refresh != before {
+            // Another function refreshed first: its pair is ours now.
+            *generation += 1;
             return Ok(());
         }
         let c = &self.inner.config;
@@ -239,8 +286,7 @@ impl BrightpearlClient {
             .token_url
             .clone()
             .unwrap_or_else(|| format!("https://oauth.brightpearlapp.com/token/{}", c.account));
-        let refresh = lock(&self.inner.tokens).refresh.clone();
-        if refresh.is_empty() {
+        if before.is_empty() {
             return Err(Error::Unauthorized {
                 service: SERVICE,
                 message: "access token refused and no refresh token".into(),
@@ -248,7 +294,7 @@ impl BrightpearlClient {
         }
         let mut form = vec![
             ("grant_type", "refresh_token".to_string()),
-            ("refresh_token", refresh),
+            ("refresh_token", before),
             ("client_id", c.auth.app_ref.clone()),
         ];
         if !c.auth.client_secret.is_empty() {
@@ -266,26 +312,15 @@ impl BrightpearlClient {
             .map_err(|e| Error::Unavailable { service: SERVICE, detail: format!("token refresh: {e}") })?;
         let status = resp.status().as_u16();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if status != 200 {
-            let reason = v.get("error").and_then(Value::as_str).unwrap_or_default();
-            return Err(Error::Unauthorized {
-                service: SERVICE,
-                message: format!("token refresh failed with HTTP {status} {reason}"),
-            });
-        }
         let access = v.get("access_token").and_then(Value::as_str).unwrap_or_default().to_string();
-        if access.is_empty() {
+        if status != 200 || access.is_empty() {
+            let reason = v.get("error").and_then(Value::as_str).unwrap_or("no access_token");
+            tracing::error!(status, reason, "brightpearl OAuth refresh refused");
+            metrics::emit(names::OAUTH_REFRESH_FAILURES, Unit::Count, 1.0, &[]);
             return Err(Error::Unauthorized {
                 service: SERVICE,
-                message: "token refresh returned no access_token".into(),
+                message: format!("OAuth token refresh refused with HTTP {status} {reason}"),
             });
-        }
-        {
-            let mut tokens = lock(&self.inner.tokens);
-            tokens.access = access;
-            if let Some(r) = v.get("refresh_token").and_then(Value::as_str) {
-                tokens.refresh = r.to_string();
-            }
         }
         // A string in recorded answers ("13"); accept a number too.
         let instance = match v.get("installation_instance_id") {
@@ -293,8 +328,32 @@ impl BrightpearlClient {
             Some(Value::Number(n)) => n.as_u64(),
             _ => None,
         };
+        let record = oauth::TokenRecord {
+            access,
+            refresh: v
+                .get("refresh_token")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| lock(&self.inner.tokens).refresh.clone()),
+            expires_at_ms: oauth::expires_at(v.get("expires_in").and_then(Value::as_u64)),
+            instance,
+            api_domain: v.get("api_domain").and_then(Value::as_str).map(str::to_string),
+        };
+        {
+            let mut tokens = lock(&self.inner.tokens);
+            tokens.access = record.access.clone();
+            tokens.refresh = record.refresh.clone();
+            tokens.expires_at_ms = record.expires_at_ms;
+        }
         if let Some(i) = instance {
             lock(&self.inner.instance).oauth = Some(i);
+        }
+        if let Some(store) = &self.inner.token_store
+            && !oauth::save(store.as_ref(), &record, read_version).await?
+        {
+            tracing::warn!(
+                "another function wrote the OAuth record at the same time; keeping ours in memory"
+            );
         }
         *generation += 1;
         tracing::info!("brightpearl OAuth access token refreshed");
@@ -324,6 +383,8 @@ impl BrightpearlClient {
             let may_retry = attempt < max_attempts;
             self.wait_for_budget().await?;
             let timeout = self.request_timeout()?;
+            let generation = *self.inner.refresh_lock.lock().await;
+            self.prepare_oauth(generation).await?;
             let generation = *self.inner.refresh_lock.lock().await;
             let mut req = self.auth_headers(self.inner.http.request(method.clone(), &url)).timeout(timeout);
             if let Some(b) = body {
