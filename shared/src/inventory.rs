@@ -68,6 +68,12 @@ pub struct InventoryConfig {
     /// event says `"reconcile": false`. Env `PEARLSYNC_INVENTORY_RECONCILE`.
     #[serde(default)]
     pub reconcile: bool,
+    /// Stores whose own quantity edits are held back: a compare-and-set that finds the
+    /// store's figure moved is reported as a conflict, not overwritten. Elsewhere Brightpearl
+    /// is the truth: the store's own sales move its figure all the time, so a stale compare is
+    /// re-read and written again at once.
+    #[serde(default)]
+    pub respect_manual_edits: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -887,6 +893,44 @@ impl InventoryPoll {
                     *down = true;
                     down_at = Some(n * size);
                     break;
+                }
+            }
+        }
+        // A stale compare (the store sold, or someone edited): write again at once from the
+        // figure the store now shows, unless this store holds its manual edits back.
+        if !conflicts.is_empty() && !self.config.respect_manual_edits.contains(&name) {
+            let again: Vec<QuantityUpdate> = updates
+                .iter()
+                .filter_map(|(_, _, u)| {
+                    let theirs = *conflicts.get(&u.sku)?;
+                    (theirs != u.quantity).then(|| QuantityUpdate { last_pushed: Some(theirs), ..u.clone() })
+                })
+                .collect();
+            for batch in again.chunks(size) {
+                match channel.set_quantities(batch).await {
+                    Ok(pushed) => {
+                        let still: HashMap<String, i64> = pushed.conflicts.into_iter().collect();
+                        for u in batch {
+                            match still.get(&u.sku) {
+                                // Moved again between the two writes: the next run tries again.
+                                Some(_) => {
+                                    conflicts.remove(&u.sku);
+                                    failed.insert(u.sku.clone(), "store quantity kept moving".into());
+                                }
+                                None => {
+                                    conflicts.remove(&u.sku);
+                                }
+                            }
+                        }
+                        failed.extend(pushed.failed);
+                    }
+                    Err(e) => {
+                        tracing::warn!(store = %name, error = %e, "re-push after a stale compare failed");
+                        for u in batch {
+                            conflicts.remove(&u.sku);
+                            failed.insert(u.sku.clone(), format!("re-push failed: {e}"));
+                        }
+                    }
                 }
             }
         }

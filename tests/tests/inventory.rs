@@ -80,6 +80,10 @@ struct Rig {
 }
 
 async fn rig(sb: Sandbox, stores: Vec<StoreConfig>) -> Rig {
+    rig_with(sb, stores, InventoryConfig::default()).await
+}
+
+async fn rig_with(sb: Sandbox, stores: Vec<StoreConfig>, config: InventoryConfig) -> Rig {
     let state: Arc<dyn StateStore> = Arc::new(emulator::dynamo_store().await);
     let channels = Arc::new(ChannelSet::new(&stores, Arc::clone(&state)).expect("stores are valid"));
     let poll = InventoryPoll::from_parts(
@@ -87,7 +91,7 @@ async fn rig(sb: Sandbox, stores: Vec<StoreConfig>) -> Rig {
         channels,
         state,
         Arc::new(Metrics::new("inventory-poll")),
-        InventoryConfig::default(),
+        config,
     );
     Rig { sb, stores, poll }
 }
@@ -293,7 +297,10 @@ async fn a_manual_shopify_edit_is_reported_not_overwritten_until_reconcile() {
     let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
     seed_channel(&sb, ChannelKind::Shopify, &skus);
     let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
-    let rig = rig(sb, stores).await;
+    // This store opts into keeping its manual edits.
+    let config =
+        InventoryConfig { respect_manual_edits: vec![stores[0].name.clone()], ..InventoryConfig::default() };
+    let rig = rig_with(sb, stores, config).await;
     rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
 
     let (id, sku) = products[1].clone();
@@ -393,4 +400,32 @@ async fn a_store_whose_api_is_down_while_resolving_skus_fails_alone() {
     let report = rig.poll.run(PollTrigger::Full { reconcile: false }).await.expect("poll");
     let bigcommerce = channel(&report, &rig.stores[1]);
     assert_eq!((bigcommerce.error.as_deref(), bigcommerce.pushed), (None, 50), "{bigcommerce:?}");
+}
+
+#[tokio::test]
+async fn when_the_shop_and_brightpearl_both_sell_the_shop_ends_at_the_true_sellable_quantity() {
+    let sb = sandbox(3, 1).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    let (id, sku) = products[0].clone();
+    rig.sb.brightpearl.set_stock(id, 1, 10);
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(10));
+
+    // A Shopify sale takes Shopify to 9; a POS sale takes Brightpearl to 8.
+    rig.sb.channels.set_quantity(Channel::Shopify, &sku, 9);
+    rig.sb.brightpearl.set_stock(id, 1, 8);
+    let report = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    let r = channel(&report, &rig.stores[0]);
+    // The push of 8 compared from 10 is stale; it is re-read and written again from 9.
+    assert!(r.conflicts.is_empty(), "not a manual edit: {r:?}");
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(8), "never above what exists");
+    assert_eq!(r.pushed, 1, "{r:?}");
+    // Settled: the next run writes nothing.
+    reset_counters(&rig.sb);
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    assert_eq!(writes(&rig.sb, ChannelKind::Shopify), 0);
 }
