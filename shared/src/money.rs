@@ -83,10 +83,14 @@ pub fn allocate(total: Decimal, weights: &[Decimal], places: u32) -> Vec<Decimal
 /// Rounds every value to `places` so that the rounded values add up to their exact sum
 /// rounded to `places` (largest remainder: the values that lost most get the spare units).
 pub fn round_preserving_sum(values: &[Decimal], places: u32) -> Vec<Decimal> {
-    let total = round(values.iter().copied().sum(), places);
-    let rounded: Vec<Decimal> =
-        values.iter().map(|v| v.round_dp_with_strategy(places, towards_zero())).collect();
-    distribute(total, values.to_vec(), rounded, places)
+    round_to_sum(values, round(values.iter().copied().sum(), places), places)
+}
+
+/// Rounds every value to `places` so that they add up to `target` exactly, by largest
+/// remainder. Used when the sum must meet a channel's own rounded figure.
+pub fn round_to_sum(values: &[Decimal], target: Decimal, places: u32) -> Vec<Decimal> {
+    let rounded: Vec<Decimal> = values.iter().map(|v| v.round_dp_with_strategy(places, towards_zero())).collect();
+    distribute(target, values.to_vec(), rounded, places)
 }
 
 fn towards_zero() -> RoundingStrategy {

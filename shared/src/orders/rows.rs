@@ -15,7 +15,7 @@ use crate::batch::Outcome;
 use crate::brightpearl::{NewOrderRow, NewSalesOrder, OrderAddress, PostalAddress, SalesOrder};
 use crate::channels::{Address, ChannelOrder, ChargeKind, LineKind, StoreConfig};
 use crate::error::Error;
-use crate::money::{Decimal, SkuLessLines, StoreMoney, minor_unit, round, round_preserving_sum};
+use crate::money::{Decimal, SkuLessLines, StoreMoney, minor_unit, round, round_to_sum};
 use std::collections::{BTreeSet, HashMap};
 
 /// Why an order cannot be written as it stands.
@@ -202,14 +202,14 @@ pub fn order_rows(
 ) -> Result<Vec<NewOrderRow>, Refusal> {
     let places = minor_unit(&order.currency)?;
     let drafts = drafts(order, store, products, misc)?;
-    let nets = round_preserving_sum(&drafts.iter().map(|d| d.net).collect::<Vec<_>>(), places);
-    let taxes = round_preserving_sum(&drafts.iter().map(|d| d.tax).collect::<Vec<_>>(), places);
-    let country = order
-        .delivery_address
-        .as_ref()
-        .or(order.billing_address.as_ref())
-        .and_then(|a| a.country_code.as_deref());
-    let rows: Vec<NewOrderRow> = drafts
+    check_totals(order, &drafts, places)?;
+    // Rounded to the minor unit so the rows meet the channel's own rounded figures exactly.
+    let (want_total, want_tax) = (round(order.total, places), round(order.total_tax, places));
+    let taxes = round_to_sum(&drafts.iter().map(|d| d.tax).collect::<Vec<_>>(), want_tax, places);
+    let nets = round_to_sum(&drafts.iter().map(|d| d.net).collect::<Vec<_>>(), want_total - want_tax, places);
+    let country =
+        order.delivery_address.as_ref().or(order.billing_address.as_ref()).and_then(|a| a.country_code.as_deref());
+    Ok(drafts
         .into_iter()
         .zip(nets.into_iter().zip(taxes))
         .map(|(d, (net, tax))| NewOrderRow {
@@ -222,9 +222,7 @@ pub fn order_rows(
             nominal_code: d.nominal_code,
             external_ref: d.external_ref,
         })
-        .collect();
-    check_totals(order, &rows, places)?;
-    Ok(rows)
+        .collect())
 }
 
 fn tax_code(
@@ -243,9 +241,11 @@ pub fn row_totals(rows: &[NewOrderRow]) -> (Decimal, Decimal) {
     (rows.iter().map(|r| r.net).sum::<Decimal>() + tax, tax)
 }
 
-/// The invariant: the rows add up to the channel's total and tax, to the minor unit.
-fn check_totals(order: &ChannelOrder, rows: &[NewOrderRow], places: u32) -> Result<(), Refusal> {
-    let (total, tax) = row_totals(rows);
+/// The invariant: the components add up to the channel's total and tax, to the minor unit.
+fn check_totals(order: &ChannelOrder, drafts: &[Draft], places: u32) -> Result<(), Refusal> {
+    let tax: Decimal = drafts.iter().map(|d| d.tax).sum();
+    let total = drafts.iter().map(|d| d.net).sum::<Decimal>() + tax;
+    let (total, tax) = (round(total, places), round(tax, places));
     let (want_total, want_tax) = (round(order.total, places), round(order.total_tax, places));
     if total == want_total && tax == want_tax {
         return Ok(());
