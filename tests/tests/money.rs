@@ -288,3 +288,72 @@ fn long_names_and_address_lines_are_cut_with_the_full_text_in_a_note() {
     assert_eq!(so.notes.len(), 1);
     assert!(so.notes[0].contains(street), "{}", so.notes[0]);
 }
+
+mod over_http {
+    //! One order of the corpus written through the order writer to the strict sandbox over
+    //! HTTP (state on the DynamoDB emulator); the sandbox's own records are the evidence.
+    use super::*;
+    use pearlsync::queue::{ChannelKind, Job, OrderEvent};
+    use pearlsync_tests::orders_env::*;
+
+    const SO_POST: &str = "POST /order-service/sales-order";
+
+    /// The CAD Shopify fixture, its tent mapped to a SKU the sandbox holds.
+    fn cad_job(order_id: &str, total: Option<&str>) -> Job {
+        let mut payload = fixture("shopify/presentment-cad-tip-gift-card-discounts.json");
+        payload["id"] = Value::from(order_id.parse::<u64>().expect("numeric id"));
+        payload["line_items"][0]["sku"] = Value::String("SKU-00001".into());
+        if let Some(t) = total {
+            payload["total_price_set"]["presentment_money"]["amount"] = Value::String(t.into());
+        }
+        Job::ChannelOrder {
+            channel: ChannelKind::Shopify,
+            store: "shopify-main".into(),
+            order_id: order_id.into(),
+            event: OrderEvent::Created,
+            payload: Some(payload),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corpus_order_lands_in_the_strict_sandbox_to_the_cent() {
+        let env = setup().await;
+        let job = cad_job("880001", None);
+        let report = env.writer.handle_batch(vec![message("m1", &job)]).await;
+        assert_eq!(report.done, 1, "{report:?}");
+        let so = sales_order_id(&env, "880001");
+        env.sb.brightpearl.with_state(|s| {
+            let order = &s.orders[&so];
+            assert_eq!(order.currency, "CAD");
+            // Tent 36.00 + 1.80, gift card 25.00, tip 5.00, shipping 0.00: four rows.
+            assert_eq!(order.rows.len(), 4);
+            let net: f64 = order.rows.iter().map(|r| r.net).sum();
+            let tax: f64 = order.rows.iter().map(|r| r.tax).sum();
+            assert!((net + tax - 67.80).abs() < 1e-9, "stored total {}", net + tax);
+            assert!((tax - 1.80).abs() < 1e-9, "stored tax {tax}");
+            assert_eq!(order.rows.iter().filter(|r| r.product_id.is_some()).count(), 1, "only the tent is a product");
+            let payment = s.payments.iter().find(|p| p.order_id == so).expect("a payment");
+            assert!((payment.amount - 67.80).abs() < 1e-9, "paid {}", payment.amount);
+            assert_eq!(payment.currency, "CAD");
+        });
+    }
+
+    #[tokio::test]
+    async fn an_order_that_does_not_add_up_is_parked_and_never_posted() {
+        let env = setup().await;
+        // 67.81 where the components make 67.80.
+        let job = cad_job("880002", Some("67.81"));
+        let report = env.writer.handle_batch(vec![message("m1", &job)]).await;
+        assert_eq!(report.parked.len(), 1, "{report:?}");
+        let reason = &report.parked[0].1;
+        assert_eq!(
+            reason,
+            "total_mismatch: rows add up to 67.80 CAD (tax 1.80) but the channel's order total is 67.81 (tax 1.80)"
+        );
+        assert_eq!(env.sb.brightpearl.counters().endpoint(SO_POST), 0, "nothing is posted");
+        // Parked once, not retried: a second delivery parks again without a write.
+        let again = env.writer.handle_batch(vec![message("m2", &job)]).await;
+        assert!(again.failures.is_empty(), "{again:?}");
+        assert_eq!(env.sb.brightpearl.counters().endpoint(SO_POST), 0);
+    }
+}
