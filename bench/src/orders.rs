@@ -29,7 +29,7 @@ use pearlsync::queue::{ChannelKind, InProcessQueue, Job, JobQueue, QueueName};
 use pearlsync::state::EmbeddedStore;
 use pearlsync_cli::local;
 use pearlsync_sandbox::brightpearl::{BrightpearlSandboxConfig, SeedSpec};
-use pearlsync_sandbox::channels::{Channel, ChannelSandboxConfig, DeliveryOptions, NewOrder, NewOrderLine};
+use pearlsync_sandbox::channels::{Channel, ChannelSandboxConfig, DeliveryOptions, NewOrder, NewOrderLine, OrderMoney};
 use pearlsync_sandbox::faults::FaultRates;
 use pearlsync_sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};
@@ -245,6 +245,7 @@ impl World<'_> {
         let started = Instant::now();
         let mut sent_at: HashMap<OrderKey, Instant> = HashMap::new();
         let mut pass_orders: Vec<(u64, String)> = Vec::new();
+        let mut channel_totals: HashMap<(u64, String), Option<f64>> = HashMap::new();
         let mut deliveries = 0usize;
         let mut refused = 0usize;
         for n in 0..args.orders {
@@ -259,23 +260,25 @@ impl World<'_> {
             } else {
                 format!("customer{}@bench.test", rng.u32(..customers))
             };
+            let (currency, money, price) = order_money(n);
             let lines = (0..rng.usize(1..=3))
                 .map(|_| NewOrderLine {
                     sku: Some(self.skus[rng.usize(..self.skus.len())].clone()),
                     name: String::new(),
                     quantity: rng.u32(1..=3),
-                    price: 12.5,
+                    price,
                 })
                 .collect();
             let new = NewOrder {
                 email: Some(email),
                 first_name: "Bench".into(),
                 last_name: format!("Buyer{n}"),
-                currency: "GBP".into(),
+                currency: currency.into(),
                 lines,
             };
             let channel = sandbox_channel(kind);
-            let (order_id, _) = self.sandbox.channels.create_order(channel, new);
+            let (order_id, payload) = self.sandbox.channels.create_priced_order(channel, new, money);
+            channel_totals.insert((store.brightpearl_channel_id.unwrap_or(0), order_id.clone()), channel_total(&payload));
             // Pace arrivals: order n is due at n / rate seconds into the pass.
             let due = started + Duration::from_secs_f64(f64::from(n) / args.orders_per_second.max(0.001));
             tokio::time::sleep_until(due.into()).await;
@@ -300,7 +303,11 @@ impl World<'_> {
             .map_err(|e| e.to_string())?
             .map_err(|_| "the writer thread stopped")?;
         let wall = started.elapsed();
-        Ok(self.figures(unique, deliveries, refused, &pass_orders, &sent_at, &measured, wall))
+        let mut report = self.figures(unique, deliveries, refused, &pass_orders, &sent_at, &measured, wall);
+        if let Some(map) = report.as_object_mut() {
+            map.insert("totals_mismatched".into(), json!(self.totals_mismatched(&channel_totals)));
+        }
+        Ok(report)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -427,6 +434,54 @@ impl World<'_> {
             "brightpearl_requests_per_order_by_endpoint": endpoints,
         })
     }
+}
+
+impl World<'_> {
+    /// Orders whose Brightpearl sales order (Σ row net + tax, from the sandbox's records)
+    /// differs from the channel's own total, or whose channel total could not be read.
+    fn totals_mismatched(&self, channel_totals: &HashMap<(u64, String), Option<f64>>) -> usize {
+        self.sandbox.brightpearl.with_state(|s| {
+            s.orders
+                .values()
+                .filter(|o| o.order_type == "SO")
+                .filter_map(|o| {
+                    let id = o.external_ref.as_deref()?.split_once(':')?.1.to_string();
+                    let expected = channel_totals.get(&(o.channel_id.unwrap_or(0), id))?;
+                    let written: f64 = o.rows.iter().map(|r| r.net + r.tax).sum();
+                    Some(expected.is_none_or(|t| (t - written).abs() > 1e-6))
+                })
+                .filter(|mismatched| *mismatched)
+                .count()
+        })
+    }
+}
+
+/// The order mix (issue 14): GBP, JPY and KWD in turn; every other order from a tax-inclusive
+/// shop; half with a 10% discount; a surcharge on one in five (Woo fee line, BigCommerce
+/// handling; Shopify has none). Returns the currency, the shop's pricing and the unit price.
+fn order_money(n: u32) -> (&'static str, OrderMoney, f64) {
+    let (currency, price, shipping, fee, tax_percent) = match (n / 3) % 3 {
+        0 => ("GBP", 12.5, 4.99, 1.5, 20),
+        1 => ("JPY", 1250.0, 500.0, 150.0, 10),
+        _ => ("KWD", 4.125, 1.25, 0.375, 5),
+    };
+    let money = OrderMoney {
+        prices_include_tax: n % 2 == 0,
+        tax_percent,
+        discount_percent: if n % 4 < 2 { 10 } else { 0 },
+        shipping,
+        fee: if n % 5 == 0 { fee } else { 0.0 },
+    };
+    (currency, money, price)
+}
+
+/// The channel's own order total from its payload (Shopify `total_price`, WooCommerce
+/// `total`, BigCommerce `total_inc_tax`).
+fn channel_total(payload: &Value) -> Option<f64> {
+    ["total_price", "total", "total_inc_tax"]
+        .iter()
+        .find_map(|k| payload.get(*k))
+        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_f64()))
 }
 
 fn sandbox_channel(kind: ChannelKind) -> Channel {

@@ -14,6 +14,7 @@ pub mod ingress;
 pub mod inventory;
 pub mod lambda;
 pub mod metrics;
+pub mod money;
 pub mod orders;
 pub mod parking;
 pub mod queue;

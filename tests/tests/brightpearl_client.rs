@@ -142,8 +142,8 @@ async fn calls_succeed_under_thirty_percent_injected_faults() {
             rows: vec![NewOrderRow {
                 product_id: id,
                 quantity: 1,
-                net: 10.0,
-                tax: 2.0,
+                net: "10.0".parse().unwrap(),
+                tax: "2.0".parse().unwrap(),
                 tax_code: Some("T20".into()),
                 ..Default::default()
             }],
@@ -211,8 +211,8 @@ async fn a_repeated_sales_order_post_leaves_one_order() {
         rows: vec![NewOrderRow {
             product_id: product,
             quantity: 2,
-            net: 20.0,
-            tax: 4.0,
+            net: "20.0".parse().unwrap(),
+            tax: "4.0".parse().unwrap(),
             tax_code: Some("T20".into()),
             ..Default::default()
         }],
@@ -424,8 +424,8 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
                 NewOrderRow {
                     product_id: p1,
                     quantity: 3,
-                    net: 30.0,
-                    tax: 6.0,
+                    net: "30.0".parse().unwrap(),
+                    tax: "6.0".parse().unwrap(),
                     external_ref: Some("li-1".into()),
                     tax_code: Some("T20".into()),
                     ..Default::default()
@@ -433,8 +433,8 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
                 NewOrderRow {
                     product_id: p2,
                     quantity: 1,
-                    net: 10.0,
-                    tax: 2.0,
+                    net: "10.0".parse().unwrap(),
+                    tax: "2.0".parse().unwrap(),
                     external_ref: Some("li-2".into()),
                     tax_code: Some("T20".into()),
                     ..Default::default()
@@ -482,7 +482,7 @@ async fn an_order_flows_through_contact_order_reservation_payment_and_shipment()
         payment_type: PaymentType::Receipt,
         payment_method_code: "SHOPIFY".into(),
         currency_code: "GBP".into(),
-        amount: 48.0,
+        amount: "48.0".parse().unwrap(),
         payment_date: chrono::Utc::now(),
         journal_ref: Some("txn-1".into()),
     };
@@ -546,8 +546,8 @@ async fn purchase_orders_are_batched_received_and_no_longer_open() {
             .map(|p| NewPurchaseOrderRow {
                 product_id: *p,
                 quantity: 5,
-                net: 10.0,
-                tax: 2.0,
+                net: "10.0".parse().unwrap(),
+                tax: "2.0".parse().unwrap(),
                 tax_code: "T20".into(),
             })
             .collect(),
@@ -565,8 +565,8 @@ async fn purchase_orders_are_batched_received_and_no_longer_open() {
             &[NewPurchaseOrderRow {
                 product_id: ids[23],
                 quantity: 1,
-                net: 1.0,
-                tax: 0.2,
+                net: "1.0".parse().unwrap(),
+                tax: "0.2".parse().unwrap(),
                 tax_code: "T20".into(),
             }],
         )
@@ -610,8 +610,8 @@ async fn multi_message_gives_each_write_its_own_outcome() {
             rows: vec![NewOrderRow {
                 product_id: product,
                 quantity: 1,
-                net: 1.0,
-                tax: 0.2,
+                net: "1.0".parse().unwrap(),
+                tax: "0.2".parse().unwrap(),
                 tax_code: Some("T20".into()),
                 ..Default::default()
             }],

@@ -113,8 +113,8 @@ async fn a_goods_out_note_of_another_apps_order_is_skipped_and_the_rest_posted()
         rows: vec![NewOrderRow {
             product_id: product,
             quantity: 1,
-            net: 5.0,
-            tax: 1.0,
+            net: "5.0".parse().unwrap(),
+            tax: "1.0".parse().unwrap(),
             tax_code: Some("T20".into()),
             ..Default::default()
         }],

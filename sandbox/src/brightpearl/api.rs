@@ -757,7 +757,12 @@ fn contact_json(c: &ContactRec) -> Value {
 }
 
 pub(super) fn sales_order_json(o: &OrderRec) -> Value {
+    // Brightpearl's own totals, summed from the stored rows (4 dp, as Brightpearl keeps them).
+    let dp4 = |v: f64| (v * 10_000.0).round() / 10_000.0;
+    let net = dp4(o.rows.iter().map(|r| r.net).sum());
+    let tax = dp4(o.rows.iter().map(|r| r.tax).sum());
     json!({
+        "totalValue": {"net": net, "taxAmount": tax, "total": dp4(net + tax)},
         "id": o.id,
         "customer": {"id": o.contact_id},
         "ref": o.reference,

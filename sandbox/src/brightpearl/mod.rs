@@ -104,7 +104,7 @@ mod sales;
 mod search;
 pub mod state;
 mod stock;
-mod validation;
+pub mod validation;
 mod warehouse;
 mod webhooks;
 pub mod wire;

@@ -5,7 +5,6 @@
 
 use super::{
     Channel, ChannelSandbox, Gate, Order, OrderTopic, SandboxFulfilment, SandboxWebhook, finish, header_str,
-    money,
 };
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -23,12 +22,19 @@ pub(crate) const DEFAULT_SECRET_HEADER: &str = "X-Pearlsync-Secret";
 
 pub(crate) fn order_json(o: &Order) -> Value {
     let date = |d: &chrono::DateTime<chrono::Utc>| d.to_rfc2822();
+    let p = super::pricing::price(o);
+    let subtotal: i64 = p.lines.iter().map(|l| l.net + l.discount_ex).sum();
+    let discount: i64 = p.lines.iter().map(|l| l.discount_ex).sum();
     json!({
         "id": o.id, "status_id": if o.cancelled { 5 } else if o.fully_shipped() { 2 } else { 11 },
         "status": if o.cancelled { "Cancelled" } else { "Awaiting Fulfillment" },
-        "currency_code": o.currency, "payment_status": "captured",
-        "subtotal_ex_tax": money(o.subtotal()), "total_inc_tax": money(o.total()), "total_tax": "0.00",
-        "shipping_cost_ex_tax": money(o.shipping()), "shipping_cost_tax": "0.00",
+        "currency_code": o.currency, "default_currency_code": o.currency, "payment_status": "captured",
+        "is_tax_inclusive_pricing": o.money.prices_include_tax,
+        "subtotal_ex_tax": p.text(subtotal), "total_inc_tax": p.text(p.total), "total_tax": p.text(p.tax),
+        "shipping_cost_ex_tax": p.text(p.shipping.net), "shipping_cost_tax": p.text(p.shipping.tax),
+        "handling_cost_ex_tax": p.text(p.fee.net), "handling_cost_tax": p.text(p.fee.tax),
+        "wrapping_cost_ex_tax": p.text(0), "wrapping_cost_tax": p.text(0),
+        "discount_amount": p.text(discount), "coupon_discount": p.text(0),
         "date_created": date(&o.created_at), "date_modified": date(&o.updated_at),
         "billing_address": {"first_name": o.first_name, "last_name": o.last_name, "street_1": "1 Sandbox Road",
             "city": "Austin", "state": "Texas", "zip": "78701", "country_iso2": "US", "email": o.email.clone().unwrap_or_default(), "phone": ""},
@@ -38,23 +44,28 @@ pub(crate) fn order_json(o: &Order) -> Value {
 }
 
 fn products_json(o: &Order) -> Value {
+    let p = super::pricing::price(o);
     Value::Array(
         o.lines
             .iter()
-            .map(|l| {
+            .zip(p.lines.iter().zip(&p.unit_shown))
+            .map(|(l, (part, unit))| {
+                let unit_ex = if o.money.prices_include_tax { (part.net + part.discount_ex) / i64::from(l.quantity.max(1)) } else { *unit };
+                let discounts = if part.discount_ex == 0 { json!([]) } else { json!([{"id": "coupon", "amount": p.text(part.discount_ex), "target": "product"}]) };
                 json!({"id": l.line_id, "order_id": o.id, "sku": l.sku.clone().unwrap_or_default(),
-        "name": l.name, "quantity": l.quantity, "quantity_shipped": l.shipped, "price_ex_tax": money(l.price),
-        "total_tax": "0.00", "applied_discounts": [], "order_address_id": o.address_id,
-        "product_id": l.product.map(|p| p.0), "variant_id": l.product.map(|p| p.1)})
+        "name": l.name, "quantity": l.quantity, "quantity_shipped": l.shipped, "price_ex_tax": p.text(unit_ex),
+        "total_ex_tax": p.text(part.net + part.discount_ex), "total_tax": p.text(part.tax), "applied_discounts": discounts,
+        "order_address_id": o.address_id, "product_id": l.product.map(|p| p.0), "variant_id": l.product.map(|p| p.1)})
             })
             .collect(),
     )
 }
 
 fn addresses_json(o: &Order) -> Value {
+    let p = super::pricing::price(o);
     json!([{"id": o.address_id, "first_name": o.first_name, "last_name": o.last_name, "street_1": "2 Delivery Lane",
         "city": "Dallas", "zip": "75001", "country_iso2": "US", "shipping_method": "Ground",
-        "cost_ex_tax": money(o.shipping()), "cost_tax": "0.00"}])
+        "cost_ex_tax": p.text(p.shipping.net), "cost_tax": p.text(p.shipping.tax)}])
 }
 
 pub(crate) fn webhook(

@@ -1,7 +1,7 @@
 //! What a merchant (or a test) does to a simulated store: products, bundles, variations,
 //! stock edits, orders and where their lines sit, scripted failures, installed extensions.
 
-use super::{Channel, ChannelSandbox, Line, NewOrder, Order, Product};
+use super::{Channel, ChannelSandbox, Line, NewOrder, Order, OrderMoney, Product};
 use chrono::Utc;
 use serde_json::Value;
 
@@ -119,6 +119,11 @@ impl ChannelSandbox {
 
     /// Creates an order; returns its id and the JSON the channel would send for it.
     pub fn create_order(&self, channel: Channel, new: NewOrder) -> (String, Value) {
+        self.create_priced_order(channel, new, OrderMoney::default())
+    }
+
+    /// As `create_order`, priced by the shop's tax, discount, shipping and fee settings.
+    pub fn create_priced_order(&self, channel: Channel, new: NewOrder, money: OrderMoney) -> (String, Value) {
         let id = {
             let mut shop = self.shop(channel);
             let id = shop.next();
@@ -167,6 +172,7 @@ impl ChannelSandbox {
                     fulfilments: Vec::new(),
                     notes: Vec::new(),
                     fulfillment_orders: vec![fulfillment_order],
+                    money,
                 },
             );
             id

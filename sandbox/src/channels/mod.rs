@@ -8,8 +8,11 @@
 mod bigcommerce;
 mod control;
 mod merchant;
+mod pricing;
 mod shopify;
 mod woocommerce;
+
+pub use pricing::OrderMoney;
 
 use crate::faults::{Fault, FaultInjector, FaultRates};
 use axum::Json;
@@ -138,18 +141,11 @@ pub(crate) struct Order {
     pub notes: Vec<String>,
     /// Shopify fulfilment orders: (id, location), one per location holding lines.
     pub fulfillment_orders: Vec<(u64, u64)>,
+    /// How the shop priced it (default: no tax, no discount, 5.00 shipping).
+    pub money: OrderMoney,
 }
 
 impl Order {
-    pub fn shipping(&self) -> f64 {
-        5.0
-    }
-    pub fn subtotal(&self) -> f64 {
-        self.lines.iter().map(|l| l.price * f64::from(l.quantity)).sum()
-    }
-    pub fn total(&self) -> f64 {
-        self.subtotal() + self.shipping()
-    }
     pub fn fully_shipped(&self) -> bool {
         self.lines.iter().all(|l| l.shipped >= l.quantity)
     }

@@ -4,7 +4,7 @@
 //! charged to the bucket up front and refunded down to their actual cost, and every answer
 //! carries `extensions.cost` as Shopify's does.
 
-use super::{Channel, ChannelSandbox, Gate, Order, OrderTopic, SandboxWebhook, finish, header_str, money};
+use super::{Channel, ChannelSandbox, Gate, Order, OrderTopic, SandboxWebhook, finish, header_str};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -121,15 +121,26 @@ fn graphql_error(code: &str, message: &str) -> Value {
 pub(crate) fn order_json(o: &Order) -> Value {
     let address = json!({"first_name": o.first_name, "last_name": o.last_name, "address1": "1 Sandbox Road",
         "city": "Testville", "zip": "TE1 1ST", "country_code": "GB", "phone": null});
-    let lines: Vec<Value> = o.lines.iter().map(|l| json!({
+    let p = super::pricing::price(o);
+    let rate = f64::from(o.money.tax_percent) / 100.0;
+    let tax_lines = |tax: i64| if o.money.tax_percent == 0 { json!([]) } else { json!([{"price": p.text(tax), "rate": rate, "title": "VAT"}]) };
+    let discounts = |d: i64| if d == 0 { json!([]) } else { json!([{"amount": p.text(d), "discount_application_index": 0}]) };
+    let lines: Vec<Value> = o.lines.iter().zip(p.lines.iter().zip(&p.unit_shown)).map(|(l, (part, unit))| json!({
         "id": l.line_id, "variant_id": l.product.map(|p| p.1), "product_id": l.product.map(|p| p.0),
-        "sku": l.sku.clone().unwrap_or_default(), "title": l.name, "quantity": l.quantity, "price": money(l.price),
-        "tax_lines": [], "discount_allocations": [], "fulfillable_quantity": l.quantity - l.shipped,
+        "sku": l.sku.clone().unwrap_or_default(), "title": l.name, "quantity": l.quantity, "price": p.text(*unit),
+        "tax_lines": tax_lines(part.tax), "discount_allocations": discounts(part.discount_shown),
+        "fulfillable_quantity": l.quantity - l.shipped, "gift_card": false,
     })).collect();
+    // Shopify has no surcharge lines: the fee is not part of a Shopify order.
+    let total = p.total - p.fee.net - p.fee.tax;
+    let subtotal: i64 = p.lines.iter().map(|l| l.shown - l.discount_shown).sum();
+    let discounts_total: i64 = p.lines.iter().map(|l| l.discount_shown).sum();
     json!({
         "id": o.id, "admin_graphql_api_id": gid("Order", o.id), "name": format!("#{}", o.number), "order_number": o.number,
-        "email": o.email, "phone": null, "currency": o.currency, "taxes_included": false,
-        "subtotal_price": money(o.subtotal()), "total_price": money(o.total()), "total_tax": "0.00",
+        "email": o.email, "phone": null, "currency": o.currency, "presentment_currency": o.currency,
+        "taxes_included": o.money.prices_include_tax,
+        "subtotal_price": p.text(subtotal), "total_price": p.text(total), "total_tax": p.text(p.tax - p.fee.tax),
+        "total_discounts": p.text(discounts_total),
         "financial_status": "paid",
         "fulfillment_status": if o.fully_shipped() { json!("fulfilled") } else if o.lines.iter().any(|l| l.shipped > 0) { json!("partial") } else { Value::Null },
         "cancelled_at": if o.cancelled { json!(o.updated_at.to_rfc3339()) } else { Value::Null },
@@ -137,7 +148,8 @@ pub(crate) fn order_json(o: &Order) -> Value {
         "customer": {"first_name": o.first_name, "last_name": o.last_name, "email": o.email},
         "billing_address": address, "shipping_address": address,
         "line_items": lines,
-        "shipping_lines": [{"title": "Standard", "price": money(o.shipping()), "tax_lines": []}],
+        "shipping_lines": [{"title": "Standard", "price": p.text(p.shipping.shown), "discounted_price": p.text(p.shipping.shown),
+            "tax_lines": tax_lines(p.shipping.tax), "discount_allocations": []}],
     })
 }
 

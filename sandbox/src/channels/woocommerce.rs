@@ -36,30 +36,39 @@ pub(crate) fn order_json(o: &Order) -> Value {
     let mut billing = address.clone();
     billing["email"] = json!(o.email.clone().unwrap_or_default());
     billing["phone"] = json!("");
+    let p = super::pricing::price(o);
     let lines: Vec<Value> = o
         .lines
         .iter()
-        .map(|l| {
-            let line_total = money(l.price * f64::from(l.quantity));
+        .zip(&p.lines)
+        .map(|(l, part)| {
             // A variation line names its variable product and the variation.
             let (product_id, variation_id) = match (l.parent, l.product) {
                 (Some(parent), Some((own, _))) => (parent, own),
                 (None, Some((own, _))) => (own, 0),
                 _ => (0, 0),
             };
+            // Woo keeps line totals ex tax even when prices include tax (apis.md §8.4).
+            let subtotal = part.net + part.discount_ex;
             json!({"id": l.line_id, "name": l.name, "product_id": product_id, "variation_id": variation_id,
             "sku": l.sku.clone().unwrap_or_default(), "quantity": l.quantity, "price": l.price,
-            "subtotal": line_total, "total": line_total, "subtotal_tax": "0.00", "total_tax": "0.00"})
+            "subtotal": p.text(subtotal), "total": p.text(part.net), "subtotal_tax": p.text(part.tax), "total_tax": p.text(part.tax)})
         })
         .collect();
+    let fee_lines = if p.fee.net == 0 {
+        json!([])
+    } else {
+        json!([{"id": 2, "name": "Payment surcharge", "total": p.text(p.fee.net), "total_tax": p.text(p.fee.tax)}])
+    };
     json!({
         "id": o.id, "number": o.id.to_string(),
         "status": if o.cancelled { "cancelled" } else if o.fully_shipped() { "completed" } else { "processing" },
-        "currency": o.currency, "prices_include_tax": false,
+        "currency": o.currency, "prices_include_tax": o.money.prices_include_tax,
         "date_created_gmt": gmt(&o.created_at), "date_modified_gmt": gmt(&o.updated_at), "date_paid_gmt": gmt(&o.created_at),
-        "total": money(o.total()), "total_tax": "0.00", "billing": billing, "shipping": address,
+        "total": p.text(p.total), "total_tax": p.text(p.tax), "billing": billing, "shipping": address,
         "line_items": lines,
-        "shipping_lines": [{"id": 1, "method_title": "Flat rate", "total": money(o.shipping()), "total_tax": "0.00"}],
+        "shipping_lines": [{"id": 1, "method_title": "Flat rate", "total": p.text(p.shipping.net), "total_tax": p.text(p.shipping.tax)}],
+        "fee_lines": fee_lines,
     })
 }
 

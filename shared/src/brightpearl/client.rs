@@ -597,6 +597,9 @@ impl BrightpearlApi for BrightpearlClient {
                     status_id: loose_u64(v.get("statusId")),
                     warehouse_id: loose_u64(v.get("warehouseId")),
                     rows: Self::order_rows(v),
+                    total_value: v
+                        .pointer("/totalValue/total")
+                        .and_then(|t| crate::money::parse(Some(t)).ok()),
                 })
             })
             .collect())

@@ -1,6 +1,7 @@
 //! Typed Brightpearl resources, in the shapes our functions need. Wire names follow the API;
 //! unknown fields are ignored so additions on Brightpearl's side never break a read.
 
+use crate::money::Decimal;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -140,10 +141,12 @@ pub struct NewOrderRow {
     /// Row description; Brightpearl uses the product name when absent.
     pub name: Option<String>,
     pub quantity: i64,
-    /// Net line value in the order currency.
-    pub net: f64,
-    pub tax: f64,
+    /// Net row value (the whole row) in the order currency, at most 4 decimals on the wire.
+    pub net: Decimal,
+    pub tax: Decimal,
     pub tax_code: Option<String>,
+    /// Brightpearl nominal code; `None` leaves it to the account's defaulting rules.
+    pub nominal_code: Option<String>,
     /// The channel line-item id, to map shipments back.
     pub external_ref: Option<String>,
 }
@@ -159,6 +162,9 @@ pub struct NewSalesOrder {
     pub reference: Option<String>,
     pub channel_id: Option<u64>,
     pub currency_code: String,
+    /// A fixed exchange rate to the account's base currency (units of `currency_code` per
+    /// base unit), when the channel applied one.
+    pub exchange_rate: Option<Decimal>,
     pub price_list_id: Option<u64>,
     pub warehouse_id: Option<u64>,
     pub status_id: Option<u64>,
@@ -166,6 +172,8 @@ pub struct NewSalesOrder {
     pub delivery_address: Option<OrderAddress>,
     pub shipping_method_id: Option<u64>,
     pub rows: Vec<NewOrderRow>,
+    /// Notes to add to the order once created (full text of shortened address fields).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -186,6 +194,8 @@ pub struct SalesOrder {
     pub status_id: Option<u64>,
     pub warehouse_id: Option<u64>,
     pub rows: Vec<OrderRow>,
+    /// Brightpearl's own order total (`totalValue.total`), when the GET carries it.
+    pub total_value: Option<Decimal>,
 }
 
 /// A purchase order read back (Order GET of a PO).
@@ -250,7 +260,7 @@ pub struct NewCustomerPayment {
     /// e.g. `SHOPIFY`, a payment method code configured on the account.
     pub payment_method_code: String,
     pub currency_code: String,
-    pub amount: f64,
+    pub amount: Decimal,
     pub payment_date: DateTime<Utc>,
     /// The channel transaction id, visible to staff.
     pub journal_ref: Option<String>,

@@ -16,6 +16,7 @@ use super::search::{CustomerPaymentSearchRow, SalesOrderSearchRow};
 use super::transport::{Replay, SERVICE};
 use super::types::*;
 use crate::error::{Error, Result};
+use crate::money;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -292,8 +293,8 @@ pub fn sales_order_body(o: &NewSalesOrder, instance: u64) -> Value {
         .map(|r| {
             let mut row = json!({
                 "quantity": r.quantity,
-                "net": r.net,
-                "tax": r.tax,
+                "net": money::wire(r.net),
+                "tax": money::wire(r.tax),
             });
             if r.product_id != 0 {
                 row["productId"] = json!(r.product_id);
@@ -303,6 +304,9 @@ pub fn sales_order_body(o: &NewSalesOrder, instance: u64) -> Value {
             }
             if let Some(t) = &r.tax_code {
                 row["taxCode"] = json!(t);
+            }
+            if let Some(n) = &r.nominal_code {
+                row["nominalCode"] = json!(n);
             }
             if let Some(e) = &r.external_ref {
                 row["externalRef"] = json!(e);
@@ -314,7 +318,7 @@ pub fn sales_order_body(o: &NewSalesOrder, instance: u64) -> Value {
         "customer": {"id": o.customer_id},
         "externalRef": o.external_ref,
         "installedIntegrationInstanceId": instance,
-        "currency": {"code": o.currency_code},
+        "currency": currency(o),
         "rows": rows,
     });
     let opt = |body: &mut Value, key: &str, v: Option<Value>| {
@@ -337,6 +341,19 @@ pub fn sales_order_body(o: &NewSalesOrder, instance: u64) -> Value {
     body
 }
 
+/// The order's currency; with a channel's rate, fixed at it (apis.md §1.8: `exchangeRate` is a
+/// string there).
+fn currency(o: &NewSalesOrder) -> Value {
+    match o.exchange_rate {
+        Some(rate) => json!({
+            "code": o.currency_code,
+            "fixedExchangeRate": true,
+            "exchangeRate": money::round(rate, 10).normalize().to_string(),
+        }),
+        None => json!({"code": o.currency_code}),
+    }
+}
+
 /// The Customer Payment POST body (recorded shape, apis.md §8.1).
 pub fn customer_payment_body(p: &NewCustomerPayment) -> Value {
     let mut body = json!({
@@ -346,7 +363,7 @@ pub fn customer_payment_body(p: &NewCustomerPayment) -> Value {
         "orderId": p.order_id,
         "currencyIsoCode": p.currency_code,
         "exchangeRate": 1,
-        "amountPaid": p.amount,
+        "amountPaid": money::wire(p.amount),
         "paymentDate": p.payment_date.to_rfc3339(),
     });
     if let Some(j) = &p.journal_ref {

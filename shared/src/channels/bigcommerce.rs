@@ -15,13 +15,15 @@
 //! - v2 lists (order products, shipments, orders) are read page by page with `limit=250`
 //!   until a short page: without a limit BigCommerce gives 50 rows.
 
+mod order;
 mod shipments;
+
+pub use order::normalise;
 
 use super::http::{Http, Reply, Retry, join, with_query};
 use super::{
-    Address, ChannelOrder, ChannelStats, Fulfilment, InventoryTarget, OrderLine, PushReport, QuantityUpdate,
-    SalesChannel, ShippingLine, StoreConfig, WebhookDelivery, header, id_of, join_name, money,
-    non_empty_address, parse_json, parse_time, quantity_of, required_id, signature, sku_cache, text,
+    ChannelOrder, ChannelStats, Fulfilment, InventoryTarget, PushReport, QuantityUpdate, SalesChannel,
+    StoreConfig, WebhookDelivery, header, id_of, parse_json, parse_time, signature, sku_cache, text,
 };
 use crate::error::{Error, Result};
 use crate::queue::{ChannelKind, OrderEvent};
@@ -192,100 +194,6 @@ impl BigCommerceChannel {
         }
         Ok(())
     }
-}
-
-fn address(a: &Value) -> Option<Address> {
-    if !a.is_object() {
-        return None;
-    }
-    non_empty_address(Address {
-        full_name: join_name(text(a, "first_name"), text(a, "last_name")),
-        company: text(a, "company"),
-        line1: text(a, "street_1"),
-        line2: text(a, "street_2"),
-        line3: text(a, "city"),
-        line4: text(a, "state"),
-        postcode: text(a, "zip"),
-        country_code: text(a, "country_iso2"),
-        phone: text(a, "phone"),
-        email: text(a, "email"),
-    })
-}
-
-/// The combined order `fetch_order` returns as a `ChannelOrder`.
-pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
-    if !order.is_object() {
-        return Err(Error::BadInput("BigCommerce order is not a JSON object".into()));
-    }
-    let id = required_id(order, "id", "BigCommerce order")?;
-    let currency = text(order, "currency_code")
-        .or_else(|| text(order, "default_currency_code"))
-        .ok_or_else(|| Error::BadInput(format!("BigCommerce order {id} has no currency_code")))?;
-    let billing_raw = order.get("billing_address").cloned().unwrap_or(Value::Null);
-    let billing = address(&billing_raw);
-    let email = text(&billing_raw, "email");
-    let products = order.get("products").and_then(Value::as_array).ok_or_else(|| {
-        Error::BadInput(format!("BigCommerce order {id} has no products list (fetch it first)"))
-    })?;
-    let mut lines = Vec::with_capacity(products.len());
-    for (i, product) in products.iter().enumerate() {
-        let what = format!("BigCommerce order {id} product {}", i + 1);
-        let mut discount = 0.0;
-        for d in product.get("applied_discounts").and_then(Value::as_array).into_iter().flatten() {
-            discount += money(d.get("amount"))?;
-        }
-        lines.push(OrderLine {
-            line_id: required_id(product, "id", &what)?,
-            sku: text(product, "sku"),
-            name: text(product, "name").unwrap_or_default(),
-            quantity: quantity_of(product, &what)?,
-            unit_price: money(product.get("price_ex_tax").or_else(|| product.get("base_price")))?,
-            tax: money(product.get("total_tax"))?,
-            discount: super::round4(discount),
-        });
-    }
-    let shipping_addresses: Vec<Value> =
-        order.get("shipping_addresses").and_then(Value::as_array).cloned().unwrap_or_default();
-    let mut shipping_lines = Vec::new();
-    for s in &shipping_addresses {
-        shipping_lines.push(ShippingLine {
-            title: text(s, "shipping_method").unwrap_or_else(|| "Shipping".into()),
-            price: money(s.get("cost_ex_tax"))?,
-            tax: money(s.get("cost_tax"))?,
-        });
-    }
-    if shipping_lines.is_empty() && money(order.get("shipping_cost_ex_tax"))? > 0.0 {
-        shipping_lines.push(ShippingLine {
-            title: "Shipping".into(),
-            price: money(order.get("shipping_cost_ex_tax"))?,
-            tax: money(order.get("shipping_cost_tax"))?,
-        });
-    }
-    let status_id = order.get("status_id").and_then(Value::as_u64).unwrap_or(0);
-    let payment_status = text(order, "payment_status").unwrap_or_default();
-    let paid = matches!(payment_status.as_str(), "captured" | "paid" | "partially refunded")
-        || (payment_status.is_empty() && PAID_STATUSES.contains(&status_id));
-    Ok(ChannelOrder {
-        channel: ChannelKind::Bigcommerce,
-        store: store.to_string(),
-        number: id.clone(),
-        id,
-        email,
-        customer_name: billing.as_ref().and_then(|b| b.full_name.clone()),
-        phone: text(&billing_raw, "phone"),
-        delivery_address: shipping_addresses.first().and_then(address),
-        billing_address: billing,
-        currency,
-        prices_include_tax: false,
-        lines,
-        shipping_lines,
-        total: money(order.get("total_inc_tax"))?,
-        total_tax: money(order.get("total_tax"))?,
-        paid,
-        cancelled: status_id == STATUS_CANCELLED,
-        created_at: parse_time(order.get("date_created")),
-        updated_at: parse_time(order.get("date_modified")),
-    })
 }
 
 #[async_trait]
@@ -542,15 +450,20 @@ mod tests {
         })
     }
 
+    fn dec(s: &str) -> crate::money::Decimal {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn normalises_a_combined_order_with_odd_lines() {
         let o = normalise("bc", &combined_order()).unwrap();
         assert_eq!(o.number, "100");
         assert_eq!(o.customer_name.as_deref(), Some("José Núñez"));
         assert!(o.paid && !o.cancelled);
-        assert_eq!(o.lines[0].discount, 2.5);
+        // 2 × 20.00 − 2.50 discount.
+        assert_eq!((o.lines[0].net, o.lines[0].discount), (dec("37.5"), dec("2.5")));
         assert_eq!(o.lines[1].sku, None);
-        assert_eq!(o.lines[1].unit_price, 0.0);
+        assert_eq!(o.lines[1].net, dec("0"));
         assert_eq!(o.delivery_address.as_ref().unwrap().line3.as_deref(), Some("Dallas"));
         assert_eq!(o.shipping_lines[0].title, "Ground");
         assert!(o.created_at.is_some());

@@ -1,11 +1,12 @@
 //! Sales channels (issue 4): the `SalesChannel` trait, the store configuration, and one module
 //! per channel. Every channel client only changes base URL between a real store and the sandbox.
 //!
-//! Money: every amount is an `f64` in the order's currency, parsed from the channel's decimal
-//! strings and rounded to 4 decimal places (Brightpearl takes net and tax per row with 2–4 dp).
-//! `OrderLine::unit_price` is the price of one unit before line discounts; `tax` and `discount`
-//! are totals for the whole line. `ChannelOrder::prices_include_tax` says whether prices are
-//! tax-inclusive (Shopify `taxes_included`, WooCommerce `prices_include_tax`).
+//! Money (issue 14): every amount is a `Decimal` in the order's currency, read exactly from the
+//! channel's JSON (`crate::money::parse`). Each normaliser turns its channel's fields into the
+//! same components, all **ex tax and after their own discounts**, with their tax beside them:
+//! product lines, shipping lines, and `charges` (fees, handling, wrapping, order discounts not
+//! allocated to lines, gift cards, tips). The rows add them up; `total` and `total_tax` are
+//! the channel's own figures, which the rows must meet to the currency's minor unit.
 
 pub mod bigcommerce;
 mod buffer;
@@ -26,6 +27,7 @@ use crate::secret::Secret;
 use crate::state::StateStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -97,6 +99,9 @@ pub struct StoreConfig {
     /// place of `%1$s` or `{number}`. Used when the shipment brings no tracking URL.
     #[serde(default)]
     pub tracking_url_templates: BTreeMap<String, String>,
+    /// `[stores.money]`: nominal and tax codes for the rows, SKU-less lines, base currency.
+    #[serde(default)]
+    pub money: crate::money::StoreMoney,
 }
 
 fn default_max_retries() -> u32 {
@@ -128,6 +133,7 @@ impl Default for StoreConfig {
             max_retries: default_max_retries(),
             tracking_providers: BTreeMap::new(),
             tracking_url_templates: BTreeMap::new(),
+            money: crate::money::StoreMoney::default(),
         }
     }
 }
@@ -194,27 +200,73 @@ impl Address {
     }
 }
 
+/// What a channel line is; it decides the Brightpearl row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    /// Goods: a product row by SKU (a line without a SKU is a custom item, see
+    /// `StoreMoney::sku_less_lines`).
+    #[default]
+    Product,
+    /// A gift card sold: a non-stock row on the gift-card nominal code.
+    GiftCard,
+    /// A tip: a non-stock row on the tips nominal code.
+    Tip,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderLine {
     /// The channel's line id (Shopify line item, BigCommerce order product, WooCommerce line).
     pub line_id: String,
-    /// `None` when the channel line has no SKU; the order writer parks such orders.
+    /// `None` when the channel line has no SKU (a custom item, a tip).
     pub sku: Option<String>,
     pub name: String,
     pub quantity: u32,
-    /// One unit, before discounts.
-    pub unit_price: f64,
+    #[serde(default)]
+    pub kind: LineKind,
+    /// The whole line, ex tax, after the discounts allocated to it.
+    pub net: Decimal,
     /// Tax for the whole line.
-    pub tax: f64,
-    /// Discount for the whole line.
-    pub discount: f64,
+    pub tax: Decimal,
+    /// Discounts allocated to the line (already taken off `net`; kept for notes and checks).
+    pub discount: Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShippingLine {
     pub title: String,
-    pub price: f64,
-    pub tax: f64,
+    /// Ex tax, after shipping discounts.
+    pub net: Decimal,
+    pub tax: Decimal,
+    /// Shipping discounts (already taken off `net`).
+    pub discount: Decimal,
+}
+
+/// An order-level money component that is neither goods nor shipping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeKind {
+    /// Fees and surcharges (WooCommerce `fee_lines`, BigCommerce `fees`).
+    Fee,
+    /// BigCommerce handling cost.
+    Handling,
+    /// BigCommerce gift wrapping.
+    Wrapping,
+    /// An order discount not allocated to any line (negative).
+    Discount,
+    /// A gift card redeemed against the order total (negative).
+    GiftCard,
+    /// A tip the channel reports at order level only.
+    Tip,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Charge {
+    pub kind: ChargeKind,
+    pub name: String,
+    /// Ex tax; negative for discounts and redemptions.
+    pub net: Decimal,
+    pub tax: Decimal,
 }
 
 /// One channel order in the shape the order writer consumes, whatever the channel.
@@ -230,12 +282,24 @@ pub struct ChannelOrder {
     pub phone: Option<String>,
     pub billing_address: Option<Address>,
     pub delivery_address: Option<Address>,
+    /// The currency the customer paid in; every amount here is in it.
     pub currency: String,
+    /// The shop's own currency when it differs from `currency` (Shopify shop money,
+    /// BigCommerce default currency).
+    #[serde(default)]
+    pub shop_currency: Option<String>,
+    /// Units of `currency` per unit of `shop_currency`, as the channel applied it.
+    #[serde(default)]
+    pub exchange_rate: Option<Decimal>,
+    /// Whether the shop's prices include tax (informative: components are ex tax already).
     pub prices_include_tax: bool,
     pub lines: Vec<OrderLine>,
     pub shipping_lines: Vec<ShippingLine>,
-    pub total: f64,
-    pub total_tax: f64,
+    #[serde(default)]
+    pub charges: Vec<Charge>,
+    /// The channel's order total (tax included) and total tax.
+    pub total: Decimal,
+    pub total_tax: Decimal,
     pub paid: bool,
     pub cancelled: bool,
     pub created_at: Option<DateTime<Utc>>,
@@ -411,22 +475,9 @@ pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<
     headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
-/// A decimal amount from a JSON string or number, rounded to 4 dp; absent or null → 0.
-pub(crate) fn money(value: Option<&serde_json::Value>) -> Result<f64> {
-    let parsed = match value {
-        None | Some(serde_json::Value::Null) => 0.0,
-        Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(0.0),
-        Some(serde_json::Value::String(s)) if s.trim().is_empty() => 0.0,
-        Some(serde_json::Value::String(s)) => {
-            s.trim().parse::<f64>().map_err(|_| Error::BadInput(format!("amount {s:?} is not a number")))?
-        }
-        Some(other) => return Err(Error::BadInput(format!("amount {other} is not a number"))),
-    };
-    Ok(round4(parsed))
-}
-
-pub(crate) fn round4(value: f64) -> f64 {
-    (value * 10_000.0).round() / 10_000.0
+/// An amount from a JSON string or number, exactly; absent or null → 0.
+pub(crate) fn money(value: Option<&serde_json::Value>) -> Result<Decimal> {
+    crate::money::parse(value)
 }
 
 /// A non-empty trimmed string field.
@@ -524,13 +575,5 @@ mod tests {
         let set = ChannelSet::new(&[store], state).unwrap();
         assert!(set.for_webhook(ChannelKind::Shopify, "a").is_some());
         assert!(set.for_webhook(ChannelKind::Woocommerce, "a").is_none());
-    }
-
-    #[test]
-    fn money_reads_strings_and_numbers() {
-        assert_eq!(money(Some(&serde_json::json!("12.50"))).unwrap(), 12.5);
-        assert_eq!(money(Some(&serde_json::json!(3))).unwrap(), 3.0);
-        assert_eq!(money(None).unwrap(), 0.0);
-        assert!(money(Some(&serde_json::json!("abc"))).is_err());
     }
 }

@@ -19,13 +19,15 @@
 pub mod cost;
 mod fulfilment;
 mod inventory;
+mod order;
 pub mod queries;
+
+pub use order::normalise;
 
 use super::http::{Http, Reply, Retry, join, with_query};
 use super::{
-    Address, ChannelOrder, ChannelStats, Fulfilment, InventoryTarget, OrderLine, PushReport, QuantityUpdate,
-    SalesChannel, ShippingLine, StoreConfig, WebhookDelivery, header, id_of, join_name, money,
-    non_empty_address, parse_json, parse_time, quantity_of, required_id, round4, signature, sku_cache, text,
+    ChannelOrder, ChannelStats, Fulfilment, InventoryTarget, PushReport, QuantityUpdate, SalesChannel,
+    StoreConfig, WebhookDelivery, header, id_of, parse_json, parse_time, signature, sku_cache, text,
 };
 use crate::error::{Error, Result};
 use crate::queue::{ChannelKind, OrderEvent};
@@ -154,103 +156,6 @@ fn throttle_wait(reply: &Reply) -> Option<Duration> {
     let available = status.and_then(|s| s.get("currentlyAvailable")).and_then(Value::as_f64).unwrap_or(0.0);
     let restore = status.and_then(|s| s.get("restoreRate")).and_then(Value::as_f64).unwrap_or(50.0).max(1.0);
     Some(Duration::from_secs_f64(((requested - available).max(1.0)) / restore))
-}
-
-fn address(value: Option<&Value>, email: Option<&String>) -> Option<Address> {
-    let a = value.filter(|v| v.is_object())?;
-    non_empty_address(Address {
-        full_name: text(a, "name").or_else(|| join_name(text(a, "first_name"), text(a, "last_name"))),
-        company: text(a, "company"),
-        line1: text(a, "address1"),
-        line2: text(a, "address2"),
-        line3: text(a, "city"),
-        line4: text(a, "province").or_else(|| text(a, "province_code")),
-        postcode: text(a, "zip"),
-        country_code: text(a, "country_code"),
-        phone: text(a, "phone"),
-        email: email.cloned(),
-    })
-}
-
-fn sum_of(items: Option<&Value>, key: &str) -> Result<f64> {
-    let mut total = 0.0;
-    for item in items.and_then(Value::as_array).into_iter().flatten() {
-        total += money(item.get(key))?;
-    }
-    Ok(round4(total))
-}
-
-/// The REST order resource (webhook body or `orders/{id}.json`) as a `ChannelOrder`.
-pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
-    if !order.is_object() {
-        return Err(Error::BadInput("Shopify order is not a JSON object".into()));
-    }
-    let id = required_id(order, "id", "Shopify order")?;
-    let currency = text(order, "currency")
-        .or_else(|| text(order, "presentment_currency"))
-        .ok_or_else(|| Error::BadInput(format!("Shopify order {id} has no currency")))?;
-    let customer = order.get("customer").filter(|c| c.is_object());
-    let email = text(order, "email")
-        .or_else(|| text(order, "contact_email"))
-        .or_else(|| customer.and_then(|c| text(c, "email")));
-    let billing = address(order.get("billing_address"), email.as_ref());
-    let delivery = address(order.get("shipping_address"), email.as_ref());
-    let customer_name = customer
-        .and_then(|c| join_name(text(c, "first_name"), text(c, "last_name")))
-        .or_else(|| billing.as_ref().and_then(|a| a.full_name.clone()))
-        .or_else(|| delivery.as_ref().and_then(|a| a.full_name.clone()));
-    let items = order
-        .get("line_items")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::BadInput(format!("Shopify order {id} has no line_items")))?;
-    let mut lines = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let what = format!("Shopify order {id} line {}", i + 1);
-        let line_id = required_id(item, "id", &what)?;
-        let discount = match item.get("discount_allocations").and_then(Value::as_array) {
-            Some(_) => sum_of(item.get("discount_allocations"), "amount")?,
-            None => money(item.get("total_discount"))?,
-        };
-        lines.push(OrderLine {
-            line_id,
-            sku: text(item, "sku"),
-            name: text(item, "title").or_else(|| text(item, "name")).unwrap_or_default(),
-            quantity: quantity_of(item, &what)?,
-            unit_price: money(item.get("price"))?,
-            tax: sum_of(item.get("tax_lines"), "price")?,
-            discount,
-        });
-    }
-    let mut shipping_lines = Vec::new();
-    for line in order.get("shipping_lines").and_then(Value::as_array).into_iter().flatten() {
-        shipping_lines.push(ShippingLine {
-            title: text(line, "title").unwrap_or_else(|| "Shipping".into()),
-            price: money(line.get("price"))?,
-            tax: sum_of(line.get("tax_lines"), "price")?,
-        });
-    }
-    let financial = text(order, "financial_status").unwrap_or_default();
-    Ok(ChannelOrder {
-        channel: ChannelKind::Shopify,
-        store: store.to_string(),
-        number: text(order, "name").or_else(|| text(order, "order_number")).unwrap_or_else(|| id.clone()),
-        id,
-        email,
-        customer_name,
-        phone: text(order, "phone").or_else(|| customer.and_then(|c| text(c, "phone"))),
-        billing_address: billing,
-        delivery_address: delivery,
-        currency,
-        prices_include_tax: order.get("taxes_included").and_then(Value::as_bool).unwrap_or(false),
-        lines,
-        shipping_lines,
-        total: money(order.get("total_price"))?,
-        total_tax: money(order.get("total_tax"))?,
-        paid: matches!(financial.as_str(), "paid" | "partially_refunded"),
-        cancelled: order.get("cancelled_at").is_some_and(|c| !c.is_null()),
-        created_at: parse_time(order.get("created_at")),
-        updated_at: parse_time(order.get("updated_at")),
-    })
 }
 
 /// The `rel="next"` URL of a REST `Link` header.
@@ -517,6 +422,10 @@ mod tests {
         assert_eq!(delivery.event, OrderEvent::Cancelled);
     }
 
+    fn dec(s: &str) -> crate::money::Decimal {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn normalises_a_realistic_order() {
         let order = normalise("uk", &realistic_order()).unwrap();
@@ -525,12 +434,13 @@ mod tests {
         assert!(order.prices_include_tax && order.paid && !order.cancelled);
         assert_eq!(order.lines.len(), 2);
         let sword = &order.lines[0];
-        assert_eq!((sword.sku.as_deref(), sword.quantity, sword.unit_price), (Some("SWORD-1"), 2, 24.99));
-        assert_eq!((sword.tax, sword.discount), (8.33, 5.0));
+        assert_eq!((sword.sku.as_deref(), sword.quantity), (Some("SWORD-1"), 2));
+        // Tax-inclusive: 2 × 24.99 − 5.00 discount − 8.33 tax = 36.65 net.
+        assert_eq!((sword.net, sword.tax, sword.discount), (dec("36.65"), dec("8.33"), dec("5.00")));
         // An empty SKU is a missing SKU; a zero-price line is kept.
         assert_eq!(order.lines[1].sku, None);
-        assert_eq!(order.lines[1].unit_price, 0.0);
-        assert_eq!(order.shipping_lines[0].tax, 0.83);
+        assert_eq!(order.lines[1].net, dec("0"));
+        assert_eq!(order.shipping_lines[0].tax, dec("0.83"));
         let delivery = order.delivery_address.unwrap();
         assert_eq!(delivery.full_name.as_deref(), Some("Jon Snow"));
         assert_eq!(delivery.line3.as_deref(), Some("The Wall"));

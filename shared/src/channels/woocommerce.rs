@@ -9,14 +9,16 @@
 //! - Dedup key: source + order id + `date_modified_gmt` (+ topic), since Delivery-ID is new on
 //!   every delivery.
 
+mod order;
 mod stock;
 mod tracking;
 
+pub use order::normalise;
+
 use super::http::{Http, Reply, Retry, join, with_query};
 use super::{
-    Address, ChannelOrder, ChannelStats, Fulfilment, InventoryTarget, OrderLine, PushReport, QuantityUpdate,
-    SalesChannel, ShippingLine, StoreConfig, WebhookDelivery, header, id_of, join_name, money,
-    non_empty_address, parse_json, parse_time, quantity_of, required_id, round4, signature, sku_cache, text,
+    ChannelOrder, ChannelStats, Fulfilment, InventoryTarget, PushReport, QuantityUpdate, SalesChannel,
+    StoreConfig, WebhookDelivery, header, id_of, parse_json, parse_time, signature, sku_cache, text,
 };
 use crate::error::{Error, Result};
 use crate::queue::{ChannelKind, OrderEvent};
@@ -80,96 +82,6 @@ impl WooCommerceChannel {
         let url = with_query(&self.url(path), &[])?;
         self.call(reqwest::Method::POST, url, Some(body), retry).await
     }
-}
-
-fn address(a: Option<&Value>, email: Option<&String>) -> Option<Address> {
-    let a = a.filter(|v| v.is_object())?;
-    non_empty_address(Address {
-        full_name: join_name(text(a, "first_name"), text(a, "last_name")),
-        company: text(a, "company"),
-        line1: text(a, "address_1"),
-        line2: text(a, "address_2"),
-        line3: text(a, "city"),
-        line4: text(a, "state"),
-        postcode: text(a, "postcode"),
-        country_code: text(a, "country"),
-        phone: text(a, "phone"),
-        email: email.cloned(),
-    })
-}
-
-/// The REST v3 order (webhook body or `orders/{id}`) as a `ChannelOrder`.
-pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
-    if !order.is_object() {
-        return Err(Error::BadInput("WooCommerce order is not a JSON object".into()));
-    }
-    let id = required_id(order, "id", "WooCommerce order")?;
-    let currency = text(order, "currency")
-        .ok_or_else(|| Error::BadInput(format!("WooCommerce order {id} has no currency")))?;
-    let billing_raw = order.get("billing");
-    let email = billing_raw.and_then(|b| text(b, "email"));
-    let billing = address(billing_raw, email.as_ref());
-    let delivery = address(order.get("shipping"), None);
-    let items = order
-        .get("line_items")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::BadInput(format!("WooCommerce order {id} has no line_items")))?;
-    let mut lines = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let what = format!("WooCommerce order {id} line {}", i + 1);
-        let quantity = quantity_of(item, &what)?;
-        // `subtotal` is before coupons, `total` after; both are for the whole line, ex tax.
-        let subtotal = money(item.get("subtotal"))?;
-        let total = money(item.get("total"))?;
-        let unit_price =
-            if quantity > 0 { round4(subtotal / f64::from(quantity)) } else { money(item.get("price"))? };
-        lines.push(OrderLine {
-            line_id: required_id(item, "id", &what)?,
-            sku: text(item, "sku"),
-            name: text(item, "name").unwrap_or_default(),
-            quantity,
-            unit_price,
-            tax: money(item.get("total_tax"))?,
-            discount: round4((subtotal - total).max(0.0)),
-        });
-    }
-    let mut shipping_lines = Vec::new();
-    for s in order.get("shipping_lines").and_then(Value::as_array).into_iter().flatten() {
-        shipping_lines.push(ShippingLine {
-            title: text(s, "method_title").unwrap_or_else(|| "Shipping".into()),
-            price: money(s.get("total"))?,
-            tax: money(s.get("total_tax"))?,
-        });
-    }
-    let status = text(order, "status").unwrap_or_default();
-    let date_paid =
-        order.get("date_paid_gmt").or_else(|| order.get("date_paid")).is_some_and(|d| !d.is_null());
-    Ok(ChannelOrder {
-        channel: ChannelKind::Woocommerce,
-        store: store.to_string(),
-        number: text(order, "number").unwrap_or_else(|| id.clone()),
-        id,
-        customer_name: billing
-            .as_ref()
-            .and_then(|b| b.full_name.clone())
-            .or_else(|| delivery.as_ref().and_then(|d| d.full_name.clone())),
-        phone: billing_raw.and_then(|b| text(b, "phone")),
-        email,
-        billing_address: billing,
-        delivery_address: delivery,
-        currency,
-        prices_include_tax: order.get("prices_include_tax").and_then(Value::as_bool).unwrap_or(false),
-        lines,
-        shipping_lines,
-        total: money(order.get("total"))?,
-        total_tax: money(order.get("total_tax"))?,
-        paid: date_paid || matches!(status.as_str(), "processing" | "completed"),
-        cancelled: matches!(status.as_str(), "cancelled" | "trash"),
-        created_at: parse_time(order.get("date_created_gmt"))
-            .or_else(|| parse_time(order.get("date_created"))),
-        updated_at: parse_time(order.get("date_modified_gmt"))
-            .or_else(|| parse_time(order.get("date_modified"))),
-    })
 }
 
 #[async_trait]
@@ -404,16 +316,21 @@ mod tests {
         );
     }
 
+    fn dec(s: &str) -> crate::money::Decimal {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn normalises_with_empty_email_unicode_zero_price_and_missing_sku() {
         let o = normalise("wc", &order()).unwrap();
         assert_eq!(o.email, None);
         assert_eq!(o.customer_name.as_deref(), Some("Łukasz Żółć"));
         assert!(o.paid);
-        assert_eq!((o.lines[0].unit_price, o.lines[0].discount, o.lines[0].tax), (15.0, 5.0, 5.0));
-        assert_eq!((o.lines[1].sku.clone(), o.lines[1].unit_price), (None, 0.0));
+        // `total` is the line after coupons, ex tax; `subtotal` − `total` the discount.
+        assert_eq!((o.lines[0].net, o.lines[0].discount, o.lines[0].tax), (dec("25"), dec("5"), dec("5")));
+        assert_eq!((o.lines[1].sku.clone(), o.lines[1].net), (None, dec("0")));
         assert_eq!(o.delivery_address.unwrap().country_code.as_deref(), Some("PL"));
-        assert_eq!(o.shipping_lines[0].price, 9.0);
+        assert_eq!(o.shipping_lines[0].net, dec("9"));
         assert!(o.updated_at.is_some());
         let mut no_id = order();
         no_id.as_object_mut().unwrap().remove("id");

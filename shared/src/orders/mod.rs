@@ -46,6 +46,7 @@ mod shipments;
 mod steps;
 mod writer;
 
+pub use rows::{Refusal, order_rows, readback_mismatch, row_totals, sales_order};
 pub use saga::{Saga, SagaRow, Step, external_ref, saga_key};
 pub use writer::{OrderWriter, OrderWriterParts};
 

@@ -231,7 +231,7 @@ impl OrderWriter {
                     .clone()
                     .unwrap_or_else(|| order.channel.as_str().to_uppercase()),
                 currency_code: order.currency.clone(),
-                amount: (order.total * 10_000.0).round() / 10_000.0,
+                amount: order.total,
                 payment_date: order.created_at.unwrap_or_else(Utc::now),
                 journal_ref: Some(format!("{} order {}", order.channel, order.number)),
             });
