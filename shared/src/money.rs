@@ -89,7 +89,8 @@ pub fn round_preserving_sum(values: &[Decimal], places: u32) -> Vec<Decimal> {
 /// Rounds every value to `places` so that they add up to `target` exactly, by largest
 /// remainder. Used when the sum must meet a channel's own rounded figure.
 pub fn round_to_sum(values: &[Decimal], target: Decimal, places: u32) -> Vec<Decimal> {
-    let rounded: Vec<Decimal> = values.iter().map(|v| v.round_dp_with_strategy(places, towards_zero())).collect();
+    let rounded: Vec<Decimal> =
+        values.iter().map(|v| v.round_dp_with_strategy(places, towards_zero())).collect();
     distribute(target, values.to_vec(), rounded, places)
 }
 

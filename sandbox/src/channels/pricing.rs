@@ -31,7 +31,13 @@ fn default_shipping() -> f64 {
 
 impl Default for OrderMoney {
     fn default() -> Self {
-        OrderMoney { prices_include_tax: false, tax_percent: 0, discount_percent: 0, shipping: default_shipping(), fee: 0.0 }
+        OrderMoney {
+            prices_include_tax: false,
+            tax_percent: 0,
+            discount_percent: 0,
+            shipping: default_shipping(),
+            fee: 0.0,
+        }
     }
 }
 
@@ -108,8 +114,12 @@ pub(crate) fn price(o: &Order) -> Priced {
         Part { shown, discount_shown, discount_ex, net, tax }
     };
     let unit_shown: Vec<i64> = o.lines.iter().map(|l| minor(l.price, places)).collect();
-    let lines: Vec<Part> =
-        o.lines.iter().zip(&unit_shown).map(|(l, u)| part(u * i64::from(l.quantity), m.discount_percent)).collect();
+    let lines: Vec<Part> = o
+        .lines
+        .iter()
+        .zip(&unit_shown)
+        .map(|(l, u)| part(u * i64::from(l.quantity), m.discount_percent))
+        .collect();
     let shipping = part(minor(m.shipping, places), 0);
     let fee_net = minor(m.fee, places);
     let fee = Part { shown: fee_net, net: fee_net, tax: share(fee_net, rate, 100), ..Part::default() };
