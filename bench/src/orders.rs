@@ -471,11 +471,11 @@ fn order_money(n: u32) -> (&'static str, OrderMoney, f64) {
         _ => ("KWD", 4.125, 1.25, 0.375, 5),
     };
     let money = OrderMoney {
-        prices_include_tax: n % 2 == 0,
+        prices_include_tax: n.is_multiple_of(2),
         tax_percent,
         discount_percent: if n % 4 < 2 { 10 } else { 0 },
         shipping,
-        fee: if n % 5 == 0 { fee } else { 0.0 },
+        fee: if n.is_multiple_of(5) { fee } else { 0.0 },
     };
     (currency, money, price)
 }

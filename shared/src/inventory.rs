@@ -34,6 +34,7 @@ use crate::batch::{self, BatchMessage, BatchReport, Outcome, WaveHandler};
 use crate::brightpearl::{Availability, BrightpearlApi, idset};
 use crate::channels::{ChannelSet, QuantityUpdate, SalesChannel, StoreConfig};
 use crate::error::{Error, Result};
+use crate::freshness::{self, Flow};
 use crate::lambda::{self, Trigger};
 use crate::metrics::{Metrics, names};
 use crate::queue::{ChannelKind, Job};
@@ -388,6 +389,18 @@ impl InventoryPoll {
         }
         let mut report = run.report;
         report.channels = run.by_store.into_values().collect();
+        if matches!(trigger, PollTrigger::Full { .. }) {
+            // Freshness per store: what the "inventory stopped" alarms read.
+            let all: Vec<&str> = report.channels.iter().map(|c| c.name.as_str()).collect();
+            let ok: Vec<&str> =
+                report.channels.iter().filter(|c| c.error.is_none()).map(|c| c.name.as_str()).collect();
+            let started_ms = crate::state::now_epoch_millis();
+            if let Err(e) =
+                freshness::record_run(self.state.as_ref(), Flow::InventoryPoll, &all, &ok, started_ms).await
+            {
+                tracing::warn!(error = %e, "inventory freshness not recorded");
+            }
+        }
         report.brightpearl_requests = self.brightpearl.stats().requests.saturating_sub(bp_before);
         let pushed: usize = report.channels.iter().map(|c| c.pushed).sum();
         self.metrics.count(names::SKUS_PUSHED, pushed as u64);

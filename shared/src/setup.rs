@@ -20,6 +20,8 @@ pub struct SetupReport {
     pub brightpearl_created: Vec<String>,
     pub brightpearl_existing: Vec<String>,
     pub stores: Vec<String>,
+    /// Stores whose registration failed, with the reason; the others were registered.
+    pub failed: Vec<(String, String)>,
 }
 
 pub async fn register_webhooks(
@@ -55,10 +57,16 @@ pub async fn register_webhooks(
             .await?;
         report.brightpearl_created.push(event.to_string());
     }
+    // A store that fails is reported and the others still get their webhooks.
     for channel in channels.iter() {
         let store = channel.store();
-        channel.register_webhooks(&format!("{base}/webhooks/{}/{}", store.kind, store.name)).await?;
-        report.stores.push(store.name.clone());
+        match channel.register_webhooks(&format!("{base}/webhooks/{}/{}", store.kind, store.name)).await {
+            Ok(()) => report.stores.push(store.name.clone()),
+            Err(e) => {
+                tracing::warn!(store = %store.name, error = %e, "webhook registration failed for a store");
+                report.failed.push((store.name.clone(), e.to_string()));
+            }
+        }
     }
     Ok(report)
 }
