@@ -29,7 +29,9 @@ use pearlsync::queue::{ChannelKind, InProcessQueue, Job, JobQueue, QueueName};
 use pearlsync::state::EmbeddedStore;
 use pearlsync_cli::local;
 use pearlsync_sandbox::brightpearl::{BrightpearlSandboxConfig, SeedSpec};
-use pearlsync_sandbox::channels::{Channel, ChannelSandboxConfig, DeliveryOptions, NewOrder, NewOrderLine, OrderMoney};
+use pearlsync_sandbox::channels::{
+    Channel, ChannelSandboxConfig, DeliveryOptions, NewOrder, NewOrderLine, OrderMoney,
+};
 use pearlsync_sandbox::faults::FaultRates;
 use pearlsync_sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};
@@ -278,7 +280,10 @@ impl World<'_> {
             };
             let channel = sandbox_channel(kind);
             let (order_id, payload) = self.sandbox.channels.create_priced_order(channel, new, money);
-            channel_totals.insert((store.brightpearl_channel_id.unwrap_or(0), order_id.clone()), channel_total(&payload));
+            channel_totals.insert(
+                (store.brightpearl_channel_id.unwrap_or(0), order_id.clone()),
+                channel_total(&payload),
+            );
             // Pace arrivals: order n is due at n / rate seconds into the pass.
             let due = started + Duration::from_secs_f64(f64::from(n) / args.orders_per_second.max(0.001));
             tokio::time::sleep_until(due.into()).await;
@@ -466,11 +471,11 @@ fn order_money(n: u32) -> (&'static str, OrderMoney, f64) {
         _ => ("KWD", 4.125, 1.25, 0.375, 5),
     };
     let money = OrderMoney {
-        prices_include_tax: n % 2 == 0,
+        prices_include_tax: n.is_multiple_of(2),
         tax_percent,
         discount_percent: if n % 4 < 2 { 10 } else { 0 },
         shipping,
-        fee: if n % 5 == 0 { fee } else { 0.0 },
+        fee: if n.is_multiple_of(5) { fee } else { 0.0 },
     };
     (currency, money, price)
 }

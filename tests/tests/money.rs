@@ -18,13 +18,17 @@ fn fixture(path: &str) -> Value {
     let full = format!("{}/fixtures/orders/{path}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
     let value: Value = serde_json::from_str(&text).expect("fixture is JSON");
-    assert!(value.get("_source").and_then(Value::as_str).is_some_and(|s| !s.is_empty()), "{path} names its source");
+    assert!(
+        value.get("_source").and_then(Value::as_str).is_some_and(|s| !s.is_empty()),
+        "{path} names its source"
+    );
     value
 }
 
 /// A store with every money setting set, so each row's nominal code shows its kind.
 fn store() -> StoreConfig {
-    let mut store = StoreConfig { name: "s".into(), tax_code: Some("T-DEFAULT".into()), ..StoreConfig::default() };
+    let mut store =
+        StoreConfig { name: "s".into(), tax_code: Some("T-DEFAULT".into()), ..StoreConfig::default() };
     let codes = &mut store.money.nominal_codes;
     codes.shipping = Some("4040".into());
     codes.fees = Some("4050".into());
@@ -32,7 +36,8 @@ fn store() -> StoreConfig {
     codes.gift_cards = Some("2150".into());
     codes.tips = Some("4070".into());
     codes.custom_items = Some("4000".into());
-    store.money.tax_codes.by_rate = [("20".to_string(), "T20".to_string()), ("0".to_string(), "T0".to_string())].into();
+    store.money.tax_codes.by_rate =
+        [("20".to_string(), "T20".to_string()), ("0".to_string(), "T0".to_string())].into();
     store
 }
 
@@ -44,7 +49,9 @@ fn products(skus: &[&str]) -> HashMap<String, u64> {
 type Row = (u64, Option<String>, i64, Decimal, Decimal, Option<String>);
 
 fn shape(rows: &[NewOrderRow]) -> Vec<Row> {
-    rows.iter().map(|r| (r.product_id, r.name.clone(), r.quantity, r.net, r.tax, r.nominal_code.clone())).collect()
+    rows.iter()
+        .map(|r| (r.product_id, r.name.clone(), r.quantity, r.net, r.tax, r.nominal_code.clone()))
+        .collect()
 }
 
 fn named(name: &str, quantity: i64, net: &str, tax: &str, nominal: &str) -> Row {
@@ -56,7 +63,11 @@ fn product(id: u64, quantity: i64, net: &str, tax: &str) -> Row {
 }
 
 /// Rows of an order that must pass, with the body checked against the strict sandbox.
-fn written(order: &ChannelOrder, store: &StoreConfig, map: &HashMap<String, u64>) -> pearlsync::brightpearl::NewSalesOrder {
+fn written(
+    order: &ChannelOrder,
+    store: &StoreConfig,
+    map: &HashMap<String, u64>,
+) -> pearlsync::brightpearl::NewSalesOrder {
     let so = match sales_order(order, store, map, None) {
         Ok(so) => so,
         Err(refusal) => panic!("order {} refused: {}", order.id, refusal.text()),
@@ -91,7 +102,8 @@ fn woo_docs_order_727_rows_and_totals() {
 
 #[test]
 fn woo_tax_inclusive_store_is_not_taxed_twice_and_fees_are_rows() {
-    let order = woocommerce::normalise("s", &fixture("woocommerce/tax-inclusive-gbp-fee-coupon.json")).unwrap();
+    let order =
+        woocommerce::normalise("s", &fixture("woocommerce/tax-inclusive-gbp-fee-coupon.json")).unwrap();
     assert!(order.prices_include_tax);
     let so = written(&order, &store(), &products(&["HOOD-1"]));
     // Woo totals are ex tax even in a tax-inclusive store: the line is 45.00 net (50.00 less
@@ -165,7 +177,8 @@ fn shopify_order_level_tax_is_spread_over_the_rows() {
 fn shopify_presentment_currency_tip_gift_card_and_discounts() {
     let mut store = store();
     store.money.brightpearl_base_currency = Some("USD".into());
-    let order = shopify::normalise("s", &fixture("shopify/presentment-cad-tip-gift-card-discounts.json")).unwrap();
+    let order =
+        shopify::normalise("s", &fixture("shopify/presentment-cad-tip-gift-card-discounts.json")).unwrap();
     assert_eq!((order.currency.as_str(), order.shop_currency.as_deref()), ("CAD", Some("USD")));
     let so = written(&order, &store, &products(&["TENT-2P"]));
     // CAD (presentment): tent 40.00 − 4.00 = 36.00 + 1.80 GST; gift card 25.00; tip 5.00;
@@ -229,7 +242,8 @@ fn bigcommerce_sixty_lines_with_handling_and_wrapping() {
     let order = bigcommerce::normalise("s", &payload).unwrap();
     assert_eq!(order.lines.len(), 60);
     let skus: Vec<String> = (1..=60).map(|i| format!("SEED-{i:02}")).collect();
-    let map: HashMap<String, u64> = skus.iter().enumerate().map(|(i, s)| (s.clone(), 1000 + i as u64)).collect();
+    let map: HashMap<String, u64> =
+        skus.iter().enumerate().map(|(i, s)| (s.clone(), 1000 + i as u64)).collect();
     let so = written(&order, &store(), &map);
     assert_eq!(so.rows.len(), 63);
     // Channel: total_inc_tax 500.9940 → 500.99, total_tax 83.4980 → 83.50, so the nets must
@@ -239,7 +253,11 @@ fn bigcommerce_sixty_lines_with_handling_and_wrapping() {
     for (i, row) in so.rows.iter().take(60).enumerate() {
         let net = if i < 39 { d("6.67") } else { d("6.66") };
         let tax = if i < 20 { d("1.34") } else { d("1.33") };
-        assert_eq!((row.product_id, row.quantity, row.net, row.tax), (1000 + i as u64, 2, net, tax), "row {i}");
+        assert_eq!(
+            (row.product_id, row.quantity, row.net, row.tax),
+            (1000 + i as u64, 2, net, tax),
+            "row {i}"
+        );
     }
     assert_eq!(
         shape(&so.rows[60..]),
@@ -331,11 +349,35 @@ mod over_http {
             let tax: f64 = order.rows.iter().map(|r| r.tax).sum();
             assert!((net + tax - 67.80).abs() < 1e-9, "stored total {}", net + tax);
             assert!((tax - 1.80).abs() < 1e-9, "stored tax {tax}");
-            assert_eq!(order.rows.iter().filter(|r| r.product_id.is_some()).count(), 1, "only the tent is a product");
+            assert_eq!(
+                order.rows.iter().filter(|r| r.product_id.is_some()).count(),
+                1,
+                "only the tent is a product"
+            );
             let payment = s.payments.iter().find(|p| p.order_id == so).expect("a payment");
             assert!((payment.amount - 67.80).abs() < 1e-9, "paid {}", payment.amount);
             assert_eq!(payment.currency, "CAD");
         });
+        // Brightpearl's own totalValue, read back with the row ids, agrees with what was sent.
+        use pearlsync::brightpearl::BrightpearlApi;
+        let read = env.app.brightpearl.sales_orders(&[so]).await.expect("sales order GET");
+        assert_eq!(read[0].total_value, Some(d("67.8")));
+        let mut payload = fixture("shopify/presentment-cad-tip-gift-card-discounts.json");
+        payload["line_items"][0]["sku"] = Value::String("SKU-00001".into());
+        let order = shopify::normalise("shopify-main", &payload).unwrap();
+        let sent = written(&order, &super::store(), &products(&["SKU-00001"]));
+        assert_eq!(pearlsync::orders::readback_mismatch(&sent, &read[0]), None);
+        let mut differs = read[0].clone();
+        differs.total_value = Some(d("67.79"));
+        assert_eq!(
+            pearlsync::orders::readback_mismatch(&sent, &differs).as_deref(),
+            Some(
+                format!(
+                    "total_mismatch: Brightpearl's totalValue for sales order {so} is 67.79 CAD but its rows were sent adding up to 67.80"
+                )
+                .as_str()
+            )
+        );
     }
 
     #[tokio::test]

@@ -123,8 +123,16 @@ pub(crate) fn order_json(o: &Order) -> Value {
         "city": "Testville", "zip": "TE1 1ST", "country_code": "GB", "phone": null});
     let p = super::pricing::price(o);
     let rate = f64::from(o.money.tax_percent) / 100.0;
-    let tax_lines = |tax: i64| if o.money.tax_percent == 0 { json!([]) } else { json!([{"price": p.text(tax), "rate": rate, "title": "VAT"}]) };
-    let discounts = |d: i64| if d == 0 { json!([]) } else { json!([{"amount": p.text(d), "discount_application_index": 0}]) };
+    let tax_lines = |tax: i64| {
+        if o.money.tax_percent == 0 {
+            json!([])
+        } else {
+            json!([{"price": p.text(tax), "rate": rate, "title": "VAT"}])
+        }
+    };
+    let discounts = |d: i64| {
+        if d == 0 { json!([]) } else { json!([{"amount": p.text(d), "discount_application_index": 0}]) }
+    };
     let lines: Vec<Value> = o.lines.iter().zip(p.lines.iter().zip(&p.unit_shown)).map(|(l, (part, unit))| json!({
         "id": l.line_id, "variant_id": l.product.map(|p| p.1), "product_id": l.product.map(|p| p.0),
         "sku": l.sku.clone().unwrap_or_default(), "title": l.name, "quantity": l.quantity, "price": p.text(*unit),

@@ -73,7 +73,7 @@ impl OrderWriter {
         if let Some(misc) = &self.config.misc_sku {
             skus.insert(misc.clone());
         }
-        if skus.is_empty() && !works.iter().any(|w| needs(w)) {
+        if skus.is_empty() && !works.iter().any(&needs) {
             return;
         }
         let skus: Vec<String> = skus.into_iter().collect();
@@ -207,8 +207,11 @@ pub fn order_rows(
     let (want_total, want_tax) = (round(order.total, places), round(order.total_tax, places));
     let taxes = round_to_sum(&drafts.iter().map(|d| d.tax).collect::<Vec<_>>(), want_tax, places);
     let nets = round_to_sum(&drafts.iter().map(|d| d.net).collect::<Vec<_>>(), want_total - want_tax, places);
-    let country =
-        order.delivery_address.as_ref().or(order.billing_address.as_ref()).and_then(|a| a.country_code.as_deref());
+    let country = order
+        .delivery_address
+        .as_ref()
+        .or(order.billing_address.as_ref())
+        .and_then(|a| a.country_code.as_deref());
     Ok(drafts
         .into_iter()
         .zip(nets.into_iter().zip(taxes))
