@@ -32,6 +32,8 @@ pub mod names {
     pub const PURCHASE_ORDER_FAILURES: &str = "PurchaseOrderFailures";
     /// A Brightpearl OAuth token refresh that failed.
     pub const OAUTH_REFRESH_FAILURES: &str = "OAuthRefreshFailures";
+    /// Sales orders whose Brightpearl `totalValue` differs from what was sent.
+    pub const ORDERS_TOTAL_MISMATCH: &str = "OrdersTotalMismatch";
 }
 
 /// CloudWatch units we use.

@@ -289,4 +289,32 @@ mod tests {
         assert_eq!(codes.code_for(d("6.00"), d("0.45"), Some("us")).as_deref(), Some("US-SALES"));
         assert_eq!(codes.code_for(d("6.00"), d("0.45"), None), None);
     }
+
+    #[test]
+    fn store_money_settings_parse_from_toml() {
+        let text = r#"
+            [[stores]]
+            name = "uk"
+            kind = "woocommerce"
+            base_url = "https://shop.example"
+            [stores.money]
+            sku_less_lines = "park"
+            brightpearl_base_currency = "GBP"
+            [stores.money.nominal_codes]
+            shipping = "4040"
+            tips = "4070"
+            [stores.money.tax_codes.by_rate]
+            "20" = "T20"
+            [stores.money.tax_codes.by_zone]
+            IE = "T-IE"
+        "#;
+        let config = crate::config::Config::from_toml(text).unwrap();
+        let money = &config.stores[0].money;
+        assert_eq!(money.sku_less_lines, SkuLessLines::Park);
+        assert_eq!(money.nominal_codes.shipping.as_deref(), Some("4040"));
+        assert_eq!(money.nominal_codes.fees, None);
+        assert_eq!(money.tax_codes.code_for(d("5"), d("1"), None).as_deref(), Some("T20"));
+        assert_eq!(money.tax_codes.code_for(d("5"), d("0.7"), Some("ie")).as_deref(), Some("T-IE"));
+        assert!(crate::config::Config::from_toml(&text.replace("\"park\"", "\"retry\"")).is_err());
+    }
 }

@@ -358,6 +358,26 @@ mod over_http {
             assert!((payment.amount - 67.80).abs() < 1e-9, "paid {}", payment.amount);
             assert_eq!(payment.currency, "CAD");
         });
+        // Brightpearl's own totalValue, read back with the row ids, agrees with what was sent.
+        use pearlsync::brightpearl::BrightpearlApi;
+        let read = env.app.brightpearl.sales_orders(&[so]).await.expect("sales order GET");
+        assert_eq!(read[0].total_value, Some(d("67.8")));
+        let mut payload = fixture("shopify/presentment-cad-tip-gift-card-discounts.json");
+        payload["line_items"][0]["sku"] = Value::String("SKU-00001".into());
+        let order = shopify::normalise("shopify-main", &payload).unwrap();
+        let sent = written(&order, &super::store(), &products(&["SKU-00001"]));
+        assert_eq!(pearlsync::orders::readback_mismatch(&sent, &read[0]), None);
+        let mut differs = read[0].clone();
+        differs.total_value = Some(d("67.79"));
+        assert_eq!(
+            pearlsync::orders::readback_mismatch(&sent, &differs).as_deref(),
+            Some(
+                format!(
+                    "total_mismatch: Brightpearl's totalValue for sales order {so} is 67.79 CAD but its rows were sent adding up to 67.80"
+                )
+                .as_str()
+            )
+        );
     }
 
     #[tokio::test]

@@ -128,3 +128,57 @@ pub(crate) fn price(o: &Order) -> Priced {
     let total = parts().map(|p| p.net + p.tax).sum();
     Priced { places, unit_shown, lines, shipping, fee, total, tax }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Channel, ChannelSandbox, ChannelSandboxConfig, NewOrder, NewOrderLine};
+    use super::*;
+
+    fn jpy_order(channel: Channel) -> serde_json::Value {
+        let sb = ChannelSandbox::new(ChannelSandboxConfig::default(), "http://127.0.0.1:1");
+        let new = NewOrder {
+            email: None,
+            first_name: "A".into(),
+            last_name: "B".into(),
+            currency: "JPY".into(),
+            lines: vec![NewOrderLine {
+                sku: Some("TEA".into()),
+                name: "Tea".into(),
+                quantity: 3,
+                price: 1250.0,
+            }],
+        };
+        let money = OrderMoney {
+            prices_include_tax: true,
+            tax_percent: 10,
+            discount_percent: 10,
+            shipping: 500.0,
+            fee: 150.0,
+        };
+        sb.create_priced_order(channel, new, money).1
+    }
+
+    #[test]
+    fn a_tax_inclusive_jpy_order_adds_up_in_whole_yen() {
+        // 3 × 1250 = 3750 shown, 10% off = 375 → 3375 inc tax: tax 3375 × 10/110 = 306.8 → 307,
+        // net 3068; the discount ex tax 375 − 34 = 341. Shipping 500 inc: 45 tax, 455 net.
+        // Surcharge 150 ex + 15 tax. Total 3068 + 307 + 455 + 45 + 150 + 15 = 4040, tax 367.
+        let woo = jpy_order(Channel::Woocommerce);
+        assert_eq!((woo["total"].as_str(), woo["total_tax"].as_str()), (Some("4040"), Some("367")));
+        let line = &woo["line_items"][0];
+        assert_eq!(
+            (line["subtotal"].as_str(), line["total"].as_str(), line["total_tax"].as_str()),
+            (Some("3409"), Some("3068"), Some("307"))
+        );
+        assert_eq!(woo["fee_lines"][0]["total_tax"].as_str(), Some("15"));
+        // Shopify shows the inclusive price and has no surcharge: 4040 − 165 = 3875.
+        let shopify = jpy_order(Channel::Shopify);
+        assert_eq!(shopify["line_items"][0]["price"].as_str(), Some("1250"));
+        assert_eq!(shopify["line_items"][0]["discount_allocations"][0]["amount"].as_str(), Some("375"));
+        assert_eq!(
+            (shopify["total_price"].as_str(), shopify["total_tax"].as_str()),
+            (Some("3875"), Some("352"))
+        );
+        assert_eq!(places("KWD"), 3);
+    }
+}

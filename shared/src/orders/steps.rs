@@ -3,11 +3,13 @@
 //! parked by the error's class) with the intent still standing, which is harmless; `Unknown`
 //! leaves the intent for the next attempt, which checks before it repeats.
 
+use super::rows::readback_mismatch;
 use super::saga::{SagaRow, Step, external_ref, sales_order_key, transaction_ref};
 use super::writer::{OrderWriter, Work};
 use crate::batch::Outcome;
 use crate::brightpearl::{NewCustomerPayment, PaymentType, ReservationRequest, ReservationRow, WriteOutcome};
 use crate::error::Error;
+use crate::failures::{self, Failure, FailureCode};
 use crate::metrics::names;
 use crate::state::{Condition, Item};
 use chrono::Utc;
@@ -75,6 +77,13 @@ impl OrderWriter {
         if ok {
             self.bump(|r| r.created += 1);
             self.metrics.count(names::ORDERS_CREATED, 1);
+            // Text cut to Brightpearl's field limits keeps its full form in a note.
+            for text in w.new_order.as_ref().map(|o| o.notes.clone()).unwrap_or_default() {
+                match self.brightpearl.add_order_note(sales_order_id, &text).await {
+                    Ok(_) => self.bump(|r| r.notes_added += 1),
+                    Err(e) => tracing::warn!(order = %w.order_id, error = %e, "address note not added"),
+                }
+            }
         }
         ok
     }
@@ -98,6 +107,9 @@ impl OrderWriter {
             let Some(so) = w.sales_order_id() else { continue };
             match by_id.get(&so) {
                 Some(o) => {
+                    if let Some(text) = w.new_order.as_ref().and_then(|sent| readback_mismatch(sent, o)) {
+                        self.total_differs(w, so, text).await;
+                    }
                     if let Some(s) = w.saga.as_mut() {
                         s.rows = o
                             .rows
@@ -116,6 +128,20 @@ impl OrderWriter {
                     detail: format!("sales order {so} not readable yet"),
                 }),
             }
+        }
+    }
+
+    /// Brightpearl's own total differs from what was sent: the order stands (it exists), and a
+    /// note, a metric and a parked record tell a person.
+    async fn total_differs(&self, w: &Work, so: u64, text: String) {
+        tracing::error!(order = %w.order_id, sales_order = so, text, "Brightpearl total differs from the channel's");
+        self.metrics.count(names::ORDERS_TOTAL_MISMATCH, 1);
+        if let Err(e) = self.brightpearl.add_order_note(so, &text).await {
+            tracing::warn!(order = %w.order_id, error = %e, "mismatch note not added");
+        }
+        let failure = Failure::new(FailureCode::TotalMismatch, text).with_store(w.store.clone());
+        if let Err(e) = failures::park(self.state.as_ref(), &w.job, failure).await {
+            tracing::warn!(order = %w.order_id, error = %e, "mismatch not recorded");
         }
     }
 
