@@ -51,6 +51,8 @@ if [ -f template.yaml ]; then
   echo "==> cfn-lint template.yaml (with the Serverless Rules)"
   cfn-lint template.yaml -a cfn_lint_serverless.rules
 fi
+echo "==> binaries (the CLI tests and the crash bench run the pearlsync binary)"
+cargo build --workspace --bins --locked
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
