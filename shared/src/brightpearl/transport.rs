@@ -450,7 +450,8 @@ impl BrightpearlClient {
                 (code, message)
             };
             let throttled = status == 429 || (status == 503 && is_throttle_503(&bytes, remaining));
-            if status >= 400 && !throttled {
+            // A 404 on a multi-id GET means "none of those" (apis.md §1.3), not an error.
+            if status >= 400 && !throttled && !(status == 404 && empty_on_404) {
                 let (code, message) = first_error();
                 tracing::warn!(%method, path, status, code, message, ruid, "brightpearl error answer");
             }
