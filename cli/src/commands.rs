@@ -4,7 +4,7 @@ use pearlsync::app::App;
 use pearlsync::ingress::{Ingress, http};
 use pearlsync::inventory::PollTrigger;
 use pearlsync::queue::{Job, QueueName};
-use pearlsync::reorder::{CheckOptions, ReorderChecker};
+use pearlsync::reorder::CheckOptions;
 use pearlsync::worker::QueueWorker;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -38,7 +38,7 @@ pub async fn invoke(app: &App, function: Function, event: Value) -> CliResult<Va
         Function::InventoryPoll => app.inventory_poll().handle_event(event).await?,
         Function::OrderWriter => app.order_writer().handle_event(event).await?,
         Function::WebhookIngress => Ingress::from_app(app).handle_event(event).await?,
-        Function::ReorderChecker => ReorderChecker::new(app).handle_event(event).await?,
+        Function::ReorderChecker => app.reorder_checker().handle_event(event).await?,
     };
     Ok(answer)
 }

@@ -9,7 +9,7 @@ use pearlsync::failures::{self, FailureCode, Selector};
 use pearlsync::ingress::{Ingress, http};
 use pearlsync::inventory::PollTrigger;
 use pearlsync::queue::{ChannelKind, InProcessQueue};
-use pearlsync::reorder::{CheckOptions, ReorderChecker};
+use pearlsync::reorder::CheckOptions;
 use pearlsync::state::EmbeddedStore;
 use pearlsync::worker::QueueWorker;
 use pearlsync_sandbox::channels::{Channel, DeliveryOptions, NewOrder, NewOrderLine};
@@ -305,7 +305,7 @@ pub async fn run(args: &DemoArgs) -> crate::commands::CliResult<DemoReport> {
     );
 
     step(6, "reorder check: purchase orders from reorder points; one is received");
-    let checker = ReorderChecker::new(&app);
+    let checker = app.reorder_checker();
     let reorder = checker.run_check(CheckOptions { dry_run: false }).await?;
     report.reorder.purchase_orders = reorder.purchase_orders.len();
     report.reorder.rows = reorder.purchase_orders.iter().map(|po| po.rows.len()).sum();

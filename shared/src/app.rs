@@ -11,6 +11,7 @@ use crate::inventory::InventoryPoll;
 use crate::metrics::Metrics;
 use crate::orders::{OrderWriter, OrderWriterParts};
 use crate::queue::JobQueue;
+use crate::reorder::ReorderChecker;
 use crate::state::StateStore;
 use std::sync::Arc;
 
@@ -68,6 +69,18 @@ impl App {
             Arc::clone(&self.state),
             Arc::clone(&self.metrics),
             self.config.inventory.clone(),
+        )
+    }
+
+    /// The reorder checker. Background priority: checks yield to order work when the budget
+    /// runs low.
+    pub fn reorder_checker(&self) -> ReorderChecker {
+        ReorderChecker::from_parts(
+            self.background_brightpearl(),
+            Arc::clone(&self.state),
+            Arc::clone(&self.queue),
+            Arc::clone(&self.metrics),
+            self.config.reorder.clone(),
         )
     }
 

@@ -45,7 +45,7 @@ impl QueueWorker {
             queue: Arc::clone(&app.queue),
             orders: app.order_writer(),
             inventory: app.inventory_poll(),
-            reorder: ReorderChecker::new(app),
+            reorder: app.reorder_checker(),
         }
     }
 

@@ -3,13 +3,12 @@
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use pearlsync::app::App;
 use pearlsync::config::Config;
-use pearlsync::reorder::ReorderChecker;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pearlsync::telemetry::init();
     let app = App::from_config(Config::load_for_lambda().await?, "reorder-checker").await?;
-    let checker = ReorderChecker::new(&app);
+    let checker = app.reorder_checker();
     let checker = &checker;
     let metrics = &app.metrics;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {

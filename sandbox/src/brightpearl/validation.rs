@@ -36,11 +36,17 @@ pub fn is_whole(v: &Value) -> bool {
     decimals(v) == Some(0)
 }
 
-/// An ISO 3166-1 alpha-3 code in shape: three capital ASCII letters ("GBR"; "GB" is refused).
+/// An ISO 3166-1 alpha-3 code that exists ("GBR"; "GB", "gbr" and "XXX" are refused).
 pub fn country_code(obj: &Value, path: &str, code: &str) -> Result<(), Answer> {
     match obj.pointer(&format!("/{}", path.replace('.', "/"))) {
         None | Some(Value::Null) => Ok(()),
-        Some(Value::String(c)) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => Ok(()),
+        Some(Value::String(c))
+            if c.len() == 3
+                && c.bytes().all(|b| b.is_ascii_uppercase())
+                && celes::Country::from_alpha3(c).is_ok() =>
+        {
+            Ok(())
+        }
         Some(other) => {
             Err(error(400, code, format!("{path} {other} is not a 3-letter ISO 3166-1 alpha-3 country code")))
         }
@@ -122,6 +128,7 @@ mod tests {
         assert!(country_code(&json!({"countryIsoCode": "GBR"}), "countryIsoCode", "X").is_ok());
         assert!(country_code(&json!({"countryIsoCode": "GB"}), "countryIsoCode", "X").is_err());
         assert!(country_code(&json!({"countryIsoCode": "gbr"}), "countryIsoCode", "X").is_err());
+        assert!(country_code(&json!({"countryIsoCode": "XXX"}), "countryIsoCode", "X").is_err());
         assert!(country_code(&json!({}), "countryIsoCode", "X").is_ok());
         let nested = json!({"delivery": {"address": {"countryIsoCode": "US"}}});
         assert!(country_code(&nested, "delivery.address.countryIsoCode", "X").is_err());

@@ -12,7 +12,7 @@
 use super::client::{BrightpearlClient, loose_u64};
 use super::multimessage::{MAX_MESSAGES, Message, parse_processed};
 use super::outcome::WriteOutcome;
-use super::search::{CustomerPaymentSearchRow, SalesOrderSearchRow};
+use super::search::CustomerPaymentSearchRow;
 use super::transport::{Replay, SERVICE};
 use super::types::*;
 use crate::error::{Error, Result};
@@ -113,12 +113,9 @@ impl BrightpearlClient {
         let instance = self.instance_id_for_writes()?;
         let wait = Duration::from_millis(self.inner.config.search_lag_wait_ms);
         for attempt in 0..=retries {
-            let rows: Vec<SalesOrderSearchRow> = self
-                .search_all("/order-service/sales-order-search", &[("externalRef", external_ref.to_string())])
-                .await?;
+            let rows = super::BrightpearlApi::find_sales_orders_by_external_ref(self, external_ref).await?;
             let found = rows
                 .into_iter()
-                .filter(|r| r.external_ref.as_deref() == Some(external_ref))
                 .filter(|r| r.installed_integration_instance_id == Some(instance))
                 .map(|r| r.sales_order_id)
                 .min();

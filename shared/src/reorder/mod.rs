@@ -48,7 +48,6 @@ pub use report::{
     SkippedProduct,
 };
 
-use crate::app::App;
 use crate::batch::{BatchMessage, BatchReport, process_batch};
 use crate::brightpearl::BrightpearlApi;
 use crate::error::{Error, Result};
@@ -110,17 +109,6 @@ impl ReorderChecker {
         config: ReorderConfig,
     ) -> Self {
         ReorderChecker { brightpearl, state, queue, metrics, config }
-    }
-
-    /// Background priority: reorder checks yield to order work when the budget runs low.
-    pub fn new(app: &App) -> Self {
-        Self::from_parts(
-            app.background_brightpearl(),
-            Arc::clone(&app.state),
-            Arc::clone(&app.queue),
-            Arc::clone(&app.metrics),
-            app.config.reorder.clone(),
-        )
     }
 
     /// One event without a deadline (CLI, tests): see [`ReorderChecker::handle_invocation`].
