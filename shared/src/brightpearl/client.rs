@@ -664,6 +664,18 @@ impl BrightpearlApi for BrightpearlClient {
         self.payment_by_ref(order_id, transaction_ref).await
     }
 
+    async fn create_sales_credit(&self, credit: &NewSalesCredit) -> WriteOutcome<u64> {
+        self.write_sales_credit(credit).await
+    }
+
+    async fn find_sales_credit_id(&self, external_ref: &str) -> Result<Option<u64>> {
+        self.sales_credit_by_ref(external_ref, self.inner.config.search_lag_retries).await
+    }
+
+    async fn close_sales_credit(&self, credit_id: u64) -> WriteOutcome<()> {
+        self.write_close_sales_credit(credit_id).await
+    }
+
     async fn update_order_status(&self, order_id: u64, status_id: u64, note: Option<&str>) -> Result<()> {
         let mut body = json!({"orderStatusId": status_id});
         if let Some(text) = note {

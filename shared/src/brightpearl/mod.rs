@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod client;
 pub mod config;
+mod credits;
 pub mod idset;
 pub mod multimessage;
 mod oauth;
@@ -87,6 +88,11 @@ pub trait BrightpearlApi: Send + Sync {
     async fn create_customer_payments(&self, payments: &[NewCustomerPayment]) -> Vec<WriteOutcome<u64>>;
     /// The payment on `order_id` with this `transactionRef`, from `customer-payment-search`.
     async fn find_customer_payment(&self, order_id: u64, transaction_ref: &str) -> Result<Option<u64>>;
+    /// A sales credit against its parent sales order (one POST; see `credits`).
+    async fn create_sales_credit(&self, credit: &NewSalesCredit) -> WriteOutcome<u64>;
+    /// The sales credit with this externalRef under our instance id, searched through index lag.
+    async fn find_sales_credit_id(&self, external_ref: &str) -> Result<Option<u64>>;
+    async fn close_sales_credit(&self, credit_id: u64) -> WriteOutcome<()>;
     async fn update_order_status(&self, order_id: u64, status_id: u64, note: Option<&str>) -> Result<()>;
     async fn add_order_note(&self, order_id: u64, text: &str) -> Result<u64>;
 

@@ -176,6 +176,14 @@ pub struct NewSalesOrder {
     pub notes: Vec<String>,
 }
 
+/// One sales credit (a channel refund): the sales-order shape, `externalRef`
+/// `{store}:{order}:refund:{id}`, credited against `parent_id`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewSalesCredit {
+    pub parent_id: u64,
+    pub order: NewSalesOrder,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OrderRow {
     pub id: u64,

@@ -16,6 +16,7 @@
 //!   until a short page: without a limit BigCommerce gives 50 rows.
 
 mod order;
+pub mod refund;
 mod shipments;
 
 pub use order::normalise;
@@ -42,7 +43,8 @@ const SKUS_PER_LOOKUP: usize = 50;
 /// Rows per page of a v2 list: the most BigCommerce gives.
 const V2_PAGE: usize = 250;
 const SERVICE: &str = "bigcommerce";
-const WEBHOOK_SCOPES: [&str; 2] = ["store/order/created", "store/order/updated"];
+const WEBHOOK_SCOPES: [&str; 3] =
+    ["store/order/created", "store/order/updated", "store/order/refund/created"];
 /// v2 status ids.
 const STATUS_CANCELLED: u64 = 5;
 const PAID_STATUSES: [u64; 6] = [2, 3, 8, 9, 10, 11];
@@ -227,6 +229,7 @@ impl SalesChannel for BigCommerceChannel {
             .ok_or_else(|| Error::BadInput("BigCommerce webhook has no data.id".into()))?;
         let event = match scope.as_str() {
             "store/order/created" => OrderEvent::Created,
+            "store/order/refund/created" => OrderEvent::Refunded,
             s if s.starts_with("store/order/") => OrderEvent::Updated,
             other => {
                 return Err(Error::BadInput(format!("BigCommerce scope {other:?} is not an order scope")));
@@ -260,6 +263,11 @@ impl SalesChannel for BigCommerceChannel {
         object.insert("products".into(), products);
         object.insert("shipping_addresses".into(), addresses);
         Ok(order)
+    }
+
+    async fn fetch_refunds(&self, order: &ChannelOrder) -> Result<Vec<super::ChannelRefund>> {
+        let answer = self.get(&format!("v3/orders/{}/payment_actions/refunds", order.id), &[]).await?;
+        refund::refunds(&answer, order)
     }
 
     async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {

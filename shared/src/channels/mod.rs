@@ -11,6 +11,8 @@
 pub mod bigcommerce;
 mod buffer;
 mod http;
+mod payments;
+pub mod refund;
 pub mod shopify;
 pub mod signature;
 mod sku_cache;
@@ -18,6 +20,8 @@ pub mod woocommerce;
 
 pub use bigcommerce::BigCommerceChannel;
 pub use buffer::{BufferRules, SkuBuffer};
+pub use payments::StorePayments;
+pub use refund::{ChannelRefund, RefundLine, RefundLineKind};
 pub use shopify::ShopifyChannel;
 pub use woocommerce::WooCommerceChannel;
 
@@ -102,6 +106,9 @@ pub struct StoreConfig {
     /// `[stores.money]`: nominal and tax codes for the rows, SKU-less lines, base currency.
     #[serde(default)]
     pub money: crate::money::StoreMoney,
+    /// `[stores.payments]`: gateway → Brightpearl payment method code, with a default.
+    #[serde(default)]
+    pub payments: StorePayments,
 }
 
 fn default_max_retries() -> u32 {
@@ -134,6 +141,7 @@ impl Default for StoreConfig {
             tracking_providers: BTreeMap::new(),
             tracking_url_templates: BTreeMap::new(),
             money: crate::money::StoreMoney::default(),
+            payments: StorePayments::default(),
         }
     }
 }
@@ -304,6 +312,16 @@ pub struct ChannelOrder {
     pub cancelled: bool,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// The refunds the order body lists (Shopify `refunds[].id`, WooCommerce `refunds[].id`);
+    /// an id not yet credited means a refund to credit. BigCommerce lists none here: its
+    /// refund webhook says when to look.
+    #[serde(default)]
+    pub refund_ids: Vec<String>,
+    /// The payment gateway the order was paid through (Shopify `gateway`/`payment_gateway_names`,
+    /// WooCommerce `payment_method`, BigCommerce `payment_method`), for the store's
+    /// gateway → payment method map.
+    #[serde(default)]
+    pub gateway: Option<String>,
 }
 
 /// Where a SKU's stock lives on the channel.
@@ -390,6 +408,9 @@ pub trait SalesChannel: Send + Sync {
 
     /// The order's JSON in the shape `normalise_order` takes.
     async fn fetch_order(&self, order_id: &str) -> Result<serde_json::Value>;
+
+    /// Every refund the channel recorded against `order`, itemised as the channel itemises it.
+    async fn fetch_refunds(&self, order: &ChannelOrder) -> Result<Vec<ChannelRefund>>;
 
     /// Orders updated at or after `since`: (id, updated at).
     async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>>;

@@ -21,6 +21,7 @@ mod fulfilment;
 mod inventory;
 mod order;
 pub mod queries;
+pub mod refund;
 
 pub use order::normalise;
 
@@ -49,7 +50,7 @@ const SKUS_PER_LOOKUP: usize = 50;
 const LOW_WATER: f64 = 100.0;
 const SERVICE: &str = "shopify";
 
-const WEBHOOK_TOPICS: [&str; 3] = ["ORDERS_CREATE", "ORDERS_UPDATED", "ORDERS_CANCELLED"];
+const WEBHOOK_TOPICS: [&str; 4] = ["ORDERS_CREATE", "ORDERS_UPDATED", "ORDERS_CANCELLED", "REFUNDS_CREATE"];
 
 pub struct ShopifyChannel {
     store: StoreConfig,
@@ -199,12 +200,15 @@ impl SalesChannel for ShopifyChannel {
                 )
             })?;
         let payload = parse_json(body, "Shopify webhook body")?;
-        let order_id =
-            id_of(&payload, "id").ok_or_else(|| Error::BadInput("Shopify webhook order has no id".into()))?;
+        // A refund body names its order in `order_id`; an order body is the order itself.
+        let id_key = if topic == "refunds/create" { "order_id" } else { "id" };
+        let order_id = id_of(&payload, id_key)
+            .ok_or_else(|| Error::BadInput(format!("Shopify {topic} body has no {id_key}")))?;
         let cancelled = payload.get("cancelled_at").is_some_and(|c| !c.is_null());
         let event = match topic.as_str() {
             "orders/create" => OrderEvent::Created,
             "orders/cancelled" => OrderEvent::Cancelled,
+            "refunds/create" => OrderEvent::Refunded,
             t if t.starts_with("orders/") => {
                 if cancelled {
                     OrderEvent::Cancelled
@@ -235,6 +239,15 @@ impl SalesChannel for ShopifyChannel {
             service: SERVICE,
             detail: "order answer has no order".into(),
         })
+    }
+
+    async fn fetch_refunds(&self, order: &ChannelOrder) -> Result<Vec<super::ChannelRefund>> {
+        let url = with_query(
+            &join(&self.api_base(), &format!("orders/{}/refunds.json", gid_tail(&order.id))),
+            &[],
+        )?;
+        let reply = self.rest_get(url).await?;
+        refund::refunds(&reply.json(SERVICE)?, order.prices_include_tax)
     }
 
     async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {

@@ -10,6 +10,7 @@
 //!   every delivery.
 
 mod order;
+pub mod refund;
 mod stock;
 mod tracking;
 
@@ -159,6 +160,12 @@ impl SalesChannel for WooCommerceChannel {
 
     async fn fetch_order(&self, order_id: &str) -> Result<Value> {
         self.get(&format!("wc/v3/orders/{order_id}"), &[]).await
+    }
+
+    async fn fetch_refunds(&self, order: &ChannelOrder) -> Result<Vec<super::ChannelRefund>> {
+        refund::refunds(
+            &self.get(&format!("wc/v3/orders/{}/refunds", order.id), &[("per_page", "100".into())]).await?,
+        )
     }
 
     async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {

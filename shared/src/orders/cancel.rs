@@ -33,21 +33,22 @@ impl OrderWriter {
             // the saga knows it was written unpaid, the signed body says it is paid now.
             let paid_later = w.order.as_ref().is_some_and(|o| o.paid)
                 && w.saga.as_ref().and_then(|s| s.paid) == Some(false);
-            if w.event != OrderEvent::Created || paid_later {
+            if !matches!(w.event, OrderEvent::Created | OrderEvent::Refunded) || paid_later {
                 if let Err(e) = self.note_update(w).await {
                     w.fail(&e);
                     return;
                 }
-            } else {
+            } else if w.event != OrderEvent::Refunded {
                 self.bump(|r| r.duplicates += 1);
                 self.metrics.count(names::DUPLICATES, 1);
             }
             if paid_later {
                 // On to the payment step, behind its intent like any payment.
                 self.advance(w, Step::Paying, |_| {}).await;
-            } else {
+            } else if !Self::refunds_due(w) {
                 w.outcome = Some(Outcome::Done);
             }
+            // Otherwise left pending at `done`: the refunds step credits what is new.
         }
     }
 
@@ -82,15 +83,7 @@ impl OrderWriter {
         let note = format!("Cancelled on {} (order {}).", w.kind, w.order_id);
         match self.brightpearl.update_order_status(so, status, Some(&note)).await {
             Ok(()) => {
-                let mut saga = w.saga.clone().unwrap_or(Saga {
-                    step: Step::Created,
-                    contact_id: None,
-                    sales_order_id: Some(so),
-                    rows: vec![],
-                    fingerprint: String::new(),
-                    cancelled: false,
-                    paid: None,
-                });
+                let mut saga = w.saga.clone().unwrap_or_else(|| Saga::at(Step::Created));
                 saga.sales_order_id = Some(so);
                 saga.cancelled = true;
                 self.save(w, saga).await?;

@@ -40,6 +40,7 @@
 mod cancel;
 mod contacts;
 mod reconcile;
+mod refunds;
 mod rows;
 mod saga;
 mod shipments;
@@ -47,7 +48,7 @@ mod steps;
 mod writer;
 
 pub use rows::{Refusal, order_rows, readback_mismatch, row_totals, sales_order};
-pub use saga::{Saga, SagaRow, Step, external_ref, saga_key};
+pub use saga::{Credit, CreditStep, Saga, SagaRow, Step, credit_external_ref, external_ref, saga_key};
 pub use writer::{OrderWriter, OrderWriterParts};
 
 use crate::error::Result;
@@ -119,6 +120,9 @@ pub struct OrderReport {
     pub retried: u64,
     pub reserved: u64,
     pub paid: u64,
+    /// Sales credits created for channel refunds, and their refund payments posted.
+    pub credits_created: u64,
+    pub refunds_paid: u64,
     pub cancelled: u64,
     pub notes_added: u64,
     pub tracking_posted: u64,

@@ -228,7 +228,7 @@ pub fn order_rows(
         .collect())
 }
 
-fn tax_code(
+pub(super) fn tax_code(
     money: &StoreMoney,
     store: &StoreConfig,
     net: Decimal,

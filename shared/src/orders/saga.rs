@@ -7,6 +7,7 @@ use crate::queue::ChannelKind;
 use crate::state::{Condition, Item, Key, PutOutcome};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 const SAGA_SK: &str = "saga";
 /// Brightpearl's limit on `transactionRef`.
@@ -58,10 +59,34 @@ pub struct Saga {
     /// older than this field (their payment, if any, was posted at creation).
     #[serde(default)]
     pub paid: Option<bool>,
+    /// One sales credit per channel refund, by the channel's refund id (see `refunds`).
+    #[serde(default)]
+    pub credits: BTreeMap<String, Credit>,
+}
+
+/// The recovery point of one refund's sales credit: `creating` → `created` (closed or not) →
+/// `paying` → `done`. An intent found on a later attempt is checked before it is repeated:
+/// the externalRef search for `creating`, the payment search by `transactionRef` for `paying`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditStep {
+    Creating,
+    Created,
+    Paying,
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credit {
+    pub step: CreditStep,
+    pub credit_id: Option<u64>,
+    /// Set once Brightpearl accepted the close.
+    #[serde(default)]
+    pub closed: bool,
 }
 
 impl Saga {
-    fn at(step: Step) -> Saga {
+    pub(super) fn at(step: Step) -> Saga {
         Saga {
             step,
             contact_id: None,
@@ -70,8 +95,14 @@ impl Saga {
             fingerprint: String::new(),
             cancelled: false,
             paid: None,
+            credits: BTreeMap::new(),
         }
     }
+}
+
+/// A sales credit's `externalRef`: `{store}:{order}:refund:{refund id}`.
+pub fn credit_external_ref(store: &str, order_id: &str, refund_id: &str) -> String {
+    format!("{store}:{order_id}:refund:{refund_id}")
 }
 
 /// The saga key of a channel order.

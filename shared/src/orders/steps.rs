@@ -251,11 +251,10 @@ impl OrderWriter {
                 order_id,
                 transaction_ref: transaction_ref(&w.store, &w.order_id, "paid"),
                 payment_type: PaymentType::Receipt,
-                payment_method_code: self
-                    .config
-                    .payment_method_code
-                    .clone()
-                    .unwrap_or_else(|| order.channel.as_str().to_uppercase()),
+                payment_method_code: match &w.channel {
+                    Some(c) => self.payment_method(c.store(), order.gateway.as_deref()),
+                    None => order.channel.as_str().to_uppercase(),
+                },
                 currency_code: order.currency.clone(),
                 amount: order.total,
                 payment_date: order.created_at.unwrap_or_else(Utc::now),

@@ -243,6 +243,7 @@ impl OrderWriter {
         self.read_rows(&mut works).await;
         self.reserve(&mut works).await;
         self.pay(&mut works).await;
+        self.refunds(&mut works).await;
         works
     }
 
@@ -301,8 +302,11 @@ impl OrderWriter {
                 ));
                 continue;
             };
+            // A refund event's body is the refund (or nothing): the order is fetched.
             let payload = match &w.job {
-                Job::ChannelOrder { payload: Some(p), .. } => Ok(p.clone()),
+                Job::ChannelOrder { payload: Some(p), event, .. } if *event != OrderEvent::Refunded => {
+                    Ok(p.clone())
+                }
                 _ => channel.fetch_order(&w.order_id).await,
             };
             if w.kind == ChannelKind::Woocommerce && payload.as_ref().is_ok_and(is_deletion_body) {

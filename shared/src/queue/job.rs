@@ -46,6 +46,9 @@ pub enum OrderEvent {
     Created,
     Updated,
     Cancelled,
+    /// A refund was made on the channel (Shopify `refunds/create`, BigCommerce
+    /// `store/order/refund/created`): the writer reads the order's refunds and credits new ones.
+    Refunded,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

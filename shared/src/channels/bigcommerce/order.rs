@@ -144,7 +144,7 @@ pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
     };
     let status_id = order.get("status_id").and_then(Value::as_u64).unwrap_or(0);
     let payment_status = text(order, "payment_status").unwrap_or_default();
-    let paid = matches!(payment_status.as_str(), "captured" | "paid" | "partially refunded")
+    let paid = matches!(payment_status.as_str(), "captured" | "paid" | "partially refunded" | "refunded")
         || (payment_status.is_empty() && PAID_STATUSES.contains(&status_id));
     Ok(ChannelOrder {
         channel: ChannelKind::Bigcommerce,
@@ -169,5 +169,7 @@ pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
         cancelled: status_id == STATUS_CANCELLED,
         created_at: parse_time(order.get("date_created")),
         updated_at: parse_time(order.get("date_modified")),
+        refund_ids: Vec::new(),
+        gateway: text(order, "payment_method"),
     })
 }

@@ -215,9 +215,18 @@ pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
         charges,
         total,
         total_tax: amount(order, "total_tax")?,
-        paid: matches!(financial.as_str(), "paid" | "partially_refunded"),
+        // A refunded order was paid first: its payment stands beside the credits.
+        paid: matches!(financial.as_str(), "paid" | "partially_refunded" | "refunded"),
         cancelled: order.get("cancelled_at").is_some_and(|c| !c.is_null()),
         created_at: parse_time(order.get("created_at")),
         updated_at: parse_time(order.get("updated_at")),
+        refund_ids: super::refund::refund_ids(order),
+        gateway: text(order, "gateway").or_else(|| {
+            order
+                .get("payment_gateway_names")
+                .and_then(Value::as_array)
+                .and_then(|g| g.first())
+                .and_then(|g| g.as_str().map(str::to_string))
+        }),
     })
 }
