@@ -26,9 +26,16 @@ pub(crate) fn order_json(o: &Order) -> Value {
     let subtotal: i64 = p.lines.iter().map(|l| l.net + l.discount_ex).sum();
     let discount: i64 = p.lines.iter().map(|l| l.discount_ex).sum();
     json!({
-        "id": o.id, "status_id": if o.cancelled { 5 } else if o.fully_shipped() { 2 } else { 11 },
-        "status": if o.cancelled { "Cancelled" } else { "Awaiting Fulfillment" },
-        "currency_code": o.currency, "default_currency_code": o.currency, "payment_status": "captured",
+        "id": o.id, "status_id": if o.cancelled { 5 } else if !o.paid { 7 } else if o.fully_shipped() { 2 } else { 11 },
+        "status": if o.cancelled { "Cancelled" } else if !o.paid { "Awaiting Payment" } else { "Awaiting Fulfillment" },
+        "currency_code": o.currency, "default_currency_code": o.currency,
+        "payment_status": match (o.paid, super::refunds::refunded_total(o)) {
+            (false, _) => "",
+            (true, 0) => "captured",
+            (true, r) if r >= p.total => "refunded",
+            _ => "partially refunded",
+        },
+        "payment_method": "Credit Card", "refunded_amount": p.text(super::refunds::refunded_total(o)),
         "is_tax_inclusive_pricing": o.money.prices_include_tax,
         "subtotal_ex_tax": p.text(subtotal), "total_inc_tax": p.text(p.total), "total_tax": p.text(p.tax),
         "shipping_cost_ex_tax": p.text(p.shipping.net), "shipping_cost_tax": p.text(p.shipping.tax),
@@ -77,6 +84,7 @@ pub(crate) fn webhook(
     let scope = match topic {
         OrderTopic::Created => "store/order/created",
         OrderTopic::Updated | OrderTopic::Cancelled => "store/order/updated",
+        OrderTopic::Refunded => "store/order/refund/created",
     };
     let hash: String = Sha256::digest(format!("{scope}:{order_id}:{event_id}"))
         .iter()

@@ -173,6 +173,8 @@ impl ChannelSandbox {
                     notes: Vec::new(),
                     fulfillment_orders: vec![fulfillment_order],
                     money,
+                    paid: true,
+                    refunds: Vec::new(),
                 },
             );
             id

@@ -9,6 +9,7 @@ mod bigcommerce;
 mod control;
 mod merchant;
 mod pricing;
+mod refunds;
 mod shopify;
 mod woocommerce;
 
@@ -143,6 +144,9 @@ pub(crate) struct Order {
     pub fulfillment_orders: Vec<(u64, u64)>,
     /// How the shop priced it (default: no tax, no discount, 5.00 shipping).
     pub money: OrderMoney,
+    /// Whether the customer has paid (false: awaiting payment, paid later).
+    pub paid: bool,
+    pub refunds: Vec<refunds::ShopRefund>,
 }
 
 impl Order {
@@ -261,6 +265,9 @@ pub enum OrderTopic {
     Created,
     Updated,
     Cancelled,
+    /// The order's latest refund: Shopify `refunds/create` (the refund as body), BigCommerce
+    /// `store/order/refund/created`, WooCommerce `order.updated` (it has no refund topic).
+    Refunded,
 }
 
 /// How `deliver_order_webhook` sends: each topic in `topics` is one event; each event goes
@@ -420,10 +427,12 @@ impl ChannelSandbox {
             (Channel::Shopify, OrderTopic::Created) => "ORDERS_CREATE",
             (Channel::Shopify, OrderTopic::Updated) => "ORDERS_UPDATED",
             (Channel::Shopify, OrderTopic::Cancelled) => "ORDERS_CANCELLED",
+            (Channel::Shopify, OrderTopic::Refunded) => "REFUNDS_CREATE",
+            (Channel::Bigcommerce, OrderTopic::Refunded) => "store/order/refund/created",
             (Channel::Bigcommerce, OrderTopic::Created) => "store/order/created",
             (Channel::Bigcommerce, _) => "store/order/updated",
             (Channel::Woocommerce, OrderTopic::Created) => "order.created",
-            (Channel::Woocommerce, OrderTopic::Updated) => "order.updated",
+            (Channel::Woocommerce, OrderTopic::Updated | OrderTopic::Refunded) => "order.updated",
             (Channel::Woocommerce, OrderTopic::Cancelled) => "order.deleted",
         };
         let hooks: Vec<SandboxWebhook> =
@@ -458,11 +467,29 @@ impl ChannelSandbox {
         secret: &str,
         sequence: usize,
     ) -> Option<(Vec<(String, String)>, String)> {
-        let order = self.order_json(channel, order_id)?;
+        let mut order = self.order_json(channel, order_id)?;
         let event_id = format!("{order_id}-{sequence}-{}", fastrand::u64(..));
+        let latest_refund = || {
+            let shop = self.shop(channel);
+            let id = order_id.parse::<u64>().ok()?;
+            shop.orders.get(&id)?.refunds.last().map(|r| r.id.to_string())
+        };
+        if topic == OrderTopic::Refunded && channel == Channel::Shopify {
+            order = self.refund_body(channel, order_id, &latest_refund()?)?;
+        }
         Some(match channel {
             Channel::Shopify => shopify::webhook(&order, topic, secret, &event_id),
-            Channel::Bigcommerce => bigcommerce::webhook(order_id, topic, secret, &event_id),
+            Channel::Bigcommerce => {
+                let (headers, body) = bigcommerce::webhook(order_id, topic, secret, &event_id);
+                match (topic, latest_refund(), serde_json::from_str::<Value>(&body)) {
+                    (OrderTopic::Refunded, Some(refund), Ok(mut v)) => {
+                        v["data"]["refund"] =
+                            serde_json::json!({"refund_id": refund.parse::<u64>().unwrap_or_default()});
+                        (headers, v.to_string())
+                    }
+                    _ => (headers, body),
+                }
+            }
             Channel::Woocommerce => woocommerce::webhook(&self.base_url, &order, topic, secret),
         })
     }
@@ -561,5 +588,6 @@ pub fn router(sandbox: Arc<ChannelSandbox>) -> axum::Router {
         .merge(shopify::routes())
         .merge(bigcommerce::routes())
         .merge(woocommerce::routes())
+        .merge(refunds::routes())
         .with_state(sandbox)
 }

@@ -149,7 +149,9 @@ pub(crate) fn order_json(o: &Order) -> Value {
         "taxes_included": o.money.prices_include_tax,
         "subtotal_price": p.text(subtotal), "total_price": p.text(total), "total_tax": p.text(p.tax - p.fee.tax),
         "total_discounts": p.text(discounts_total),
-        "financial_status": "paid",
+        "financial_status": financial_status(o, total),
+        "gateway": "manual",
+        "refunds": o.refunds.iter().map(|r| super::refunds::shopify_refund(o, r)).collect::<Vec<_>>(),
         "fulfillment_status": if o.fully_shipped() { json!("fulfilled") } else if o.lines.iter().any(|l| l.shipped > 0) { json!("partial") } else { Value::Null },
         "cancelled_at": if o.cancelled { json!(o.updated_at.to_rfc3339()) } else { Value::Null },
         "created_at": o.created_at.to_rfc3339(), "updated_at": o.updated_at.to_rfc3339(),
@@ -159,6 +161,17 @@ pub(crate) fn order_json(o: &Order) -> Value {
         "shipping_lines": [{"title": "Standard", "price": p.text(p.shipping.shown), "discounted_price": p.text(p.shipping.shown),
             "tax_lines": tax_lines(p.shipping.tax), "discount_allocations": []}],
     })
+}
+
+/// `pending` until paid; `refunded` / `partially_refunded` once refunds are made.
+fn financial_status(o: &Order, total: i64) -> &'static str {
+    let refunded = super::refunds::refunded_total(o);
+    match (o.paid, refunded) {
+        (false, _) => "pending",
+        (true, 0) => "paid",
+        (true, r) if r >= total => "refunded",
+        _ => "partially_refunded",
+    }
 }
 
 pub(crate) fn webhook(
@@ -178,6 +191,7 @@ pub(crate) fn webhook(
         OrderTopic::Created => "orders/create",
         OrderTopic::Updated => "orders/updated",
         OrderTopic::Cancelled => "orders/cancelled",
+        OrderTopic::Refunded => "refunds/create",
     };
     let headers = vec![
         ("X-Shopify-Topic".to_string(), topic.to_string()),

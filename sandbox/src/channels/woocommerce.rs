@@ -62,9 +62,14 @@ pub(crate) fn order_json(o: &Order) -> Value {
     };
     json!({
         "id": o.id, "number": o.id.to_string(),
-        "status": if o.cancelled { "cancelled" } else if o.fully_shipped() { "completed" } else { "processing" },
+        "status": if o.cancelled { "cancelled" } else if !o.paid { "pending" } else if o.fully_shipped() { "completed" } else { "processing" },
+        "payment_method": "bacs",
+        "refunds": o.refunds.iter().map(|r| {
+            let refund = super::refunds::woocommerce_refund(o, r);
+            json!({"id": r.id, "reason": "", "total": format!("-{}", refund["amount"].as_str().unwrap_or("0"))})
+        }).collect::<Vec<_>>(),
         "currency": o.currency, "prices_include_tax": o.money.prices_include_tax,
-        "date_created_gmt": gmt(&o.created_at), "date_modified_gmt": gmt(&o.updated_at), "date_paid_gmt": gmt(&o.created_at),
+        "date_created_gmt": gmt(&o.created_at), "date_modified_gmt": gmt(&o.updated_at), "date_paid_gmt": if o.paid { json!(gmt(&o.created_at)) } else { Value::Null },
         "total": p.text(p.total), "total_tax": p.text(p.tax), "billing": billing, "shipping": address,
         "line_items": lines,
         "shipping_lines": [{"id": 1, "method_title": "Flat rate", "total": p.text(p.shipping.net), "total_tax": p.text(p.shipping.tax)}],
@@ -80,7 +85,7 @@ pub(crate) fn webhook(
 ) -> (Vec<(String, String)>, String) {
     let (topic, body) = match topic {
         OrderTopic::Created => ("order.created", order.to_string()),
-        OrderTopic::Updated => ("order.updated", order.to_string()),
+        OrderTopic::Updated | OrderTopic::Refunded => ("order.updated", order.to_string()),
         OrderTopic::Cancelled => ("order.deleted", json!({"id": order.get("id")}).to_string()),
     };
     let signature = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
