@@ -1,0 +1,379 @@
+//! Payments and refunds exactly once (issue 15): refund bodies from the platforms' docs and a
+//! recorded store parsed by the real parsers (expected figures worked out here); paid-later
+//! orders of every shop paid once; a refund delivered three times, or whose answers were lost,
+//! credited once with one refund payment, counted from the sandbox's own records (every
+//! payment POST, every credit).
+
+use pearlsync::channels::{ChannelOrder, RefundLineKind, bigcommerce, shopify, woocommerce};
+use pearlsync::money::Decimal;
+use pearlsync::queue::{ChannelKind, Job, OrderEvent};
+use pearlsync_sandbox::channels::Channel;
+use pearlsync_sandbox::faults::Fault;
+use pearlsync_tests::orders_env::*;
+use serde_json::{Value, json};
+
+fn fixture(path: &str) -> Value {
+    let full = format!("{}/fixtures/refunds/{path}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
+    let value: Value = serde_json::from_str(&text).expect("fixture is JSON");
+    assert!(
+        value.get("_source").and_then(Value::as_str).is_some_and(|s| !s.is_empty()),
+        "{path} names its source"
+    );
+    value
+}
+
+fn d(s: &str) -> Decimal {
+    s.parse().expect("decimal")
+}
+
+#[test]
+fn a_recorded_shopify_refund_is_one_restocked_row_meeting_its_transaction() {
+    let v = fixture("shopify/recorded-refunds-create-cad.json");
+    let r = shopify::refund::refund(&v, false).expect("parses");
+    assert_eq!(r.id, "975224602904");
+    assert_eq!(r.lines.len(), 1);
+    let line = &r.lines[0];
+    assert_eq!(line.kind, RefundLineKind::Restocked, "restock_type return puts the goods back");
+    assert_eq!((line.sku.as_deref(), line.quantity), (Some("PRC35120"), 4));
+    // 4 × 39.99 less the 15.99 allocated discount; GST 7.20 + RST 10.08.
+    assert_eq!(line.net, d("159.96") - d("15.99"));
+    assert_eq!(line.tax, d("7.20") + d("10.08"));
+    assert_eq!(r.total, d("161.25"), "the refund transaction");
+    assert_eq!(r.rows_total(), r.total, "the rows meet the money returned");
+    assert_eq!((r.currency.as_deref(), r.gateway.as_deref()), (Some("CAD"), Some("shopify_payments")));
+}
+
+#[test]
+fn woocommerce_docs_refunds_itemise_what_they_itemise_and_the_rest_is_a_row() {
+    let v = fixture("woocommerce/docs-list-refunds-723.json");
+    let refunds = woocommerce::refund::refunds(&v["refunds"]).expect("parses");
+    assert_eq!(refunds.len(), 2);
+    // 726: an amount-only refund of 10.00: one non-stock row for all of it.
+    let amount_only = &refunds[0];
+    assert_eq!((amount_only.id.as_str(), amount_only.total), ("726", d("10.00")));
+    assert_eq!(amount_only.lines.len(), 1);
+    assert_eq!(amount_only.lines[0].kind, RefundLineKind::Other);
+    assert_eq!((amount_only.lines[0].net, amount_only.lines[0].tax), (d("10.00"), Decimal::ZERO));
+    // 724: one line of -9.00 (quantity -1, no SKU): a named row of 9.00 for line 311.
+    let itemised = &refunds[1];
+    assert_eq!((itemised.id.as_str(), itemised.total), ("724", d("9.00")));
+    assert_eq!(itemised.lines.len(), 1, "nothing left unitemised");
+    let line = &itemised.lines[0];
+    assert_eq!(
+        (line.name.as_str(), line.quantity, line.line_id.as_deref()),
+        ("Woo Album #2", 1, Some("311"))
+    );
+    assert_eq!(line.kind, RefundLineKind::Other, "no SKU: not a product row");
+    assert_eq!(line.net, d("9.00"));
+    for r in &refunds {
+        assert_eq!(r.rows_total(), r.total);
+    }
+}
+
+#[test]
+fn a_bigcommerce_docs_refund_prices_its_product_from_the_order_and_spreads_its_tax() {
+    let v = fixture("bigcommerce/docs-refund-12.json");
+    // Order 180 as the docs' refund names it: order product 87, two units of 20.00 + 5.00 tax.
+    let order: ChannelOrder = serde_json::from_value(json!({
+        "channel": "bigcommerce", "store": "bc", "id": "180", "number": "180", "email": null,
+        "customer_name": null, "phone": null, "billing_address": null, "delivery_address": null,
+        "currency": "USD", "prices_include_tax": false,
+        "lines": [{"line_id": "87", "sku": "BC-87", "name": "Thing", "quantity": 2,
+                   "net": "40.00", "tax": "10.00", "discount": "0"}],
+        "shipping_lines": [], "total": "50.00", "total_tax": "10.00", "paid": true, "cancelled": false,
+        "created_at": null, "updated_at": null
+    }))
+    .expect("order");
+    let r = bigcommerce::refund::refund(&v["example"]["data"], &order).expect("parses");
+    assert_eq!((r.id.as_str(), r.total, r.tax), ("12", d("50"), Some(d("5"))));
+    assert_eq!(r.gateway.as_deref(), Some("storecredit"));
+    // One unit of product 87 at its gross 25.00; the other 25.00 of the 50 is not itemised.
+    assert_eq!(r.lines.len(), 2);
+    let (product, rest) = (&r.lines[0], &r.lines[1]);
+    assert_eq!(
+        (product.kind, product.sku.as_deref(), product.quantity),
+        (RefundLineKind::Restocked, Some("BC-87"), 1)
+    );
+    assert_eq!(rest.kind, RefundLineKind::Other);
+    // The refund's 5.00 tax over two rows of equal value: 2.50 each, nets 22.50.
+    assert_eq!((product.net, product.tax), (d("22.50"), d("2.50")));
+    assert_eq!((rest.net, rest.tax), (d("22.50"), d("2.50")));
+    assert_eq!(r.rows_total(), d("50"));
+}
+
+fn store_of(kind: ChannelKind) -> String {
+    format!("{kind}-main")
+}
+
+fn channel_of(kind: ChannelKind) -> Channel {
+    match kind {
+        ChannelKind::Shopify => Channel::Shopify,
+        ChannelKind::Bigcommerce => Channel::Bigcommerce,
+        ChannelKind::Woocommerce => Channel::Woocommerce,
+    }
+}
+
+const ALL: [ChannelKind; 3] = [ChannelKind::Shopify, ChannelKind::Woocommerce, ChannelKind::Bigcommerce];
+
+/// The job the ingress makes for an order event: the signed body for Shopify and WooCommerce,
+/// nothing (fetch) for BigCommerce's thin webhooks.
+fn order_job(env: &Env, kind: ChannelKind, id: &str, event: OrderEvent) -> Job {
+    let payload = match kind {
+        ChannelKind::Bigcommerce => None,
+        _ => env.sb.channels.order_json(channel_of(kind), id),
+    };
+    Job::ChannelOrder { channel: kind, store: store_of(kind), order_id: id.into(), event, payload }
+}
+
+/// The job of a refund webhook: Shopify `refunds/create` carries the refund, BigCommerce's
+/// thin body nothing, WooCommerce (no refund topic) an `order.updated` with the order.
+fn refund_job(env: &Env, kind: ChannelKind, id: &str, refund_id: &str) -> Job {
+    match kind {
+        ChannelKind::Shopify => {
+            let refunds = env.sb.channels.refunds_json(Channel::Shopify, id).expect("refunds");
+            let body = refunds["refunds"]
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["id"].to_string() == refund_id))
+                .cloned()
+                .expect("the refund");
+            Job::ChannelOrder {
+                channel: kind,
+                store: store_of(kind),
+                order_id: id.into(),
+                event: OrderEvent::Refunded,
+                payload: Some(body),
+            }
+        }
+        ChannelKind::Bigcommerce => Job::ChannelOrder {
+            channel: kind,
+            store: store_of(kind),
+            order_id: id.into(),
+            event: OrderEvent::Refunded,
+            payload: None,
+        },
+        ChannelKind::Woocommerce => order_job(env, kind, id, OrderEvent::Updated),
+    }
+}
+
+/// Accepted payment POSTs against `order_id` (the sandbox keeps every POST).
+fn payment_posts(env: &Env, order_id: u64) -> Vec<(String, Option<String>, String)> {
+    env.sb.brightpearl.with_state(|s| {
+        s.payment_posts
+            .iter()
+            .filter(|p| p.order_id == Some(order_id) && p.status == 200)
+            .map(|p| {
+                (
+                    p.payment_type.clone().unwrap_or_default(),
+                    p.transaction_ref.clone(),
+                    p.amount_paid.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    })
+}
+
+/// Sales credits of a sales order: (id, externalRef, closed, Σ net + tax).
+fn credits_of(env: &Env, so: u64) -> Vec<(u64, Option<String>, bool, f64)> {
+    env.sb.brightpearl.with_state(|s| {
+        s.credits
+            .values()
+            .filter(|c| c.parent_id == so)
+            .map(|c| {
+                let o = &s.orders[&c.credit_id];
+                (c.credit_id, o.external_ref.clone(), c.closed, o.rows.iter().map(|r| r.net + r.tax).sum())
+            })
+            .collect()
+    })
+}
+
+fn amount(text: &str) -> f64 {
+    text.parse().expect("an amount")
+}
+
+#[tokio::test]
+async fn paid_later_orders_of_each_shop_end_with_exactly_one_payment() {
+    let env = setup().await;
+    for kind in ALL {
+        let channel = channel_of(kind);
+        let (id, _) =
+            env.sb.channels.create_order(channel, new_order("later@example.test", &[("SKU-00002", 2)]));
+        assert!(env.sb.channels.set_paid(channel, &id, false));
+        let report = env
+            .writer
+            .handle_batch(vec![message("c", &order_job(&env, kind, &id, OrderEvent::Created))])
+            .await;
+        assert_eq!((report.done, report.parked.len()), (1, 0), "{kind}: {report:?}");
+        let so = sales_order_id(&env, &id);
+        assert!(payment_posts(&env, so).is_empty(), "{kind}: written unpaid, no payment");
+
+        // Paid: two different updates (each a new body), and one delivered twice.
+        assert!(env.sb.channels.set_paid(channel, &id, true));
+        let first = order_job(&env, kind, &id, OrderEvent::Updated);
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert!(env.sb.channels.set_paid(channel, &id, true));
+        let second = order_job(&env, kind, &id, OrderEvent::Updated);
+        let report = run_to_completion(
+            &env.writer,
+            vec![message("u1", &first), message("u2", &first), message("u3", &second)],
+            6,
+        )
+        .await;
+        assert_eq!(report.parked.len(), 0, "{kind}: {report:?}");
+        let posts = payment_posts(&env, so);
+        assert_eq!(posts.len(), 1, "{kind}: exactly one payment POST accepted: {posts:?}");
+        let (kind_of, reference, paid) = &posts[0];
+        assert_eq!(kind_of, "RECEIPT");
+        assert_eq!(reference.as_deref(), Some(format!("{}:{id}:paid", store_of(kind)).as_str()));
+        // 2 × 12.50 + 5.00 shipping, no tax.
+        assert!((amount(paid) - 30.0).abs() < 1e-9, "{kind}: paid {paid}");
+        assert_eq!(payments_per_order(&env).get(&so), Some(&1), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn a_refund_delivered_three_times_gives_one_credit_and_one_refund_payment() {
+    let env = setup().await;
+    for kind in ALL {
+        let channel = channel_of(kind);
+        let (id, _) = env
+            .sb
+            .channels
+            .create_order(channel, new_order("refund@example.test", &[("SKU-00003", 2), ("SKU-00004", 1)]));
+        let report = env
+            .writer
+            .handle_batch(vec![message("c", &order_job(&env, kind, &id, OrderEvent::Created))])
+            .await;
+        assert_eq!(report.done, 1, "{kind}: {report:?}");
+        let so = sales_order_id(&env, &id);
+
+        let refund =
+            env.sb.channels.refund_order(channel, &id, &[("SKU-00003", 1)], true, true).expect("refunded");
+        let job = refund_job(&env, kind, &id, &refund);
+        // The same delivery twice, and the refund seen again through another event.
+        let again = match kind {
+            ChannelKind::Bigcommerce => Job::ChannelOrder {
+                channel: kind,
+                store: store_of(kind),
+                order_id: id.clone(),
+                event: OrderEvent::Refunded,
+                payload: Some(json!({"refund_id": refund})),
+            },
+            ChannelKind::Shopify => order_job(&env, kind, &id, OrderEvent::Updated),
+            ChannelKind::Woocommerce => order_job(&env, kind, &id, OrderEvent::Refunded),
+        };
+        let report = run_to_completion(
+            &env.writer,
+            vec![message("r1", &job), message("r2", &job), message("r3", &again)],
+            6,
+        )
+        .await;
+        assert_eq!(report.parked.len(), 0, "{kind}: {report:?}");
+
+        let credits = credits_of(&env, so);
+        assert_eq!(credits.len(), 1, "{kind}: one credit: {credits:?}");
+        let (credit, external_ref, closed, value) = credits[0].clone();
+        assert_eq!(
+            external_ref.as_deref(),
+            Some(format!("{}:{id}:refund:{refund}", store_of(kind)).as_str())
+        );
+        assert!(closed, "{kind}: closed");
+        // One unit at 12.50 and the 5.00 shipping, no tax.
+        assert!((value - 17.5).abs() < 1e-9, "{kind}: credit rows add to {value}");
+        let product_rows = env.sb.brightpearl.with_state(|s| {
+            s.orders[&credit]
+                .rows
+                .iter()
+                .filter(|r| r.product_id.is_some())
+                .map(|r| r.quantity)
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(product_rows, vec![1], "{kind}: the restocked unit is a product row");
+        let posts = payment_posts(&env, credit);
+        assert_eq!(posts.len(), 1, "{kind}: one refund payment POST accepted: {posts:?}");
+        assert_eq!(posts[0].0, "PAYMENT");
+        assert_eq!(posts[0].1.as_deref(), Some(format!("{}:{id}:refund:{refund}", store_of(kind)).as_str()));
+        assert!((amount(&posts[0].2) - 17.5).abs() < 1e-9);
+        assert_eq!(payment_posts(&env, so).len(), 1, "{kind}: the order's own payment stays one");
+    }
+}
+
+#[tokio::test]
+async fn a_refund_whose_answers_were_lost_gives_one_credit_and_one_refund_payment() {
+    let env = setup().await;
+    for (n, kind) in ALL.into_iter().enumerate() {
+        let channel = channel_of(kind);
+        let (id, _) =
+            env.sb.channels.create_order(channel, new_order("lost@example.test", &[("SKU-00005", 3)]));
+        let report = env
+            .writer
+            .handle_batch(vec![message("c", &order_job(&env, kind, &id, OrderEvent::Created))])
+            .await;
+        assert_eq!(report.done, 1, "{kind}: {report:?}");
+        let so = sales_order_id(&env, &id);
+        let refund =
+            env.sb.channels.refund_order(channel, &id, &[("SKU-00005", 2)], false, false).expect("refunded");
+        // Every write of this refund is applied and its answer lost: the credit POST, the close
+        // and the refund payment (this order's own payment is POST 2n+1 to that endpoint).
+        let nth = n as u64 + 1;
+        env.sb.brightpearl.fault_at("POST /order-service/sales-credit", nth, Fault::LoseResponse);
+        // Each earlier shop's close was sent twice (lost, then refused as closed and checked).
+        env.sb.brightpearl.fault_at(
+            "POST /order-service/sales-credit/{ids}/close",
+            2 * n as u64 + 1,
+            Fault::LoseResponse,
+        );
+        env.sb.brightpearl.fault_at(
+            "POST /accounting-service/customer-payment",
+            2 * nth,
+            Fault::LoseResponse,
+        );
+        let report =
+            run_to_completion(&env.writer, vec![message("r", &refund_job(&env, kind, &id, &refund))], 8)
+                .await;
+        assert_eq!(report.parked.len(), 0, "{kind}: {report:?}");
+        assert!(env.writer.report().unknown_outcomes >= 3 * nth, "{kind}: the lost answers happened");
+
+        let credits = credits_of(&env, so);
+        assert_eq!(credits.len(), 1, "{kind}: one credit: {credits:?}");
+        let (credit, _, closed, value) = credits[0].clone();
+        assert!(closed, "{kind}");
+        // Two units kept by the customer (no restock): a named row of 25.00 on Shopify, which
+        // says so (`no_restock`). WooCommerce's and BigCommerce's refunds do not say whether
+        // they restocked, so their product lines are taken as goods back (UNCONFIRMED).
+        assert!((value - 25.0).abs() < 1e-9, "{kind}: {value}");
+        let product_rows = env
+            .sb
+            .brightpearl
+            .with_state(|s| s.orders[&credit].rows.iter().filter(|r| r.product_id.is_some()).count());
+        let expected = usize::from(kind != ChannelKind::Shopify);
+        assert_eq!(product_rows, expected, "{kind}: a product row only for goods back");
+        let posts = payment_posts(&env, credit);
+        assert_eq!(posts.len(), 1, "{kind}: the lost payment was found, not repeated: {posts:?}");
+    }
+    assert_eq!(
+        env.sb.brightpearl.counters().endpoint("POST /order-service/sales-credit"),
+        3,
+        "one credit POST each"
+    );
+}
+
+#[tokio::test]
+async fn a_refund_topic_on_a_body_with_no_refund_credits_nothing() {
+    let env = setup().await;
+    let (id, job) = shopify_job(&env, new_order("forged@example.test", &[("SKU-00002", 1)]));
+    assert_eq!(env.writer.handle_batch(vec![message("c", &job)]).await.done, 1);
+    let so = sales_order_id(&env, &id);
+    // The order's own signed body under a refund topic: the channel lists no refund.
+    let forged = Job::ChannelOrder {
+        channel: ChannelKind::Shopify,
+        store: "shopify-main".into(),
+        order_id: id.clone(),
+        event: OrderEvent::Refunded,
+        payload: env.sb.channels.order_json(Channel::Shopify, &id),
+    };
+    let report = env.writer.handle_batch(vec![message("f", &forged)]).await;
+    assert_eq!((report.done, report.parked.len()), (1, 0), "{report:?}");
+    assert!(credits_of(&env, so).is_empty());
+    assert_eq!(payment_posts(&env, so).len(), 1);
+}
