@@ -377,3 +377,101 @@ async fn a_refund_topic_on_a_body_with_no_refund_credits_nothing() {
     assert!(credits_of(&env, so).is_empty());
     assert_eq!(payment_posts(&env, so).len(), 1);
 }
+
+/// Receives the orders queue until it is empty, handing each batch to the writer.
+async fn drain(env: &Env) -> (usize, Vec<(String, String)>) {
+    use pearlsync::queue::QueueName;
+    let (mut done, mut parked) = (0, Vec::new());
+    for _ in 0..20 {
+        let received =
+            env.app.queue.receive(QueueName::Orders, 10, std::time::Duration::ZERO).await.expect("receive");
+        if received.is_empty() {
+            return (done, parked);
+        }
+        let messages =
+            received.iter().map(|r| pearlsync::worker::batch_message(QueueName::Orders, r)).collect();
+        let report = env.writer.handle_batch(messages).await;
+        for r in &received {
+            if report.failures.contains(&r.message_id) {
+                env.app.queue.release(QueueName::Orders, &r.receipt).await.expect("release");
+            } else {
+                env.app.queue.ack(QueueName::Orders, &r.receipt).await.expect("ack");
+            }
+        }
+        done += report.done;
+        parked.extend(report.parked);
+    }
+    panic!("the orders queue did not drain");
+}
+
+#[tokio::test]
+async fn setup_registers_the_refund_webhooks_and_each_shops_refund_webhook_credits_once() {
+    use pearlsync::ingress::{Ingress, IngressRequest};
+    use pearlsync_sandbox::channels::OrderTopic;
+    let env = setup().await;
+    let ingress = Ingress::from_app(&env.app);
+    let secret = pearlsync::secret::Secret::literal("bp-secret");
+    let report = pearlsync::setup::register_webhooks(
+        env.app.brightpearl.as_ref(),
+        &env.app.channels,
+        Some(&secret),
+        "http://127.0.0.1:9",
+    )
+    .await
+    .expect("webhooks register");
+    assert!(report.failed.is_empty(), "{report:?}");
+    let topics = |c: Channel| env.sb.channels.webhooks(c).into_iter().map(|h| h.topic).collect::<Vec<_>>();
+    assert!(
+        topics(Channel::Shopify).contains(&"REFUNDS_CREATE".to_string()),
+        "{:?}",
+        topics(Channel::Shopify)
+    );
+    assert!(topics(Channel::Bigcommerce).contains(&"store/order/refund/created".to_string()));
+    assert!(
+        topics(Channel::Woocommerce).contains(&"order.updated".to_string()),
+        "WooCommerce refunds arrive as updates"
+    );
+
+    for kind in ALL {
+        let channel = channel_of(kind);
+        let post = |topic: OrderTopic, id: &str| {
+            let (mut headers, body) = env
+                .sb
+                .channels
+                .webhook_request(channel, id, topic, "hook-secret", 0)
+                .expect("the order exists");
+            headers.push(("Content-Type".into(), "application/json".into()));
+            IngressRequest {
+                method: "POST".into(),
+                path: format!("/webhooks/{kind}/{}", store_of(kind)),
+                headers,
+                body: body.into_bytes(),
+            }
+        };
+        let (id, _) =
+            env.sb.channels.create_order(channel, new_order("hook@example.test", &[("SKU-00006", 2)]));
+        assert_eq!(ingress.handle(post(OrderTopic::Created, &id)).await.status, 200, "{kind}");
+        let (done, parked) = drain(&env).await;
+        assert_eq!((done, parked.len()), (1, 0), "{kind}: {parked:?}");
+        let so = sales_order_id(&env, &id);
+
+        let refund =
+            env.sb.channels.refund_order(channel, &id, &[("SKU-00006", 2)], true, true).expect("refund");
+        // The channel's refund webhook, delivered three times.
+        let delivery = post(OrderTopic::Refunded, &id);
+        for _ in 0..3 {
+            assert_eq!(ingress.handle(delivery.clone()).await.status, 200, "{kind}");
+        }
+        let (_, parked) = drain(&env).await;
+        assert!(parked.is_empty(), "{kind}: {parked:?}");
+        let credits = credits_of(&env, so);
+        assert_eq!(credits.len(), 1, "{kind}: {credits:?}");
+        assert_eq!(
+            credits[0].1.as_deref(),
+            Some(format!("{}:{id}:refund:{refund}", store_of(kind)).as_str())
+        );
+        // The whole order back: 2 × 12.50 + 5.00 shipping.
+        assert!((credits[0].3 - 30.0).abs() < 1e-9, "{kind}: {}", credits[0].3);
+        assert_eq!(payment_posts(&env, credits[0].0).len(), 1, "{kind}");
+    }
+}
