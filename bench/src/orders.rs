@@ -18,6 +18,14 @@
 //! - Latency: webhook delivery start → the writer's completion of the batch holding the job.
 //! - `created` sales orders, `duplicates` (sales orders beyond one per order) and `lost`
 //!   (orders without one) come from the sandbox's state, by channel and `externalRef`.
+//! - Payments and refunds (issue 15), warm pass: `--paid-later-rate` orders arrive unpaid and
+//!   are paid by a later update; `--refund-rate` orders are refunded (one unit of their first
+//!   line, the shipping on every other one, restocked on every other one) and the refund's
+//!   webhook sent (redelivered at the duplicate rate). From the sandbox's records:
+//!   `double_payments` (payments beyond one per sales order), `missing_payments` (orders with
+//!   none), `double_credits` (credits beyond one per refund `externalRef`, and refund payments
+//!   beyond one per credit), `missing_credits` (refunds without a closed credit that carries
+//!   its payment).
 
 use crate::measure::{self, percentile, progress, round};
 use pearlsync::app::App;
@@ -30,7 +38,7 @@ use pearlsync::state::EmbeddedStore;
 use pearlsync_cli::local;
 use pearlsync_sandbox::brightpearl::{BrightpearlSandboxConfig, SeedSpec};
 use pearlsync_sandbox::channels::{
-    Channel, ChannelSandboxConfig, DeliveryOptions, NewOrder, NewOrderLine, OrderMoney,
+    Channel, ChannelSandboxConfig, DeliveryOptions, NewOrder, NewOrderLine, OrderMoney, OrderTopic,
 };
 use pearlsync_sandbox::faults::FaultRates;
 use pearlsync_sandbox::{Sandbox, SandboxConfig};
@@ -77,6 +85,12 @@ pub struct OrdersArgs {
     /// Webhook arrival rate.
     #[arg(long, default_value_t = 40.0)]
     pub orders_per_second: f64,
+    /// Share (0..1) of warm-pass orders refunded after they were placed.
+    #[arg(long, default_value_t = 0.0)]
+    pub refund_rate: f64,
+    /// Share (0..1) of warm-pass orders placed unpaid and paid by a later update.
+    #[arg(long, default_value_t = 0.0)]
+    pub paid_later_rate: f64,
 }
 
 type OrderKey = (String, String);
@@ -114,6 +128,8 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
         ("--fault-rate", args.fault_rate),
         ("--after-write-rate", args.after_write_rate),
         ("--new-customer-rate", args.new_customer_rate),
+        ("--refund-rate", args.refund_rate),
+        ("--paid-later-rate", args.paid_later_rate),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             return Err(format!("{name} must be between 0 and 1"));
@@ -205,15 +221,19 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
             json!({"orders": args.orders, "duplicate_rate": args.duplicate_rate, "fault_rate": args.fault_rate,
                    "after_write_rate": args.after_write_rate, "external_ref_dedup": "off",
                    "new_customer_rate": args.new_customer_rate, "customers": args.customers,
+                   "refund_rate": args.refund_rate, "paid_later_rate": args.paid_later_rate,
                    "orders_per_second": args.orders_per_second, "batch_window_ms": BATCH_WINDOW.as_millis() as u64,
                    "retry_visibility_s": RETRY_VISIBILITY.as_secs()}),
         );
         map.insert("machine".into(), measure::machine());
     }
-    let name = format!(
+    let mut name = format!(
         "orders-{}-d{}-f{}-a{}-c{}",
         args.orders, args.duplicate_rate, args.fault_rate, args.after_write_rate, args.new_customer_rate
     );
+    if args.refund_rate > 0.0 || args.paid_later_rate > 0.0 {
+        name.push_str(&format!("-r{}-p{}", args.refund_rate, args.paid_later_rate));
+    }
     measure::write_report(out, &name, &format!("orders, {} per pass", args.orders), &report, print_json)
         .map_err(|e| format!("writing the report: {e}"))
 }
@@ -250,6 +270,12 @@ impl World<'_> {
         let mut channel_totals: HashMap<(u64, String), Option<f64>> = HashMap::new();
         let mut deliveries = 0usize;
         let mut refused = 0usize;
+        // (store, order id, refund id) of the refunds made this pass.
+        let mut refunds: Vec<(String, String, String)> = Vec::new();
+        let mut paid_later = 0usize;
+        // Payments and refunds are the warm pass's (the cold pass measures first contact).
+        let (refund_rate, paid_later_rate) =
+            if pass == 0 { (0.0, 0.0) } else { (args.refund_rate, args.paid_later_rate) };
         for n in 0..args.orders {
             let kind = kinds[n as usize % kinds.len()];
             let store = self.config.stores.iter().find(|s| s.kind == kind).ok_or("no store for a channel")?;
@@ -279,7 +305,15 @@ impl World<'_> {
                 lines,
             };
             let channel = sandbox_channel(kind);
+            let first_sku = new.lines.first().and_then(|l: &NewOrderLine| l.sku.clone());
             let (order_id, payload) = self.sandbox.channels.create_priced_order(channel, new, money);
+            // Drawn only when asked for, so runs without them keep their random sequence.
+            let unpaid = paid_later_rate > 0.0 && rng.f64() < paid_later_rate;
+            let refund = refund_rate > 0.0 && rng.f64() < refund_rate;
+            if unpaid {
+                self.sandbox.channels.set_paid(channel, &order_id, false);
+                paid_later += 1;
+            }
             channel_totals.insert(
                 (store.brightpearl_channel_id.unwrap_or(0), order_id.clone()),
                 channel_total(&payload),
@@ -300,6 +334,39 @@ impl World<'_> {
                 .await;
             deliveries += sent.len();
             refused += sent.iter().filter(|s| s.status != 200).count();
+            // Later events of the same order, each redelivered at the duplicate rate.
+            let mut later = Vec::new();
+            if unpaid {
+                self.sandbox.channels.set_paid(channel, &order_id, true);
+                later.push(OrderTopic::Updated);
+            }
+            if refund && let Some(sku) = &first_sku {
+                let (shipping, restock) = (n % 2 == 0, n % 4 < 2);
+                if let Some(refund_id) = self.sandbox.channels.refund_order(
+                    channel,
+                    &order_id,
+                    &[(sku.as_str(), 1)],
+                    shipping,
+                    restock,
+                ) {
+                    refunds.push((store.name.clone(), order_id.clone(), refund_id));
+                    later.push(OrderTopic::Refunded);
+                }
+            }
+            for topic in later {
+                let options = DeliveryOptions {
+                    topics: vec![topic],
+                    duplicates: usize::from(rng.f64() < args.duplicate_rate),
+                    ..DeliveryOptions::default()
+                };
+                let sent = self
+                    .sandbox
+                    .channels
+                    .deliver_order_webhook(channel, &order_id, &url, secret(kind), &options)
+                    .await;
+                deliveries += sent.len();
+                refused += sent.iter().filter(|s| s.status != 200).count();
+            }
             pass_orders.push((store.brightpearl_channel_id.unwrap_or(0), order_id));
         }
         delivered.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -311,6 +378,11 @@ impl World<'_> {
         let mut report = self.figures(unique, deliveries, refused, &pass_orders, &sent_at, &measured, wall);
         if let Some(map) = report.as_object_mut() {
             map.insert("totals_mismatched".into(), json!(self.totals_mismatched(&channel_totals)));
+            map.insert("paid_later".into(), json!(paid_later));
+            map.insert("refunds".into(), json!(refunds.len()));
+            for (k, v) in self.credit_figures(&refunds) {
+                map.insert(k.into(), v);
+            }
         }
         Ok(report)
     }
@@ -379,8 +451,10 @@ impl World<'_> {
             for p in s.payments.iter().filter(|p| so_ids.contains(&p.order_id)) {
                 *per_order.entry(p.order_id).or_insert(0) += 1;
             }
-            (double_reservations, per_order.values().map(|n| n.saturating_sub(1)).sum::<usize>())
+            let missing = so_ids.iter().filter(|o| !per_order.contains_key(o)).count();
+            (double_reservations, (per_order.values().map(|n| n.saturating_sub(1)).sum::<usize>(), missing))
         });
+        let (double_payments, missing_payments) = double_payments;
         let created: u64 = found.iter().sum();
         let duplicates: u64 = found.iter().map(|n| n.saturating_sub(1)).sum();
         let lost = unique - found.len();
@@ -415,6 +489,8 @@ impl World<'_> {
             "parked_reasons": writer.parked_reasons,
             "double_reservations": double_reservations,
             "double_payments": double_payments,
+            "missing_payments": missing_payments,
+            "parked_for_payment_check": writer.parked_reasons.get("payment_unknown").copied().unwrap_or(0),
             "lost_examples": lost_orders,
             "webhook_deliveries": deliveries,
             "webhook_refused": refused,
@@ -442,6 +518,41 @@ impl World<'_> {
 }
 
 impl World<'_> {
+    /// From the sandbox's records, for the refunds made: credits beyond one per refund
+    /// `externalRef` plus refund payments beyond one per credit (`double_credits`), and refunds
+    /// without a closed credit holding exactly its payment (`missing_credits`).
+    fn credit_figures(&self, refunds: &[(String, String, String)]) -> Vec<(&'static str, Value)> {
+        self.sandbox.brightpearl.with_state(|s| {
+            let mut by_ref: HashMap<String, Vec<u64>> = HashMap::new();
+            for c in s.credits.values() {
+                if let Some(r) = s.orders.get(&c.credit_id).and_then(|o| o.external_ref.clone()) {
+                    by_ref.entry(r).or_default().push(c.credit_id);
+                }
+            }
+            let payments_of = |credit: u64| {
+                s.payments.iter().filter(|p| p.order_id == credit && p.payment_type == "PAYMENT").count()
+            };
+            let (mut double, mut missing, mut unclosed, mut unpaid) = (0usize, 0usize, 0usize, 0usize);
+            for (store, order, refund) in refunds {
+                let credits =
+                    by_ref.get(&format!("{store}:{order}:refund:{refund}")).cloned().unwrap_or_default();
+                double += credits.len().saturating_sub(1);
+                double += credits.iter().map(|c| payments_of(*c).saturating_sub(1)).sum::<usize>();
+                let closed = credits.iter().any(|c| s.credits.get(c).is_some_and(|r| r.closed));
+                let paid = credits.iter().any(|c| payments_of(*c) > 0);
+                unclosed += usize::from(!credits.is_empty() && !closed);
+                unpaid += usize::from(!credits.is_empty() && !paid);
+                missing += usize::from(credits.is_empty() || !closed || !paid);
+            }
+            vec![
+                ("double_credits", json!(double)),
+                ("missing_credits", json!(missing)),
+                ("credits_not_closed", json!(unclosed)),
+                ("credits_without_payment", json!(unpaid)),
+            ]
+        })
+    }
+
     /// Orders whose Brightpearl sales order (Σ row net + tax, from the sandbox's records)
     /// differs from the channel's own total, or whose channel total could not be read.
     fn totals_mismatched(&self, channel_totals: &HashMap<(u64, String), Option<f64>>) -> usize {

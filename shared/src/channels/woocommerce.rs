@@ -27,6 +27,7 @@ use crate::state::StateStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -144,8 +145,15 @@ impl SalesChannel for WooCommerceChannel {
                 return Err(Error::BadInput(format!("WooCommerce topic {other:?} is not an order topic")));
             }
         };
+        // `date_modified_gmt` has whole seconds: two changes within one second (paid, then
+        // refunded) share it, so the body's digest tells them apart; a repeated delivery of
+        // one event carries the same body.
+        let digest: String = Sha256::digest(body).iter().take(8).map(|b| format!("{b:02x}")).collect();
         Ok(WebhookDelivery {
-            dedup_key: format!("woocommerce:{}:{source}:{order_id}:{modified}:{topic}", self.store.name),
+            dedup_key: format!(
+                "woocommerce:{}:{source}:{order_id}:{modified}:{topic}:{digest}",
+                self.store.name
+            ),
             topic,
             order_id: Some(order_id),
             event,
@@ -295,7 +303,19 @@ mod tests {
         let body = serde_json::to_vec(&order()).unwrap();
         let sig = hmac_sha256_base64(b"wc-secret", &body);
         let d = c.verify_webhook(&h(Some(sig.clone()), "order.created"), &body).unwrap();
-        assert_eq!(d.dedup_key, "woocommerce:wc:https://shop.example:727:2026-03-01T09:01:00:order.created");
+        assert!(
+            d.dedup_key
+                .starts_with("woocommerce:wc:https://shop.example:727:2026-03-01T09:01:00:order.created:"),
+            "{}",
+            d.dedup_key
+        );
+        // The same second, another change (another body): another event.
+        let mut changed = order();
+        changed["status"] = serde_json::json!("refunded");
+        let changed = serde_json::to_vec(&changed).unwrap();
+        let sig2 = hmac_sha256_base64(b"wc-secret", &changed);
+        let d2 = c.verify_webhook(&h(Some(sig2), "order.created"), &changed).unwrap();
+        assert_ne!(d.dedup_key, d2.dedup_key);
         assert_eq!(d.event, OrderEvent::Created);
         assert!(!d.is_ping());
         let wrong = hmac_sha256_base64(b"nope", &body);
