@@ -134,7 +134,9 @@ fn refund_job(env: &Env, kind: ChannelKind, id: &str, refund_id: &str) -> Job {
             let refunds = env.sb.channels.refunds_json(Channel::Shopify, id).expect("refunds");
             let body = refunds["refunds"]
                 .as_array()
-                .and_then(|a| a.iter().find(|r| r["id"].to_string() == refund_id))
+                .and_then(|a| {
+                    a.iter().find(|r| r["id"].as_u64().map(|i| i.to_string()).as_deref() == Some(refund_id))
+                })
                 .cloned()
                 .expect("the refund");
             Job::ChannelOrder {
