@@ -477,3 +477,102 @@ async fn setup_registers_the_refund_webhooks_and_each_shops_refund_webhook_credi
         assert_eq!(payment_posts(&env, credits[0].0).len(), 1, "{kind}");
     }
 }
+
+/// A state store whose first saga write holding a credit at `step` fails: the writer dies
+/// after the Brightpearl write that step records (the credit POST for `created`, the refund
+/// payment for `done`), before the record.
+struct CrashBeforeCreditRecord {
+    inner: std::sync::Arc<dyn pearlsync::state::StateStore>,
+    step: &'static str,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl pearlsync::state::StateStore for CrashBeforeCreditRecord {
+    async fn get(&self, key: &pearlsync::state::Key) -> pearlsync::Result<Option<pearlsync::state::Item>> {
+        self.inner.get(key).await
+    }
+
+    async fn put(
+        &self,
+        item: pearlsync::state::Item,
+        condition: pearlsync::state::Condition,
+    ) -> pearlsync::Result<pearlsync::state::PutOutcome> {
+        let credit_at_step = item.sk == "saga"
+            && item.data.get("credits").and_then(Value::as_object).is_some_and(|credits| {
+                credits.values().any(|c| c.get("step").and_then(Value::as_str) == Some(self.step))
+            });
+        if credit_at_step && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(pearlsync::Error::State(format!("crash before recording credit `{}`", self.step)));
+        }
+        self.inner.put(item, condition).await
+    }
+
+    async fn delete(
+        &self,
+        key: &pearlsync::state::Key,
+        condition: pearlsync::state::Condition,
+    ) -> pearlsync::Result<bool> {
+        self.inner.delete(key, condition).await
+    }
+
+    async fn query(&self, pk: &str, sk_prefix: &str) -> pearlsync::Result<Vec<pearlsync::state::Item>> {
+        self.inner.query(pk, sk_prefix).await
+    }
+
+    async fn batch_get(
+        &self,
+        keys: &[pearlsync::state::Key],
+    ) -> pearlsync::Result<Vec<pearlsync::state::Item>> {
+        self.inner.batch_get(keys).await
+    }
+
+    async fn batch_put(&self, items: Vec<pearlsync::state::Item>) -> pearlsync::Result<()> {
+        self.inner.batch_put(items).await
+    }
+}
+
+#[tokio::test]
+async fn a_crash_between_each_refund_write_and_its_record_repeats_no_write() {
+    for step in ["created", "done"] {
+        let (sb, config) = sandbox_and_config().await;
+        let store = std::sync::Arc::new(CrashBeforeCreditRecord {
+            inner: std::sync::Arc::new(pearlsync_tests::emulator::dynamo_store().await),
+            step,
+            armed: std::sync::atomic::AtomicBool::new(true),
+        });
+        let env = setup_with(
+            sb,
+            config,
+            std::sync::Arc::clone(&store) as std::sync::Arc<dyn pearlsync::state::StateStore>,
+        );
+        let (id, job) = shopify_job(&env, new_order("crash-refund@example.test", &[("SKU-00007", 2)]));
+        assert_eq!(env.writer.handle_batch(vec![message("c", &job)]).await.done, 1);
+        let so = sales_order_id(&env, &id);
+        let refund = env
+            .sb
+            .channels
+            .refund_order(Channel::Shopify, &id, &[("SKU-00007", 2)], true, true)
+            .expect("refund");
+        let report = run_to_completion(
+            &env.writer,
+            vec![message("r", &refund_job(&env, ChannelKind::Shopify, &id, &refund))],
+            8,
+        )
+        .await;
+        assert!(!store.armed.load(std::sync::atomic::Ordering::SeqCst), "{step}: the crash ran");
+        assert_eq!(report.parked.len(), 0, "{step}: {report:?}");
+        let credits = credits_of(&env, so);
+        assert_eq!(credits.len(), 1, "{step}: one credit: {credits:?}");
+        assert_eq!(
+            env.sb.brightpearl.counters().endpoint("POST /order-service/sales-credit"),
+            1,
+            "{step}: posted once"
+        );
+        let posts = env
+            .sb
+            .brightpearl
+            .with_state(|s| s.payment_posts.iter().filter(|p| p.order_id == Some(credits[0].0)).count());
+        assert_eq!(posts, 1, "{step}: the refund payment was posted once, not repeated and refused");
+    }
+}

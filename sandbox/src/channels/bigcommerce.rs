@@ -127,7 +127,7 @@ fn quota(sb: &ChannelSandbox) -> Result<(u64, u64), Response> {
     Ok((sb.config.bigcommerce_quota - used - 1, reset))
 }
 
-async fn enter(
+pub(super) async fn enter(
     sb: &ChannelSandbox,
     hash: &str,
     endpoint: &str,
@@ -145,7 +145,7 @@ async fn enter(
     Ok((lose, left))
 }
 
-fn done(lose: bool, (left, reset): (u64, u64), mut response: Response) -> Response {
+pub(super) fn done(lose: bool, (left, reset): (u64, u64), mut response: Response) -> Response {
     let h = response.headers_mut();
     for (name, value) in [("X-Rate-Limit-Requests-Left", left), ("X-Rate-Limit-Time-Reset-Ms", reset)] {
         if let Ok(v) = HeaderValue::from_str(&value.to_string()) {

@@ -279,13 +279,23 @@ async fn woocommerce(
     serve(sb, Channel::Woocommerce, "orders/refunds", ok, &id).await
 }
 
+/// BigCommerce's refunds count against the store's shared quota like every other call.
 async fn bigcommerce(
     State(sb): State<Arc<ChannelSandbox>>,
-    Path((_hash, id)): Path<(String, String)>,
+    Path((hash, id)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Response {
-    let ok = header_str(&h, "x-auth-token").is_some();
-    serve(sb, Channel::Bigcommerce, "v3/refunds", ok, &id).await
+    let (lose, left) = match super::bigcommerce::enter(&sb, &hash, "v3/refunds", &h).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let answer = match sb.refunds_json(Channel::Bigcommerce, &id) {
+        Some(v) => Json(v).into_response(),
+        None => {
+            (StatusCode::NOT_FOUND, Json(json!([{"status": 404, "message": "Not found"}]))).into_response()
+        }
+    };
+    super::bigcommerce::done(lose, left, answer)
 }
 
 pub(super) fn routes() -> axum::Router<Arc<ChannelSandbox>> {
