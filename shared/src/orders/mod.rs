@@ -5,6 +5,7 @@
 //! claims each job and loads its order; `rows` maps SKUs and builds the sales order;
 //! `contacts` finds or creates the customer; `saga` records each step and `steps` runs the
 //! Brightpearl writes (create, reserve, pay); `cancel` handles cancellations and updates;
+//! `refunds` turns channel refunds into closed sales credits with their refund payments;
 //! `shipments` posts tracking; `reconcile` catches orders whose webhook was missed.
 //!
 //! Exactly once, in three layers: the idempotency record on the job stops concurrent and
@@ -32,8 +33,12 @@
 //!   note and parks the job, whose replay tries again.
 //! - **Reservations**: a refused reservation (no stock) leaves the order unreserved, as staff
 //!   would; an order that already holds one counts as reserved.
-//! - **Payments** carry `transactionRef` `{store}:{order}:paid`; a lost answer is resolved by
-//!   the payment search on the next attempt, never by a blind repeat.
+//! - **Payments** carry `transactionRef` `{store}:{order}:paid` and the store's payment method
+//!   for the order's gateway (`[stores.payments]`); a lost answer is resolved by the payment
+//!   search on the next attempt, never by a blind repeat. An order written unpaid is paid when
+//!   a later body says so.
+//! - **Refunds** travel as `ChannelOrder` jobs with `OrderEvent::Refunded`, so they share the
+//!   order's FIFO group and come after its create; each becomes one credit (see `refunds`).
 //! - **Contacts**: found by exact primary email (state cache first), else created with the
 //!   billing (or delivery) address. Orders without an email get a new contact.
 
