@@ -576,3 +576,71 @@ async fn a_crash_between_each_refund_write_and_its_record_repeats_no_write() {
         assert_eq!(posts, 1, "{step}: the refund payment was posted once, not repeated and refused");
     }
 }
+
+/// (type, transactionRef, amount) of every accepted payment POST against `order_id`, in order.
+fn payments_made(env: &Env, order_id: u64) -> Vec<(String, String, f64)> {
+    payment_posts(env, order_id).into_iter().map(|(t, r, a)| (t, r.unwrap_or_default(), amount(&a))).collect()
+}
+
+#[tokio::test]
+async fn an_authorised_order_captured_in_parts_posts_auth_then_each_capture_once() {
+    for auth_then_capture in [true, false] {
+        let (sb, mut config) = sandbox_and_config().await;
+        config.stores[0].payments.auth_then_capture = auth_then_capture;
+        let env =
+            setup_with(sb, config, std::sync::Arc::new(pearlsync_tests::emulator::dynamo_store().await));
+        // The first capture's answer is lost: found by its transactionRef, never posted twice.
+        let first_capture = if auth_then_capture { 2 } else { 1 };
+        env.sb.brightpearl.fault_at(
+            "POST /accounting-service/customer-payment",
+            first_capture,
+            Fault::LoseResponse,
+        );
+        let kind = ChannelKind::Shopify;
+        let (id, _) = env
+            .sb
+            .channels
+            .create_order(Channel::Shopify, new_order("auth@example.test", &[("SKU-00008", 2)]));
+        let update = |event: OrderEvent| order_job(&env, kind, &id, event);
+        // Authorised at checkout.
+        assert!(env.sb.channels.set_authorised_and_captured(Channel::Shopify, &id, true, None));
+        let created = update(OrderEvent::Created);
+        assert_eq!(run_to_completion(&env.writer, vec![message("c", &created)], 4).await.parked.len(), 0);
+        let so = sales_order_id(&env, &id);
+        // 10.00 of the 30.00 captured, reported by two updates (and one delivered twice).
+        let mut jobs = Vec::new();
+        for n in 0..2 {
+            assert!(env.sb.channels.set_authorised_and_captured(Channel::Shopify, &id, true, Some(10.0)));
+            let job = update(OrderEvent::Updated);
+            jobs.push(message(&format!("p{n}"), &job));
+            jobs.push(message(&format!("p{n}-again"), &job));
+        }
+        assert_eq!(run_to_completion(&env.writer, jobs, 6).await.parked.len(), 0);
+        // Then the rest: paid.
+        assert!(env.sb.channels.set_paid(Channel::Shopify, &id, true));
+        let paid = update(OrderEvent::Updated);
+        let report = run_to_completion(&env.writer, vec![message("q", &paid), message("q2", &paid)], 6).await;
+        assert_eq!(report.parked.len(), 0, "{report:?}");
+
+        let r = |suffix: &str| format!("shopify-main:{id}:{suffix}");
+        let made = payments_made(&env, so);
+        let expected = if auth_then_capture {
+            vec![
+                ("AUTH".to_string(), r("auth"), 30.0),
+                ("CAPTURE".to_string(), r("captured:10"), 10.0),
+                ("CAPTURE".to_string(), r("paid"), 20.0),
+            ]
+        } else {
+            // No AUTH unless the store says so: each capture is a receipt of the difference.
+            vec![("RECEIPT".to_string(), r("captured:10"), 10.0), ("RECEIPT".to_string(), r("paid"), 20.0)]
+        };
+        assert_eq!(made, expected, "auth_then_capture = {auth_then_capture}");
+        let sent = env
+            .sb
+            .brightpearl
+            .with_state(|s| s.payment_posts.iter().filter(|p| p.order_id == Some(so)).count());
+        assert_eq!(sent, expected.len(), "no payment POST repeated, even the one whose answer was lost");
+        let received: f64 = made.iter().filter(|p| p.0 != "AUTH").map(|p| p.2).sum();
+        assert!((received - 30.0).abs() < 1e-9, "the captures add up to the total");
+    }
+}

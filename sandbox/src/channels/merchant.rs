@@ -174,6 +174,8 @@ impl ChannelSandbox {
                     fulfillment_orders: vec![fulfillment_order],
                     money,
                     paid: true,
+                    authorized: false,
+                    captured: None,
                     refunds: Vec::new(),
                 },
             );

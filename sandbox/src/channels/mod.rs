@@ -146,6 +146,9 @@ pub(crate) struct Order {
     pub money: OrderMoney,
     /// Whether the customer has paid (false: awaiting payment, paid later).
     pub paid: bool,
+    /// Shopify, while unpaid: authorised, or captured in part (minor units captured).
+    pub authorized: bool,
+    pub captured: Option<i64>,
     pub refunds: Vec<refunds::ShopRefund>,
 }
 

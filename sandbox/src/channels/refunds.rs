@@ -213,6 +213,29 @@ impl ChannelSandbox {
         }
     }
 
+    /// Shopify, on an unpaid order: authorised, and captured in part (`captured` in the order's
+    /// currency), as `financial_status` `authorized` / `partially_paid` show it.
+    pub fn set_authorised_and_captured(
+        &self,
+        channel: Channel,
+        order_id: &str,
+        authorised: bool,
+        captured: Option<f64>,
+    ) -> bool {
+        let mut shop = self.shop(channel);
+        match order_id.parse().ok().and_then(|id: u64| shop.orders.get_mut(&id)) {
+            Some(o) => {
+                let places = super::pricing::places(&o.currency) as i32;
+                o.paid = false;
+                o.authorized = authorised;
+                o.captured = captured.map(|c| (c * 10f64.powi(places)).round() as i64);
+                o.updated_at = Utc::now();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The order's refunds as the channel's refunds endpoint answers them.
     pub fn refunds_json(&self, channel: Channel, order_id: &str) -> Option<Value> {
         let shop = self.shop(channel);

@@ -150,6 +150,7 @@ pub(crate) fn order_json(o: &Order) -> Value {
         "subtotal_price": p.text(subtotal), "total_price": p.text(total), "total_tax": p.text(p.tax - p.fee.tax),
         "total_discounts": p.text(discounts_total),
         "financial_status": financial_status(o, total),
+        "total_outstanding": p.text(if o.paid { 0 } else { total - o.captured.unwrap_or(0) }),
         "gateway": "manual",
         "refunds": o.refunds.iter().map(|r| super::refunds::shopify_refund(o, r)).collect::<Vec<_>>(),
         "fulfillment_status": if o.fully_shipped() { json!("fulfilled") } else if o.lines.iter().any(|l| l.shipped > 0) { json!("partial") } else { Value::Null },
@@ -167,6 +168,8 @@ pub(crate) fn order_json(o: &Order) -> Value {
 fn financial_status(o: &Order, total: i64) -> &'static str {
     let refunded = super::refunds::refunded_total(o);
     match (o.paid, refunded) {
+        (false, _) if o.captured.is_some() => "partially_paid",
+        (false, _) if o.authorized => "authorized",
         (false, _) => "pending",
         (true, 0) => "paid",
         (true, r) if r >= total => "refunded",

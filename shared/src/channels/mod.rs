@@ -322,6 +322,13 @@ pub struct ChannelOrder {
     /// gateway → payment method map.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// Captured so far when only part of the total is (Shopify `partially_paid`:
+    /// `total_price` − `total_outstanding`); `None` otherwise.
+    #[serde(default)]
+    pub captured: Option<Decimal>,
+    /// Authorised and not yet captured (Shopify `authorized`, BigCommerce `authorized`).
+    #[serde(default)]
+    pub authorized: bool,
 }
 
 /// Where a SKU's stock lives on the channel.

@@ -15,6 +15,10 @@ pub struct StorePayments {
     /// payment_method_code`, then to the channel kind upper-cased.
     #[serde(default)]
     pub default_method: Option<String>,
+    /// The store authorises first and captures later: post an `AUTH` when the order is
+    /// authorised and `CAPTURE`s as it is captured (else one `RECEIPT` per capture).
+    #[serde(default)]
+    pub auth_then_capture: bool,
 }
 
 impl StorePayments {
@@ -36,6 +40,7 @@ mod tests {
         let p = StorePayments {
             methods: [("shopify_payments".to_string(), "SHOPIFYPAY".to_string())].into(),
             default_method: Some("OTHER".into()),
+            auth_then_capture: false,
         };
         assert_eq!(p.method_for(Some("Shopify_Payments")).as_deref(), Some("SHOPIFYPAY"));
         assert_eq!(p.method_for(Some("paypal")).as_deref(), Some("OTHER"));

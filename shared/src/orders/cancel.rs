@@ -31,8 +31,14 @@ impl OrderWriter {
         } else if step == Some(Step::Done) {
             // Paid after it was written (Shopify pending → paid, Woo on-hold → processing):
             // the saga knows it was written unpaid, the signed body says it is paid now.
-            let paid_later = w.order.as_ref().is_some_and(|o| o.paid)
-                && w.saga.as_ref().and_then(|s| s.paid) == Some(false);
+            // A partial capture or an authorisation counts too (see `payments::due`).
+            let paid_later = w.saga.as_ref().and_then(|s| s.paid) == Some(false)
+                && match (&w.order, &w.channel) {
+                    (Some(o), Some(c)) => {
+                        super::payments::due(o, w.saga.as_ref(), &c.store().payments).is_some()
+                    }
+                    _ => false,
+                };
             if !matches!(w.event, OrderEvent::Created | OrderEvent::Refunded) || paid_later {
                 if let Err(e) = self.note_update(w).await {
                     w.fail(&e);
@@ -44,7 +50,7 @@ impl OrderWriter {
             }
             if paid_later {
                 // On to the payment step, behind its intent like any payment.
-                self.advance(w, Step::Paying, |_| {}).await;
+                self.to_paying_or_done(w).await;
             } else if !Self::refunds_due(w) {
                 w.outcome = Some(Outcome::Done);
             }

@@ -44,6 +44,7 @@
 
 mod cancel;
 mod contacts;
+mod payments;
 mod reconcile;
 mod refunds;
 mod rows;

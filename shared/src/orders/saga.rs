@@ -59,9 +59,28 @@ pub struct Saga {
     /// older than this field (their payment, if any, was posted at creation).
     #[serde(default)]
     pub paid: Option<bool>,
+    /// Σ of the RECEIPT / CAPTURE payments posted (partial captures post the difference).
+    /// `None` on records older than this field.
+    #[serde(default)]
+    pub paid_amount: Option<rust_decimal::Decimal>,
+    /// An AUTH payment was posted (stores with `auth_then_capture`).
+    #[serde(default)]
+    pub authorized: bool,
+    /// The payment behind the `paying` intent (see `payments`).
+    #[serde(default)]
+    pub pending_payment: Option<PendingPayment>,
     /// One sales credit per channel refund, by the channel's refund id (see `refunds`).
     #[serde(default)]
     pub credits: BTreeMap<String, Credit>,
+}
+
+/// A payment about to be posted: its `transactionRef` suffix, type and amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingPayment {
+    pub suffix: String,
+    /// `AUTH`, `CAPTURE` or `RECEIPT`.
+    pub payment_type: String,
+    pub amount: rust_decimal::Decimal,
 }
 
 /// The recovery point of one refund's sales credit: `creating` → `created` (closed or not) →
@@ -95,6 +114,9 @@ impl Saga {
             fingerprint: String::new(),
             cancelled: false,
             paid: None,
+            paid_amount: None,
+            authorized: false,
+            pending_payment: None,
             credits: BTreeMap::new(),
         }
     }

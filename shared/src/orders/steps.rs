@@ -4,21 +4,20 @@
 //! leaves the intent for the next attempt, which checks before it repeats.
 
 use super::rows::readback_mismatch;
-use super::saga::{SagaRow, Step, external_ref, sales_order_key, transaction_ref};
+use super::saga::{SagaRow, Step, external_ref, sales_order_key};
 use super::writer::{OrderWriter, Work};
 use crate::batch::Outcome;
-use crate::brightpearl::{NewCustomerPayment, PaymentType, ReservationRequest, ReservationRow, WriteOutcome};
+use crate::brightpearl::{ReservationRequest, ReservationRow, WriteOutcome};
 use crate::error::Error;
 use crate::failures::{self, Failure, FailureCode};
 use crate::metrics::names;
 use crate::state::{Condition, Item};
-use chrono::Utc;
 use serde_json::json;
 use std::collections::HashMap;
 
 impl OrderWriter {
     /// An ambiguous write: the intent stays, and the next attempt checks before repeating.
-    fn left_unknown(&self, w: &mut Work, what: &str, e: &Error) {
+    pub(super) fn left_unknown(&self, w: &mut Work, what: &str, e: &Error) {
         tracing::warn!(order = %w.order_id, error = %e, "{what}: outcome unknown; the next attempt checks before repeating");
         self.bump(|r| r.unknown_outcomes += 1);
         w.outcome =
@@ -210,71 +209,6 @@ impl OrderWriter {
                 }
                 WriteOutcome::NotApplied(e) => w.fail(&e),
                 WriteOutcome::Unknown(e) => self.left_unknown(w, "reservation POST", &e),
-            }
-        }
-    }
-
-    /// The customer payment of a paid order, behind the `paying` intent. An order found at
-    /// `paying` first searches for its payment by `transactionRef`; a repeat POST is harmless
-    /// anyway, because Brightpearl refuses a second payment with the same reference.
-    pub(super) async fn pay(&self, works: &mut [Work]) {
-        for w in works.iter_mut().filter(|w| w.resumed_at(Step::Paying)) {
-            let Some(so) = w.sales_order_id() else { continue };
-            let reference = transaction_ref(&w.store, &w.order_id, "paid");
-            match self.brightpearl.find_customer_payment(so, &reference).await {
-                Ok(Some(_)) => {
-                    if self.advance(w, Step::Done, |s| s.paid = Some(true)).await {
-                        self.bump(|r| r.paid += 1);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => w.fail(&e),
-            }
-        }
-        for w in works.iter_mut().filter(|w| w.at(Step::Reserved)) {
-            let paid = w.order.as_ref().is_some_and(|o| o.paid);
-            if paid {
-                self.advance(w, Step::Paying, |_| {}).await;
-            } else {
-                self.advance(w, Step::Done, |s| s.paid = Some(false)).await;
-            }
-        }
-        let mut posting: Vec<usize> = Vec::new();
-        let mut payments = Vec::new();
-        for (i, w) in works.iter().enumerate() {
-            let (true, Some(order), Some(order_id)) = (w.at(Step::Paying), &w.order, w.sales_order_id())
-            else {
-                continue;
-            };
-            posting.push(i);
-            payments.push(NewCustomerPayment {
-                order_id,
-                transaction_ref: transaction_ref(&w.store, &w.order_id, "paid"),
-                payment_type: PaymentType::Receipt,
-                payment_method_code: match &w.channel {
-                    Some(c) => self.payment_method(c.store(), order.gateway.as_deref()),
-                    None => order.channel.as_str().to_uppercase(),
-                },
-                currency_code: order.currency.clone(),
-                amount: order.total,
-                payment_date: order.created_at.unwrap_or_else(Utc::now),
-                journal_ref: Some(format!("{} order {}", order.channel, order.number)),
-            });
-        }
-        if payments.is_empty() {
-            return;
-        }
-        let outcomes = self.brightpearl.create_customer_payments(&payments).await;
-        for (i, outcome) in posting.into_iter().zip(outcomes) {
-            let w = &mut works[i];
-            match outcome {
-                WriteOutcome::Applied(_) => {
-                    if self.advance(w, Step::Done, |s| s.paid = Some(true)).await {
-                        self.bump(|r| r.paid += 1);
-                    }
-                }
-                WriteOutcome::NotApplied(e) => w.fail(&e),
-                WriteOutcome::Unknown(e) => self.left_unknown(w, "customer payment POST", &e),
             }
         }
     }

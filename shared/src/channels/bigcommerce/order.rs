@@ -171,5 +171,7 @@ pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
         updated_at: parse_time(order.get("date_modified")),
         refund_ids: Vec::new(),
         gateway: text(order, "payment_method"),
+        captured: None,
+        authorized: payment_status == "authorized",
     })
 }

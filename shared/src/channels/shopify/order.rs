@@ -221,6 +221,15 @@ pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
         created_at: parse_time(order.get("created_at")),
         updated_at: parse_time(order.get("updated_at")),
         refund_ids: super::refund::refund_ids(order),
+        captured: if financial == "partially_paid" {
+            match order.get("total_outstanding") {
+                Some(v) if !v.is_null() => Some(total - amount(order, "total_outstanding")?),
+                _ => None,
+            }
+        } else {
+            None
+        },
+        authorized: financial == "authorized",
         gateway: text(order, "gateway").or_else(|| {
             order
                 .get("payment_gateway_names")

@@ -142,5 +142,7 @@ pub fn normalise(store: &str, order: &Value) -> Result<ChannelOrder> {
             .or_else(|| parse_time(order.get("date_modified"))),
         refund_ids: super::refund::refund_ids(order),
         gateway: text(order, "payment_method"),
+        captured: None,
+        authorized: false,
     })
 }
