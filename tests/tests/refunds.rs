@@ -644,3 +644,48 @@ async fn an_authorised_order_captured_in_parts_posts_auth_then_each_capture_once
         assert!((received - 30.0).abs() < 1e-9, "the captures add up to the total");
     }
 }
+
+#[tokio::test]
+async fn a_refused_cancel_is_parked_cancel_refused_and_its_replay_tries_the_cancel_again() {
+    use pearlsync::failures::{FailureCode, Selector, replay};
+    const STATUS_PUT: &str = "PUT /order-service/order/{ids}/status";
+    let env = setup().await;
+    let kind = ChannelKind::Woocommerce;
+    let (id, _) = env
+        .sb
+        .channels
+        .create_order(Channel::Woocommerce, new_order("cancel@example.test", &[("SKU-00009", 1)]));
+    assert_eq!(
+        env.writer
+            .handle_batch(vec![message("c", &order_job(&env, kind, &id, OrderEvent::Created))])
+            .await
+            .done,
+        1
+    );
+    let so = sales_order_id(&env, &id);
+
+    // Cancelled on the shop (the signed body says so); Brightpearl refuses: the order is paid.
+    assert!(env.sb.channels.cancel_order(Channel::Woocommerce, &id));
+    let report =
+        env.writer.handle_batch(vec![message("x", &order_job(&env, kind, &id, OrderEvent::Updated))]).await;
+    assert_eq!(report.parked.len(), 1, "{report:?}");
+    assert!(report.parked[0].1.starts_with("cancel_refused:"), "{report:?}");
+    assert_eq!(env.sb.brightpearl.counters().endpoint(STATUS_PUT), 1);
+    assert_eq!(env.writer.report().cancelled, 0);
+
+    // A person removes the payment in Brightpearl and replays by code: the cancel is tried again.
+    env.sb.brightpearl.with_state_mut(|s| s.payments.retain(|p| p.order_id != so));
+    let replayed =
+        replay(env.app.state.as_ref(), env.app.queue.as_ref(), &Selector::Code(FailureCode::CancelRefused))
+            .await
+            .expect("replay");
+    assert_eq!(replayed.replayed.len(), 1, "{replayed:?}");
+    let (done, parked) = drain(&env).await;
+    assert_eq!((done, parked.len()), (1, 0), "{parked:?}");
+    assert_eq!(env.sb.brightpearl.counters().endpoint(STATUS_PUT), 2, "tried again");
+    assert_eq!(env.writer.report().cancelled, 1);
+    assert_eq!(
+        env.sb.brightpearl.with_state(|s| s.orders[&so].status_id),
+        pearlsync_sandbox::brightpearl::state::SO_STATUS_CANCELLED
+    );
+}
