@@ -53,6 +53,8 @@ enum Scenario {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Quiet unless RUST_LOG asks (e.g. RUST_LOG=pearlsync::brightpearl=info to see the waits).
+    pearlsync::telemetry::init_with_default("off");
     let out = cli.out.clone().unwrap_or_else(measure::default_report_dir);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

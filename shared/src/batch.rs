@@ -67,10 +67,11 @@ impl Default for BatchOptions {
 pub const RETRY_MIN_TIME_LEFT: Duration = Duration::from_secs(5);
 
 impl BatchOptions {
-    /// The order writer's setting: 3 lanes (a batch of 10 groups as waves of 4, 3 and 3, so
-    /// multi-messages still carry 3–4 orders each) and 2 retries, 250 ms then 500 ms apart.
+    /// The order writer's setting: 2 lanes (a batch of 10 groups as two waves of 5, so a
+    /// multi-message still carries 5 orders: each further lane costs about 4 requests a batch)
+    /// and 2 retries, 50–100 ms then 100–200 ms after the failure.
     pub fn concurrent_groups(deadline: Option<Instant>) -> Self {
-        BatchOptions { lanes: 3, retries: 2, retry_pause: Duration::from_millis(250), deadline }
+        BatchOptions { lanes: 2, retries: 2, retry_pause: Duration::from_millis(100), deadline }
     }
 
     fn may_retry(&self, attempts: u32) -> bool {

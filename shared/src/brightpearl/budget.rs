@@ -149,7 +149,15 @@ impl Budget {
         if let Some(r) = remaining {
             // Answers to requests still in flight will spend from this figure too.
             self.server_remaining = Some(r.saturating_sub(self.in_flight));
-            self.server_reset_at = Some(now + period.unwrap_or(self.settings.window));
+            let period = period.unwrap_or(self.settings.window);
+            self.server_reset_at = Some(if r == 0 {
+                // Nothing left: as after a throttle (a 503 goes on to `on_throttled`), a probe
+                // looks for room before the period is over (see `probe_wait`).
+                self.probe_due = true;
+                now + period.min(FIRST_PROBE)
+            } else {
+                now + period
+            });
         }
     }
 
@@ -165,14 +173,14 @@ impl Budget {
         let wait = probe_wait(period, self.throttle_streak, rng);
         self.server_remaining = Some(0);
         self.probe_due = true;
-        let until = now + wait;
-        self.server_reset_at = Some(self.server_reset_at.map_or(until, |r| r.max(until)));
+        // This replaces the reset the 503's own headers set (the whole period).
+        self.server_reset_at = Some(now + wait);
         wait
     }
 }
 
 /// The first probe after a throttle goes this long after it (then 2×, 4×… up to the period).
-pub const FIRST_PROBE: Duration = Duration::from_secs(1);
+pub const FIRST_PROBE: Duration = Duration::from_millis(500);
 /// How long the others wait for a probe's answer before they look again.
 const PROBE_ANSWER_WAIT: Duration = Duration::from_millis(250);
 
@@ -186,7 +194,7 @@ const PROBE_ANSWER_WAIT: Duration = Duration::from_millis(250);
 /// long it lasts. Waiting the full minute held every order queued behind it (bench p99 ~60 s).
 /// One probe per step costs a handful of 503s in a throttle that lasts the whole minute.
 /// Whether Brightpearl counts a refused request against the pool: UNCONFIRMED (the sandbox does
-/// not); the doubling keeps the probes to ~6 a minute either way.
+/// not); the doubling keeps the probes to 7 a minute either way.
 pub fn probe_wait(period: Duration, streak: u32, rng: &mut fastrand::Rng) -> Duration {
     let step = FIRST_PROBE.saturating_mul(1u32 << streak.saturating_sub(1).min(6));
     let base = if period.is_zero() { step } else { period.min(step) };
@@ -274,6 +282,20 @@ mod tests {
     }
 
     #[test]
+    fn a_throttle_answer_saying_the_window_resets_in_a_minute_is_probed_within_a_second() {
+        let mut b = budget(200);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let t0 = Instant::now();
+        assert_eq!(b.try_acquire(t0, Priority::Orders), Decision::Go);
+        // The 503's headers come through `on_response` first: 0 left, window resets in 57 s.
+        b.on_response(t0, Some(0), Some(Duration::from_secs(57)));
+        let wait = b.on_throttled(t0, Duration::from_secs(57), &mut rng);
+        assert!(wait <= FIRST_PROBE + FIRST_PROBE / 4, "{wait:?}");
+        assert!(matches!(b.try_acquire(t0, Priority::Orders), Decision::Wait(w) if w == wait));
+        assert_eq!(b.try_acquire(t0 + wait, Priority::Orders), Decision::Go, "the probe");
+    }
+
+    #[test]
     fn probes_after_a_long_throttle_start_early_and_double_up_to_the_period() {
         let mut b = budget(200);
         let mut rng = fastrand::Rng::with_seed(7);
@@ -287,7 +309,7 @@ mod tests {
             let step = (FIRST_PROBE * (1 << i.min(6))).min(period);
             assert!(*w >= step && *w <= step + step / 4, "throttle {}: {w:?}", i + 1);
         }
-        // Any other answer ends the streak: the next throttle probes after a second again.
+        // Any other answer ends the streak: the next throttle probes after the first step again.
         b.on_response(t0, Some(10), None);
         assert!(b.on_throttled(t0, period, &mut rng) <= FIRST_PROBE + FIRST_PROBE / 4);
     }

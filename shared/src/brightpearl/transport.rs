@@ -4,7 +4,7 @@
 //! How an answer is classified:
 //! - **Throttle** (proof nothing happened): HTTP 429, or a 503 with the throttle signature
 //!   (Brightpearl's "too many requests" text, or `brightpearl-requests-remaining: 0`). Retried,
-//!   reads and writes alike, after a probe wait: the throttle period, but at most 1 s, 2 s, 4 s…
+//!   reads and writes alike, after a probe wait: the throttle period, but at most 0.5 s, 1 s, 2 s…
 //!   for the first, second, third throttle in a row (`budget::probe_wait`), with one request
 //!   probing for room while the rest wait.
 //! - **Outage** (a 503 without the signature, any other 5xx, a non-JSON page from the CDN or a
