@@ -2,6 +2,7 @@
 //! Lambda cold start. Each scenario prints progress on stderr, then writes
 //! `bench/reports/<name>.json` and `.md`; `--json` also prints the JSON on stdout.
 
+mod chart;
 mod coldstart;
 mod crash;
 mod inventory;

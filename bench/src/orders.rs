@@ -216,7 +216,28 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
         args.orders, args.duplicate_rate, args.fault_rate, args.after_write_rate, args.new_customer_rate
     );
     measure::write_report(out, &name, &format!("orders, {} per pass", args.orders), &report, print_json)
-        .map_err(|e| format!("writing the report: {e}"))
+        .map_err(|e| format!("writing the report: {e}"))?;
+    latency_chart(out, &name, &report)
+}
+
+/// `{name}.svg`: both passes' latency by percentile against the targets (issue 18).
+fn latency_chart(out: &Path, name: &str, report: &Value) -> Result<(), String> {
+    let curve = |pass: &Value| -> Vec<f64> {
+        pass.get("latency_ms_percentiles")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default()
+    };
+    let (warm, cold) = (curve(report), curve(report.get("cold").unwrap_or(&Value::Null)));
+    let curves = [
+        crate::chart::LatencyCurve { label: "warm pass", percentiles_ms: &warm },
+        crate::chart::LatencyCurve { label: "cold pass", percentiles_ms: &cold },
+    ];
+    let targets = [("p50", 50.0, 2_000.0), ("p99", 99.0, 10_000.0)];
+    let path = out.join(format!("{name}.svg"));
+    crate::chart::latency_distribution(&path, &format!("{name}: webhook → sales order"), &curves, &targets)?;
+    progress(&format!("wrote {}", path.display()));
+    Ok(())
 }
 
 struct World<'a> {
@@ -426,6 +447,7 @@ impl World<'_> {
             "cpu_ms_per_order": round(writer.cpu.as_secs_f64() * 1000.0 / unique.max(1) as f64, 3),
             "latency_ms_p50": percentile(&latencies, 50.0).map(|v| round(v, 1)),
             "latency_ms_p99": percentile(&latencies, 99.0).map(|v| round(v, 1)),
+            "latency_ms_percentiles": crate::chart::percentiles(&latencies).into_iter().map(|v| round(v, 1)).collect::<Vec<_>>(),
             "wall_s": round(wall.as_secs_f64(), 2),
             "timed_out": writer.timed_out,
             "faults": serde_json::to_value(counters.faults).unwrap_or_default(),
