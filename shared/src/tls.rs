@@ -35,6 +35,40 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
     }
 }
 
+/// The AWS SDK's HTTP client (rustls on AWS-LC, as its default) trusting the same compiled-in
+/// Mozilla roots. Its default reads the system store when a client is built: on Debian, the
+/// bundle and then every file of /etc/ssl/certs, hundreds of opens at init (strace, issue 18).
+/// The SDK takes roots only as PEM, so the DER roots of webpki-root-certs are wrapped once.
+pub fn aws_http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let mut store = TrustStore::empty().with_native_roots(false);
+    for der in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        store.add_pem_certificate(pem(der.as_ref()));
+    }
+    let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+    match TlsContext::builder().with_trust_store(store).build() {
+        Ok(context) => builder.tls_context(context).build_https(),
+        Err(e) => {
+            tracing::warn!(error = %e, "bundled roots refused; the SDK reads the system store");
+            builder.build_https()
+        }
+    }
+}
+
+/// One certificate as PEM (base64 in 64-character lines).
+fn pem(der: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::with_capacity(body.len() + body.len() / 64 + 64);
+    out.push_str("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +80,17 @@ mod tests {
         assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
         assert!(config.alpn_protocols.is_empty(), "HTTP/1.1 only, as reqwest without http2");
         assert!(http_client_builder().build().is_ok());
+    }
+
+    #[test]
+    fn bundled_roots_round_trip_through_pem() {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let first = &webpki_root_certs::TLS_SERVER_ROOT_CERTS[0];
+        let parsed: Vec<CertificateDer> =
+            CertificateDer::pem_slice_iter(&pem(first.as_ref())).collect::<Result<_, _>>().expect("valid PEM");
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].as_ref(), first.as_ref());
+        let _client = aws_http_client();
     }
 }
