@@ -35,15 +35,19 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
     }
 }
 
-/// The AWS SDK's HTTP client (rustls on AWS-LC, as its default) trusting the same compiled-in
-/// Mozilla roots. Its default reads the system store when a client is built: on Debian, the
-/// bundle and then every file of /etc/ssl/certs, hundreds of opens at init (strace, issue 18).
-/// The SDK takes roots only as PEM, so the DER roots of webpki-root-certs are wrapped once.
+/// The AWS SDK's HTTP client (rustls on AWS-LC, as its default) trusting the roots AWS service
+/// endpoints chain to, compiled in. Its default reads the system store every time a client is
+/// built: on Debian the bundle and then every file of /etc/ssl/certs, hundreds of opens at init
+/// (strace, issue 18). The SDK takes roots only as PEM and parses them for each client and
+/// connector it builds, so it gets the five roots Amazon Trust Services lists for custom trust
+/// stores (Amazon Root CA 1–4, Starfield Services Root CA G2; amazontrust.com/repository, and
+/// the AWS security blog on the move of DynamoDB and the other endpoints to ATS), not all 140.
+/// An `AWS_ENDPOINT_URL` over https to anything else would be refused; the emulator is http.
 pub fn aws_http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
     let mut store = TrustStore::empty().with_native_roots(false);
-    for der in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
-        store.add_pem_certificate(pem(der.as_ref()));
+    for der in aws_roots() {
+        store.add_pem_certificate(pem(der));
     }
     let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
     match TlsContext::builder().with_trust_store(store).build() {
@@ -53,6 +57,27 @@ pub fn aws_http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
             builder.build_https()
         }
     }
+}
+
+/// The names (as they appear in the certificates' subjects) of the roots AWS endpoints use.
+const AWS_ROOT_NAMES: [&[u8]; 5] = [
+    b"Amazon Root CA 1",
+    b"Amazon Root CA 2",
+    b"Amazon Root CA 3",
+    b"Amazon Root CA 4",
+    b"Starfield Services Root Certificate Authority - G2",
+];
+
+/// The AWS roots among the compiled-in ones (all of them, should the list ever lack those).
+fn aws_roots() -> Vec<&'static [u8]> {
+    let all = webpki_root_certs::TLS_SERVER_ROOT_CERTS;
+    let contains = |der: &[u8], name: &[u8]| der.windows(name.len()).any(|w| w == name);
+    let aws: Vec<&'static [u8]> = all
+        .iter()
+        .map(|c| c.as_ref())
+        .filter(|der| AWS_ROOT_NAMES.iter().any(|name| contains(der, name)))
+        .collect();
+    if aws.len() == AWS_ROOT_NAMES.len() { aws } else { all.iter().map(|c| c.as_ref()).collect() }
 }
 
 /// One certificate as PEM (base64 in 64-character lines).
@@ -92,5 +117,14 @@ mod tests {
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].as_ref(), first.as_ref());
         let _client = aws_http_client();
+    }
+
+    #[test]
+    fn the_sdk_trusts_the_five_amazon_trust_services_roots() {
+        let roots = aws_roots();
+        assert_eq!(roots.len(), 5, "Amazon Root CA 1-4 and Starfield Services Root CA G2");
+        for name in AWS_ROOT_NAMES {
+            assert!(roots.iter().any(|der| der.windows(name.len()).any(|w| w == name)), "{name:?}");
+        }
     }
 }
