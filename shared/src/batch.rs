@@ -70,9 +70,9 @@ pub const RETRY_MIN_TIME_LEFT: Duration = Duration::from_secs(5);
 impl BatchOptions {
     /// The order writer's setting: 2 lanes (a batch of 10 groups as two waves of 5, so a
     /// multi-message still carries 5 orders: each further lane costs about 4 requests a batch)
-    /// and 3 retries, 50–100 ms, 100–200 ms and 200–400 ms after the failure.
+    /// and 2 retries, 50–100 ms then 100–200 ms after the failure.
     pub fn concurrent_groups(deadline: Option<Instant>) -> Self {
-        BatchOptions { lanes: 2, retries: 3, retry_pause: Duration::from_millis(100), deadline }
+        BatchOptions { lanes: 2, retries: 2, retry_pause: Duration::from_millis(100), deadline }
     }
 
     fn may_retry(&self, attempts: u32) -> bool {
@@ -223,9 +223,8 @@ pub async fn process_batch(messages: Vec<BatchMessage>, handler: &dyn WaveHandle
     while let Some(out) = running.next().await {
         report.done += out.done;
         report.parked.extend(out.parked);
-        // Groups that failed in one lane mostly failed together (one shared request): the first
-        // retry keeps them together, in a lane of their own, so it still shares its requests;
-        // a group failing again is retried alone, so a persistent failure holds back no other.
+        // Groups that failed in one lane mostly failed together (one shared request): they are
+        // retried together, in a lane of their own, so the retry still shares its requests.
         let mut again: Vec<Group> = Vec::new();
         for (mut group, reason) in out.failed {
             if options.may_retry(group.attempts) {
@@ -239,14 +238,9 @@ pub async fn process_batch(messages: Vec<BatchMessage>, handler: &dyn WaveHandle
             let ids = group.messages.iter().skip(group.next).map(|m| m.message_id.clone()).collect();
             failed.push((group.rank, ids, reason));
         }
-        again.sort_by_key(|g| g.rank);
-        let (together, alone): (Vec<Group>, Vec<Group>) = again.into_iter().partition(|g| g.attempts == 1);
-        if !together.is_empty() {
-            running.push(run_lane(together, options.pause_before(1), handler));
-        }
-        for group in alone {
-            let pause = options.pause_before(group.attempts);
-            running.push(run_lane(vec![group], pause, handler));
+        if let Some(attempt) = again.iter().map(|g| g.attempts).max() {
+            again.sort_by_key(|g| g.rank);
+            running.push(run_lane(again, options.pause_before(attempt), handler));
         }
     }
     failed.sort_by_key(|(rank, _, _)| *rank);
@@ -452,16 +446,6 @@ mod tests {
         assert_eq!((report.done, report.retried_in_batch), (3, 2), "{report:?}");
         // One retry wave for both, so it can still share requests.
         assert_eq!(*handler.waves.lock().unwrap(), vec![vec![1, 2, 3], vec![1, 2]]);
-    }
-
-    #[tokio::test]
-    async fn a_group_failing_again_is_retried_apart_from_the_one_that_recovered() {
-        let handler = Timed::new(lanes(1, 3));
-        handler.flaky.lock().unwrap().insert(1, 1);
-        handler.flaky.lock().unwrap().insert(2, 2);
-        let report = process_batch(vec![message(1, "a"), message(2, "b")], &handler).await;
-        assert_eq!((report.done, report.retried_in_batch), (2, 3), "{report:?}");
-        assert_eq!(*handler.waves.lock().unwrap(), vec![vec![1, 2], vec![1, 2], vec![2]]);
     }
 
     #[tokio::test]
