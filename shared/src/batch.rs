@@ -9,8 +9,7 @@
 //! A handler may ask ([`WaveHandler::batch_options`]) for its groups to be split into a few
 //! **lanes** that run concurrently, each still in waves (so a wave keeps sharing requests
 //! within its lane), and for a group whose message failed with `Retry` to be **retried in this
-//! invocation**, in a lane of its own (with the groups that failed beside it) after a short
-//! jittered pause, instead of waiting out
+//! invocation**, alone in a lane of its own after a short jittered pause, instead of waiting out
 //! the queue's visibility timeout. Either way a slow or failing group holds back only the
 //! groups of its own wave, never the rest of the batch. Per-group order holds: a group's next
 //! message runs only after its previous one is done, and a retry repeats from the message that
@@ -223,24 +222,18 @@ pub async fn process_batch(messages: Vec<BatchMessage>, handler: &dyn WaveHandle
     while let Some(out) = running.next().await {
         report.done += out.done;
         report.parked.extend(out.parked);
-        // Groups that failed in one lane mostly failed together (one shared request): they are
-        // retried together, in a lane of their own, so the retry still shares its requests.
-        let mut again: Vec<Group> = Vec::new();
         for (mut group, reason) in out.failed {
             if options.may_retry(group.attempts) {
                 group.attempts += 1;
                 report.retried_in_batch += 1;
                 tracing::info!(attempt = group.attempts, reason, "retrying a failed group in this invocation");
-                again.push(group);
+                let pause = options.pause_before(group.attempts);
+                running.push(run_lane(vec![group], pause, handler));
                 continue;
             }
             // Later messages of a failed group were never tried: they fail with it, in order.
             let ids = group.messages.iter().skip(group.next).map(|m| m.message_id.clone()).collect();
             failed.push((group.rank, ids, reason));
-        }
-        if let Some(attempt) = again.iter().map(|g| g.attempts).max() {
-            again.sort_by_key(|g| g.rank);
-            running.push(run_lane(again, options.pause_before(attempt), handler));
         }
     }
     failed.sort_by_key(|(rank, _, _)| *rank);
@@ -434,18 +427,6 @@ mod tests {
         // a runs on without b; b's retries are lanes of their own; 4 only after 2 is done.
         assert_eq!(waves, vec![vec![1, 2], vec![3], vec![2], vec![2], vec![4]]);
         assert!(handler.finished_at(4)[0] >= handler.finished_at(2)[0]);
-    }
-
-    #[tokio::test]
-    async fn groups_that_failed_together_are_retried_together() {
-        let handler = Timed::new(lanes(1, 1));
-        handler.flaky.lock().unwrap().insert(1, 1);
-        handler.flaky.lock().unwrap().insert(2, 1);
-        let batch = vec![message(1, "a"), message(2, "b"), message(3, "c")];
-        let report = process_batch(batch, &handler).await;
-        assert_eq!((report.done, report.retried_in_batch), (3, 2), "{report:?}");
-        // One retry wave for both, so it can still share requests.
-        assert_eq!(*handler.waves.lock().unwrap(), vec![vec![1, 2, 3], vec![1, 2]]);
     }
 
     #[tokio::test]
