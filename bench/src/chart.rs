@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 const SIZE: (u32, u32) = (960, 540);
 const FONT: &str = "sans-serif";
-const SERIES: [RGBColor; 4] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
+const SERIES: [RGBColor; 4] =
+    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
 const LIMIT: RGBColor = RGBColor(214, 39, 40);
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -114,7 +115,11 @@ pub fn init_against_baseline(path: &Path, bars: &[InitBar], baseline_ms: f64) ->
         .x_label_formatter(&|x| {
             let i = x.floor() as usize;
             // Label each bar at its centre only.
-            if (x - i as f64 - 0.5).abs() < 1e-6 { labels.get(i).cloned().unwrap_or_default() } else { String::new() }
+            if (x - i as f64 - 0.5).abs() < 1e-6 {
+                labels.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
         })
         .x_label_style((FONT, 12).into_font().transform(FontTransform::Rotate90))
         .y_desc("init, ms (median)")
@@ -168,7 +173,8 @@ pub fn inventory_scaling(path: &Path, points: &[InventoryPoint], cpu_limit_ms: f
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled("Inventory poll by catalogue size", (FONT, 22)).map_err(err)?;
     let (left, right) = root.split_horizontally(SIZE.0 / 2);
-    let requests_max = points.iter().map(|p| p.brightpearl_requests.max(p.brightpearl_requests_min)).fold(10.0, f64::max);
+    let requests_max =
+        points.iter().map(|p| p.brightpearl_requests.max(p.brightpearl_requests_min)).fold(10.0, f64::max);
     let mut requests = ChartBuilder::on(&left)
         .margin(16)
         .x_label_area_size(44)
@@ -210,7 +216,12 @@ pub fn inventory_scaling(path: &Path, points: &[InventoryPoint], cpu_limit_ms: f
         .y_label_area_size(64)
         .build_cartesian_2d((x_min..x_max).log_scale(), (1.0_f64..cpu_max * 2.0).log_scale())
         .map_err(err)?;
-    cpu.configure_mesh().x_desc("SKUs").y_desc("CPU ms per poll").label_style((FONT, 13)).draw().map_err(err)?;
+    cpu.configure_mesh()
+        .x_desc("SKUs")
+        .y_desc("CPU ms per poll")
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(err)?;
     let cpu_points: Vec<(f64, f64)> = points.iter().map(|p| (p.skus, p.cpu_ms)).collect();
     cpu.draw_series(LineSeries::new(cpu_points.clone(), SERIES[2].stroke_width(2)))
         .map_err(err)?
@@ -254,7 +265,12 @@ pub fn inventory_points(dir: &Path) -> Vec<InventoryPoint> {
         ) else {
             continue;
         };
-        points.push(InventoryPoint { skus, brightpearl_requests: requests, brightpearl_requests_min: minimum, cpu_ms });
+        points.push(InventoryPoint {
+            skus,
+            brightpearl_requests: requests,
+            brightpearl_requests_min: minimum,
+            cpu_ms,
+        });
     }
     points
 }

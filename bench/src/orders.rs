@@ -417,8 +417,11 @@ impl World<'_> {
             })
             .collect();
         latencies.sort_by(f64::total_cmp);
-        let full: Vec<&BatchStat> =
-            writer.batches.iter().filter(|b| b.size == BATCH_SIZE && b.brightpearl_requests.is_some()).collect();
+        let full: Vec<&BatchStat> = writer
+            .batches
+            .iter()
+            .filter(|b| b.size == BATCH_SIZE && b.brightpearl_requests.is_some())
+            .collect();
         let full_requests: u64 = full.iter().filter_map(|b| b.brightpearl_requests).sum();
         let full_orders = full.len() * BATCH_SIZE;
         let mut sizes: BTreeMap<usize, usize> = BTreeMap::new();
@@ -626,30 +629,32 @@ async fn consume(
         let completed_at = Instant::now();
         // Requests per batch only where no other batch overlapped it (the count is the writer's).
         let alone = ran_alone_from == Some(shared.batches_started.get());
-        let mut pass = shared.pass.borrow_mut();
-        pass.batches.push(BatchStat {
-            size: received.len(),
-            brightpearl_requests: alone.then(|| writer.report().brightpearl_requests - requests_before),
-        });
-        pass.parked += report.parked.len();
-        for (_, reason) in &report.parked {
-            let kind = reason.split(':').next().unwrap_or(reason).trim().to_string();
-            *pass.parked_reasons.entry(kind).or_insert(0) += 1;
-        }
-        let mut acks = Vec::new();
-        for r in &received {
-            // A failed job stays in flight and comes back after the visibility timeout, as a
-            // `batchItemFailures` entry does on SQS (released at once, it would be retried in a
-            // tight loop against its own idempotency lease and block the batches behind it).
-            if report.failures.contains(&r.message_id) {
-                continue;
+        let acks = {
+            let mut pass = shared.pass.borrow_mut();
+            pass.batches.push(BatchStat {
+                size: received.len(),
+                brightpearl_requests: alone.then(|| writer.report().brightpearl_requests - requests_before),
+            });
+            pass.parked += report.parked.len();
+            for (_, reason) in &report.parked {
+                let kind = reason.split(':').next().unwrap_or(reason).trim().to_string();
+                *pass.parked_reasons.entry(kind).or_insert(0) += 1;
             }
-            if let Job::ChannelOrder { store, order_id, .. } = &r.job {
-                pass.completed.entry((store.clone(), order_id.clone())).or_insert(completed_at);
+            let mut acks = Vec::new();
+            for r in &received {
+                // A failed job stays in flight and comes back after the visibility timeout, as a
+                // `batchItemFailures` entry does on SQS (released at once, it would be retried in a
+                // tight loop against its own idempotency lease and block the batches behind it).
+                if report.failures.contains(&r.message_id) {
+                    continue;
+                }
+                if let Job::ChannelOrder { store, order_id, .. } = &r.job {
+                    pass.completed.entry((store.clone(), order_id.clone())).or_insert(completed_at);
+                }
+                acks.push(r.receipt.clone());
             }
-            acks.push(r.receipt.clone());
-        }
-        drop(pass);
+            acks
+        };
         for receipt in acks {
             if let Err(e) = queue.ack(QueueName::Orders, &receipt).await {
                 eprintln!("writer: queue: {e}");

@@ -4,7 +4,9 @@
 
 use crate::config::{Config, QueueBackend, StateBackend};
 use crate::error::{Error, Result};
-use crate::queue::{DurableQueue, InProcessQueue, JobQueue, QueueName, QueueStats, ReceivedJob, SqsQueue, SqsQueueUrls};
+use crate::queue::{
+    DurableQueue, InProcessQueue, JobQueue, QueueName, QueueStats, ReceivedJob, SqsQueue, SqsQueueUrls,
+};
 use crate::state::{Condition, DynamoStore, EmbeddedStore, Item, Key, PutOutcome, StateStore};
 use async_trait::async_trait;
 use std::path::PathBuf;

@@ -186,7 +186,7 @@ async fn run_lane(mut groups: Vec<Group>, pause: Duration, handler: &dyn WaveHan
             }
         }
         // Failed groups leave the lane (highest index first, so the others keep theirs).
-        stopped.sort_by(|a, b| b.0.cmp(&a.0));
+        stopped.sort_by_key(|s| std::cmp::Reverse(s.0));
         for (index, reason) in stopped {
             out.failed.push((groups.remove(index), reason));
         }
@@ -226,7 +226,11 @@ pub async fn process_batch(messages: Vec<BatchMessage>, handler: &dyn WaveHandle
             if options.may_retry(group.attempts) {
                 group.attempts += 1;
                 report.retried_in_batch += 1;
-                tracing::info!(attempt = group.attempts, reason, "retrying a failed group in this invocation");
+                tracing::info!(
+                    attempt = group.attempts,
+                    reason,
+                    "retrying a failed group in this invocation"
+                );
                 let pause = options.pause_before(group.attempts);
                 running.push(run_lane(vec![group], pause, handler));
                 continue;

@@ -16,7 +16,8 @@ pub fn client_config() -> Option<rustls::ClientConfig> {
         .get_or_init(|| {
             let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            match rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
+            match rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()
+            {
                 Ok(builder) => Some(builder.with_root_certificates(roots).with_no_client_auth()),
                 Err(e) => {
                     tracing::warn!(error = %e, "TLS setup refused; using reqwest's own");
@@ -49,7 +50,8 @@ pub fn aws_http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
     for der in aws_roots() {
         store.add_pem_certificate(pem(der));
     }
-    let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+    let builder =
+        aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
     match TlsContext::builder().with_trust_store(store).build() {
         Ok(context) => builder.tls_context(context).build_https(),
         Err(e) => {
@@ -112,8 +114,9 @@ mod tests {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let first = &webpki_root_certs::TLS_SERVER_ROOT_CERTS[0];
-        let parsed: Vec<CertificateDer> =
-            CertificateDer::pem_slice_iter(&pem(first.as_ref())).collect::<Result<_, _>>().expect("valid PEM");
+        let parsed: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem(first.as_ref()))
+            .collect::<Result<_, _>>()
+            .expect("valid PEM");
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].as_ref(), first.as_ref());
         let _client = aws_http_client();

@@ -27,8 +27,10 @@ fn created_at(env: &Env) -> BTreeMap<String, chrono::DateTime<chrono::Utc>> {
 async fn a_slow_group_does_not_hold_back_the_groups_of_other_lanes() {
     let env = setup().await;
     // A BigCommerce order comes without payload: the writer fetches it, and that fetch is slow.
-    let (slow_id, _) =
-        env.sb.channels.create_order(Channel::Bigcommerce, new_order("slow@example.test", &[("SKU-00004", 1)]));
+    let (slow_id, _) = env
+        .sb
+        .channels
+        .create_order(Channel::Bigcommerce, new_order("slow@example.test", &[("SKU-00004", 1)]));
     let slow_job = Job::ChannelOrder {
         channel: ChannelKind::Bigcommerce,
         store: "bigcommerce-main".into(),
@@ -52,12 +54,13 @@ async fn a_slow_group_does_not_hold_back_the_groups_of_other_lanes() {
     // Written at least most of the slow fetch before the slow order: not held back by it.
     let ahead: Vec<&String> = fast_ids
         .iter()
-        .filter(|id| {
-            (slow_written - created[*id]).num_milliseconds() >= (SLOW_FETCH_MS as i64) * 4 / 5
-        })
+        .filter(|id| (slow_written - created[*id]).num_milliseconds() >= (SLOW_FETCH_MS as i64) * 4 / 5)
         .collect();
     // Six groups in two lanes, dealt in turn: the three in the other lane, at least, ran ahead.
-    assert!(ahead.len() >= 3, "orders written well before the slow one: {ahead:?} of {fast_ids:?}; {created:?}");
+    assert!(
+        ahead.len() >= 3,
+        "orders written well before the slow one: {ahead:?} of {fast_ids:?}; {created:?}"
+    );
     assert!(ahead.len() < fast_ids.len(), "the slow group's own lane waits for its wave: {created:?}");
     for id in fast_ids.iter().chain([&slow_id]) {
         assert_eq!(sales_orders(&env).get(id), Some(&1), "{id}: one sales order");
