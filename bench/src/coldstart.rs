@@ -4,10 +4,14 @@
 //! Init time is spawn → the first `GET /2018-06-01/runtime/invocation/next` (that request is
 //! held open, so the function is idle at its first poll, as on Lambda before an event).
 //! Peak RSS is the child's VmHWM read just before it is killed. Each repeat runs the baseline
-//! and the four functions one after another, so they share the machine's state; medians are
-//! reported. Functions start with embedded state in a temp file and the in-process queue, and
-//! their Brightpearl and store addresses point at a closed port on 127.0.0.1, so nothing leaves
-//! the machine (init makes no network call).
+//! and every function on every backend one after another, so they share the machine's state;
+//! medians are reported.
+//!
+//! Backends: `embedded` (state in a temp redb file, the in-process queue) always; `dynamodb`
+//! (DynamoDB state, SQS queues, as deployed) too when `AWS_ENDPOINT_URL` names a running
+//! emulator (as `scripts/test.sh` sets it). Brightpearl and the stores point at a closed port
+//! on 127.0.0.1, so nothing leaves the machine (init makes no network call). Writes
+//! `coldstart.svg`: init against the baseline and the 1.5× limit.
 
 use crate::measure::{self, progress, round};
 use serde_json::{Value, json};
@@ -59,44 +63,61 @@ pub async fn run(args: &ColdstartArgs, out: &Path, print_json: bool) -> Result<(
         }
     }
 
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.trim().is_empty());
+    let backends: Vec<Backend> = match &endpoint {
+        Some(url) => vec![Backend::Embedded, Backend::Dynamodb(url.clone())],
+        None => vec![Backend::Embedded],
+    };
     let state_dir = std::env::temp_dir().join(format!("pearlsync-bench-coldstart-{}", std::process::id()));
     std::fs::create_dir_all(&state_dir).map_err(|e| format!("state dir: {e}"))?;
-    let mut starts: BTreeMap<&str, Vec<Start>> = BTreeMap::new();
+    // (function, backend) → its starts; the baseline is keyed (BASELINE, "none").
+    let mut starts: BTreeMap<(&str, &str), Vec<Start>> = BTreeMap::new();
     for repeat in 0..args.repeats.max(1) {
         progress(&format!("coldstart: round {}/{}", repeat + 1, args.repeats.max(1)));
-        for name in &names {
-            let state = state_dir.join(format!("{name}-{repeat}.redb"));
-            let start = start_once(&binary(name), name, &state).await?;
-            starts.entry(name).or_default().push(start);
+        let state = state_dir.join(format!("{BASELINE}-{repeat}.redb"));
+        let start = start_once(&binary(BASELINE), BASELINE, &Backend::Embedded, &state).await?;
+        starts.entry((BASELINE, "none")).or_default().push(start);
+        for backend in &backends {
+            for name in FUNCTIONS {
+                let state = state_dir.join(format!("{name}-{}-{repeat}.redb", backend.name()));
+                let start = start_once(&binary(name), name, backend, &state).await?;
+                starts.entry((name, backend.name())).or_default().push(start);
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&state_dir);
 
-    let summary = |name: &str| -> (f64, f64, u64) {
-        let samples = starts.get(name).cloned().unwrap_or_default();
+    let summary = |name: &str, backend: &str| -> (f64, f64, u64) {
+        let samples = starts.get(&(name, backend)).cloned().unwrap_or_default();
         let mut init: Vec<f64> = samples.iter().map(|s| s.init_ms).collect();
         let mut rss: Vec<f64> = samples.iter().map(|s| s.peak_rss_mb).collect();
         let bytes = std::fs::metadata(binary(name)).map(|m| m.len()).unwrap_or(0);
         (measure::median(&mut init), measure::median(&mut rss), bytes)
     };
-    let (baseline_init, baseline_rss, baseline_bytes) = summary(BASELINE);
-    let mut functions = serde_json::Map::new();
-    for name in FUNCTIONS {
-        let (init, rss, bytes) = summary(name);
-        let samples: Vec<f64> =
-            starts.get(name).map_or(Vec::new(), |s| s.iter().map(|s| round(s.init_ms, 2)).collect());
-        functions.insert(
-            name.into(),
-            json!({
+    let (baseline_init, baseline_rss, baseline_bytes) = summary(BASELINE, "none");
+    let mut functions = Vec::new();
+    let mut bars = Vec::new();
+    for backend in &backends {
+        for name in FUNCTIONS {
+            let (init, rss, bytes) = summary(name, backend.name());
+            let samples: Vec<f64> = starts
+                .get(&(name, backend.name()))
+                .map_or(Vec::new(), |s| s.iter().map(|s| round(s.init_ms, 2)).collect());
+            bars.push(crate::chart::InitBar { function: name, backend: backend.name(), init_ms: init });
+            functions.push(json!({
+                "name": name,
+                "backend": backend.name(),
                 "init_ms": round(init, 2),
                 "baseline_init_ms": round(baseline_init, 2),
                 "init_ratio": if baseline_init > 0.0 { json!(round(init / baseline_init, 2)) } else { json!(null) },
+                "within_limit": baseline_init > 0.0 && init <= baseline_init * INIT_LIMIT_RATIO,
                 "bootstrap_bytes": bytes,
                 "bootstrap_mb": round(bytes as f64 / 1_048_576.0, 2),
+                "bootstrap_within_limit": bytes <= BOOTSTRAP_LIMIT_BYTES,
                 "peak_rss_mb": round(rss, 1),
                 "init_ms_samples": samples,
-            }),
-        );
+            }));
+        }
     }
     let report: Value = json!({
         "functions": functions,
@@ -106,14 +127,42 @@ pub async fn run(args: &ColdstartArgs, out: &Path, print_json: bool) -> Result<(
             "bootstrap_bytes": baseline_bytes,
             "peak_rss_mb": round(baseline_rss, 1),
         },
+        "limits": {"init_ratio": INIT_LIMIT_RATIO, "bootstrap_bytes": BOOTSTRAP_LIMIT_BYTES},
+        "backends": backends.iter().map(Backend::name).collect::<Vec<_>>(),
         "repeats": args.repeats.max(1),
         "method": "release binaries (LTO, opt-level s, strip, panic=abort), x86_64 native; init = spawn to \
                    first GET /runtime/invocation/next on a Runtime API served by the bench; peak RSS = \
-                   the child's VmHWM at that moment; medians over the repeats",
+                   the child's VmHWM at that moment; medians over the repeats; backend dynamodb = \
+                   DynamoDB state and SQS queues against the emulator at AWS_ENDPOINT_URL",
         "machine": measure::machine(),
     });
     measure::write_report(out, "coldstart", "Lambda cold start", &report, print_json)
-        .map_err(|e| format!("writing the report: {e}"))
+        .map_err(|e| format!("writing the report: {e}"))?;
+    let chart = out.join("coldstart.svg");
+    crate::chart::init_against_baseline(&chart, &bars, baseline_init)?;
+    progress(&format!("wrote {}", chart.display()));
+    Ok(())
+}
+
+/// The issue's limits: init within 1.5× the baseline, bootstraps at most 10 MB.
+const INIT_LIMIT_RATIO: f64 = 1.5;
+const BOOTSTRAP_LIMIT_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Where a function keeps its state and queues.
+#[derive(Debug, Clone)]
+enum Backend {
+    Embedded,
+    /// DynamoDB and SQS at this endpoint (the emulator).
+    Dynamodb(String),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Dynamodb(_) => "dynamodb",
+        }
+    }
 }
 
 fn build(workspace: &Path) -> Result<(), String> {
@@ -139,7 +188,7 @@ fn build(workspace: &Path) -> Result<(), String> {
 }
 
 /// Starts `binary` once against a fresh Runtime API and measures it up to its first `/next`.
-async fn start_once(binary: &Path, name: &str, state: &Path) -> Result<Start, String> {
+async fn start_once(binary: &Path, name: &str, backend: &Backend, state: &Path) -> Result<Start, String> {
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let api = listener.local_addr().map_err(|e| e.to_string())?;
     let (polled_tx, polled_rx) = tokio::sync::oneshot::channel::<Instant>();
@@ -169,7 +218,7 @@ async fn start_once(binary: &Path, name: &str, state: &Path) -> Result<Start, St
     let mut child = Command::new(binary)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(function_env(name, &api.to_string(), state))
+        .envs(function_env(name, &api.to_string(), backend, state))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -204,8 +253,8 @@ async fn read_request(mut stream: TcpStream) -> (Option<TcpStream>, bool) {
     (Some(stream), first_line.starts_with("GET ") && first_line.contains(NEXT_PATH))
 }
 
-/// What Lambda sets, plus what our functions need at init.
-fn function_env(name: &str, api: &str, state: &Path) -> Vec<(String, String)> {
+/// What Lambda sets, plus what our functions need at init on `backend`.
+fn function_env(name: &str, api: &str, backend: &Backend, state: &Path) -> Vec<(String, String)> {
     let mut env: Vec<(&str, String)> = vec![
         ("AWS_LAMBDA_RUNTIME_API", api.into()),
         ("AWS_LAMBDA_FUNCTION_NAME", name.into()),
@@ -214,14 +263,35 @@ fn function_env(name: &str, api: &str, state: &Path) -> Vec<(String, String)> {
         ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
         ("AWS_LAMBDA_LOG_STREAM_NAME", "bench/coldstart".into()),
         ("AWS_REGION", "us-east-1".into()),
-        ("PEARLSYNC_STATE_BACKEND", "embedded".into()),
-        ("PEARLSYNC_STATE_PATH", state.display().to_string()),
-        ("PEARLSYNC_QUEUE_BACKEND", "local".into()),
         ("BRIGHTPEARL_BASE_URL", CLOSED_ADDRESS.into()),
         ("BRIGHTPEARL_ACCOUNT", "bench".into()),
         ("BRIGHTPEARL_APP_REF", "bench".into()),
         ("BRIGHTPEARL_STAFF_TOKEN", "bench-token".into()),
     ];
+    match backend {
+        Backend::Embedded => env.extend([
+            ("PEARLSYNC_STATE_BACKEND", "embedded".into()),
+            ("PEARLSYNC_STATE_PATH", state.display().to_string()),
+            ("PEARLSYNC_QUEUE_BACKEND", "local".into()),
+        ]),
+        Backend::Dynamodb(endpoint) => {
+            // What the template sets (the names only: init creates clients, it calls nothing).
+            let queue = |q: &str| format!("{endpoint}/123456789012/pearlsync-bench-{q}");
+            env.extend([
+                ("PEARLSYNC_STATE_BACKEND", "dynamodb".into()),
+                ("PEARLSYNC_TABLE", "pearlsync-bench-coldstart".into()),
+                ("PEARLSYNC_QUEUE_BACKEND", "sqs".into()),
+                ("ORDERS_QUEUE_URL", queue("orders.fifo")),
+                ("STOCK_QUEUE_URL", queue("stock")),
+                ("PURCHASING_QUEUE_URL", queue("purchasing")),
+                ("AWS_ENDPOINT_URL", endpoint.clone()),
+                ("AWS_ACCESS_KEY_ID", "test".into()),
+                ("AWS_SECRET_ACCESS_KEY", "test".into()),
+                ("AWS_SESSION_TOKEN", "test".into()),
+                ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ]);
+        }
+    }
     env.push(("RUST_LOG", "warn".into()));
     env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }

@@ -167,7 +167,9 @@ pub async fn run(args: &InventoryArgs, out: &Path, print_json: bool) -> Result<(
     }
     let name = format!("inventory-{}", args.skus);
     measure::write_report(out, &name, &format!("inventory poll, {} SKUs", args.skus), &report, print_json)
-        .map_err(|e| format!("writing the report: {e}"))
+        .map_err(|e| format!("writing the report: {e}"))?;
+    // Every catalogue size reported in `out` so far, in one chart.
+    crate::chart::inventory_from_reports(out).map(|path| progress(&format!("wrote {}", path.display())))
 }
 
 /// The comparable figures of one poll, from its own report and the sandbox's counters.

@@ -2,6 +2,7 @@
 //! Lambda cold start. Each scenario prints progress on stderr, then writes
 //! `bench/reports/<name>.json` and `.md`; `--json` also prints the JSON on stdout.
 
+mod chart;
 mod coldstart;
 mod crash;
 mod inventory;
@@ -53,6 +54,8 @@ enum Scenario {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Quiet unless RUST_LOG asks (e.g. RUST_LOG=pearlsync::brightpearl=info to see the waits).
+    pearlsync::telemetry::init_with_default("off");
     let out = cli.out.clone().unwrap_or_else(measure::default_report_dir);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

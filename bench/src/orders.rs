@@ -12,7 +12,7 @@
 //!   batches and the latency is not a backlog artefact.
 //! - Brightpearl requests: the sandbox's count during the pass (refused and faulted requests
 //!   included: they cost budget), per unique order; `full_batches` repeats it from the writer's
-//!   own count over batches of exactly 10.
+//!   own count over batches of exactly 10 that no other batch overlapped.
 //! - CPU: the writer runs on its own runtime whose threads are all named `writer`; its CPU is the
 //!   sum over those threads (/proc/self/task), so the sandbox and the ingress do not count.
 //! - Latency: webhook delivery start → the writer's completion of the batch holding the job.
@@ -99,7 +99,8 @@ type OrderKey = (String, String);
 #[derive(Debug, Clone, Copy)]
 struct BatchStat {
     size: usize,
-    brightpearl_requests: u64,
+    /// None when another batch ran at the same time (the writer's count cannot split them).
+    brightpearl_requests: Option<u64>,
 }
 
 /// What the writer thread measured over one pass.
@@ -235,7 +236,28 @@ pub async fn run(args: &OrdersArgs, out: &Path, print_json: bool) -> Result<(), 
         name.push_str(&format!("-r{}-p{}", args.refund_rate, args.paid_later_rate));
     }
     measure::write_report(out, &name, &format!("orders, {} per pass", args.orders), &report, print_json)
-        .map_err(|e| format!("writing the report: {e}"))
+        .map_err(|e| format!("writing the report: {e}"))?;
+    latency_chart(out, &name, &report)
+}
+
+/// `{name}.svg`: both passes' latency by percentile against the targets (issue 18).
+fn latency_chart(out: &Path, name: &str, report: &Value) -> Result<(), String> {
+    let curve = |pass: &Value| -> Vec<f64> {
+        pass.get("latency_ms_percentiles")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default()
+    };
+    let (warm, cold) = (curve(report), curve(report.get("cold").unwrap_or(&Value::Null)));
+    let curves = [
+        crate::chart::LatencyCurve { label: "warm pass", percentiles_ms: &warm },
+        crate::chart::LatencyCurve { label: "cold pass", percentiles_ms: &cold },
+    ];
+    let targets = [("p50", 50.0, 2_000.0), ("p99", 99.0, 10_000.0)];
+    let path = out.join(format!("{name}.svg"));
+    crate::chart::latency_distribution(&path, &format!("{name}: webhook → sales order"), &curves, &targets)?;
+    progress(&format!("wrote {}", path.display()));
+    Ok(())
 }
 
 struct World<'a> {
@@ -469,8 +491,12 @@ impl World<'_> {
             })
             .collect();
         latencies.sort_by(f64::total_cmp);
-        let full: Vec<&BatchStat> = writer.batches.iter().filter(|b| b.size == BATCH_SIZE).collect();
-        let full_requests: u64 = full.iter().map(|b| b.brightpearl_requests).sum();
+        let full: Vec<&BatchStat> = writer
+            .batches
+            .iter()
+            .filter(|b| b.size == BATCH_SIZE && b.brightpearl_requests.is_some())
+            .collect();
+        let full_requests: u64 = full.iter().filter_map(|b| b.brightpearl_requests).sum();
         let full_orders = full.len() * BATCH_SIZE;
         let mut sizes: BTreeMap<usize, usize> = BTreeMap::new();
         for b in &writer.batches {
@@ -500,6 +526,7 @@ impl World<'_> {
             "cpu_ms_per_order": round(writer.cpu.as_secs_f64() * 1000.0 / unique.max(1) as f64, 3),
             "latency_ms_p50": percentile(&latencies, 50.0).map(|v| round(v, 1)),
             "latency_ms_p99": percentile(&latencies, 99.0).map(|v| round(v, 1)),
+            "latency_ms_percentiles": crate::chart::percentiles(&latencies).into_iter().map(|v| round(v, 1)).collect::<Vec<_>>(),
             "wall_s": round(wall.as_secs_f64(), 2),
             "timed_out": writer.timed_out,
             "faults": serde_json::to_value(counters.faults).unwrap_or_default(),
@@ -641,19 +668,47 @@ fn writer_main(app: App, queue: Arc<InProcessQueue>, inbox: std::sync::mpsc::Rec
 }
 
 /// Receives and handles batches until every expected order is done or parked and delivery
-/// has finished, or the pass times out.
+/// has finished, or the pass times out. `ORDER_CONSUMERS` consumers take batches at once, as the
+/// writer's concurrent invocations do on AWS (`OrdersMaxConcurrency`).
 async fn drain(writer: &OrderWriter, queue: &InProcessQueue, request: &PassRequest) -> WriterPass {
     let cpu_before = measure::threads_cpu(WRITER_THREAD);
     let before = writer.report();
     let started = Instant::now();
-    let mut pass = WriterPass::default();
+    let shared = Consumers::default();
+    let consumers =
+        (0..pearlsync::worker::ORDER_CONSUMERS).map(|_| consume(writer, queue, request, started, &shared));
+    futures_util::future::join_all(consumers).await;
+    let mut pass = shared.pass.into_inner();
+    pass.writer_duplicates = writer.report().duplicates - before.duplicates;
+    pass.cpu = measure::threads_cpu(WRITER_THREAD).saturating_sub(cpu_before);
+    pass
+}
+
+/// What the consumers of one pass share (one thread: plain cells).
+#[derive(Default)]
+struct Consumers {
+    pass: std::cell::RefCell<WriterPass>,
+    in_flight: std::cell::Cell<usize>,
+    batches_started: std::cell::Cell<u64>,
+}
+
+async fn consume(
+    writer: &OrderWriter,
+    queue: &InProcessQueue,
+    request: &PassRequest,
+    started: Instant,
+    shared: &Consumers,
+) {
     loop {
         let all_delivered = request.delivered.load(std::sync::atomic::Ordering::SeqCst);
-        if all_delivered && pass.completed.len() >= request.expected && queue.depth(QueueName::Orders) == 0 {
+        if all_delivered
+            && shared.pass.borrow().completed.len() >= request.expected
+            && queue.depth(QueueName::Orders) == 0
+        {
             break;
         }
         if started.elapsed() > PASS_TIMEOUT {
-            pass.timed_out = true;
+            shared.pass.borrow_mut().timed_out = true;
             break;
         }
         let mut received = Vec::new();
@@ -677,33 +732,44 @@ async fn drain(writer: &OrderWriter, queue: &InProcessQueue, request: &PassReque
         let messages: Vec<BatchMessage> =
             received.iter().map(|r| pearlsync::worker::batch_message(QueueName::Orders, r)).collect();
         let requests_before = writer.report().brightpearl_requests;
+        let ran_alone_from = (shared.in_flight.get() == 0).then(|| shared.batches_started.get() + 1);
+        shared.in_flight.set(shared.in_flight.get() + 1);
+        shared.batches_started.set(shared.batches_started.get() + 1);
         let report = writer.handle_batch(messages).await;
+        shared.in_flight.set(shared.in_flight.get() - 1);
         let completed_at = Instant::now();
-        pass.batches.push(BatchStat {
-            size: received.len(),
-            brightpearl_requests: writer.report().brightpearl_requests - requests_before,
-        });
-        pass.parked += report.parked.len();
-        for (_, reason) in &report.parked {
-            let kind = reason.split(':').next().unwrap_or(reason).trim().to_string();
-            *pass.parked_reasons.entry(kind).or_insert(0) += 1;
-        }
-        for r in &received {
-            // A failed job stays in flight and comes back after the visibility timeout, as a
-            // `batchItemFailures` entry does on SQS (released at once, it would be retried in a
-            // tight loop against its own idempotency lease and block the batches behind it).
-            if report.failures.contains(&r.message_id) {
-                continue;
+        // Requests per batch only where no other batch overlapped it (the count is the writer's).
+        let alone = ran_alone_from == Some(shared.batches_started.get());
+        let acks = {
+            let mut pass = shared.pass.borrow_mut();
+            pass.batches.push(BatchStat {
+                size: received.len(),
+                brightpearl_requests: alone.then(|| writer.report().brightpearl_requests - requests_before),
+            });
+            pass.parked += report.parked.len();
+            for (_, reason) in &report.parked {
+                let kind = reason.split(':').next().unwrap_or(reason).trim().to_string();
+                *pass.parked_reasons.entry(kind).or_insert(0) += 1;
             }
-            if let Job::ChannelOrder { store, order_id, .. } = &r.job {
-                pass.completed.entry((store.clone(), order_id.clone())).or_insert(completed_at);
+            let mut acks = Vec::new();
+            for r in &received {
+                // A failed job stays in flight and comes back after the visibility timeout, as a
+                // `batchItemFailures` entry does on SQS (released at once, it would be retried in a
+                // tight loop against its own idempotency lease and block the batches behind it).
+                if report.failures.contains(&r.message_id) {
+                    continue;
+                }
+                if let Job::ChannelOrder { store, order_id, .. } = &r.job {
+                    pass.completed.entry((store.clone(), order_id.clone())).or_insert(completed_at);
+                }
+                acks.push(r.receipt.clone());
             }
-            if let Err(e) = queue.ack(QueueName::Orders, &r.receipt).await {
+            acks
+        };
+        for receipt in acks {
+            if let Err(e) = queue.ack(QueueName::Orders, &receipt).await {
                 eprintln!("writer: queue: {e}");
             }
         }
     }
-    pass.writer_duplicates = writer.report().duplicates - before.duplicates;
-    pass.cpu = measure::threads_cpu(WRITER_THREAD).saturating_sub(cpu_before);
-    pass
 }

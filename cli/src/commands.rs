@@ -67,7 +67,7 @@ pub async fn serve(
     }));
     let worker = Arc::new(QueueWorker::new(&app));
     let mut tasks = Vec::new();
-    for queue in QueueName::ALL {
+    for queue in QueueName::ALL.into_iter().flat_map(|q| std::iter::repeat_n(q, worker.consumers(q))) {
         let worker = Arc::clone(&worker);
         let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {

@@ -263,7 +263,7 @@ async fn fetch_ssm_parameter(name: &str) -> Result<String> {
         .collect();
     let url =
         format!("http://localhost:{port}/systemsmanager/parameters/get?name={encoded}&withDecryption=true");
-    let client = reqwest::Client::new();
+    let client = crate::tls::http_client_builder().build().unwrap_or_default();
     let mut last = String::new();
     // The extension starts beside the function; give it a moment on a cold start.
     for attempt in 0..5u64 {

@@ -23,6 +23,7 @@ pub mod secret;
 pub mod setup;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;
 
 pub use error::{Error, ErrorClass, Result};

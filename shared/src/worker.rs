@@ -1,6 +1,11 @@
 //! The queue worker of one-box runs (`pearlsync serve`, the demo): it takes batches from the
 //! three queues, hands them to the same handlers the Lambdas use, acks what is done or parked
 //! and releases what must be retried, exactly as SQS's partial batch response would.
+//!
+//! The orders queue has [`ORDER_CONSUMERS`] consumers, like the order writer's
+//! `OrdersMaxConcurrency` on AWS: a batch stuck on a slow group does not hold back the next
+//! one. Both queues (in-process and durable) hand out one message per FIFO group at a time,
+//! so concurrent batches never share a group and per-group order holds.
 
 use crate::app::App;
 use crate::batch::{BatchMessage, BatchReport};
@@ -22,6 +27,9 @@ pub fn batch_message(queue: QueueName, received: &ReceivedJob) -> BatchMessage {
         receive_count: received.receive_count,
     }
 }
+
+/// Batches of the orders queue handled at once (the template's `OrdersMaxConcurrency` default).
+pub const ORDER_CONSUMERS: usize = 2;
 
 pub struct QueueWorker {
     pub queue: Arc<dyn JobQueue>,
@@ -47,6 +55,11 @@ impl QueueWorker {
             inventory: app.inventory_poll(),
             reorder: app.reorder_checker(),
         }
+    }
+
+    /// How many batches of `queue` may be in hand at once.
+    pub fn consumers(&self, queue: QueueName) -> usize {
+        if queue == QueueName::Orders { ORDER_CONSUMERS } else { 1 }
     }
 
     /// One batch of up to ten from `queue`, waiting up to `wait` for it. Returns the batch's
@@ -79,18 +92,23 @@ impl QueueWorker {
         while total.batches < max_batches {
             let mut idle = true;
             for queue in QueueName::ALL {
-                let report = self.poll_once(queue, Duration::ZERO).await?;
-                let handled = report.done + report.parked.len() + report.failures.len();
-                if handled == 0 {
-                    continue;
+                let polls = (0..self.consumers(queue)).map(|_| self.poll_once(queue, Duration::ZERO));
+                let mut any_failed = false;
+                for report in futures_util::future::join_all(polls).await {
+                    let report = report?;
+                    let handled = report.done + report.parked.len() + report.failures.len();
+                    if handled == 0 {
+                        continue;
+                    }
+                    idle = false;
+                    total.batches += 1;
+                    total.messages += handled;
+                    total.done += report.done;
+                    total.parked += report.parked.len();
+                    total.retried += report.failures.len();
+                    any_failed |= !report.failures.is_empty();
                 }
-                idle = false;
-                total.batches += 1;
-                total.messages += handled;
-                total.done += report.done;
-                total.parked += report.parked.len();
-                total.retried += report.failures.len();
-                if !report.failures.is_empty() {
+                if any_failed {
                     // Give a throttled or failing dependency a moment before the retry.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }

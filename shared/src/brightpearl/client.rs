@@ -143,7 +143,7 @@ impl BrightpearlClient {
     ) -> Result<Self> {
         config.validate()?;
         let prefix = config.prefix()?;
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client_builder()
             // Per request: `request_timeout_ms`, cut to the invocation's deadline (transport).
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)))
             .build()

@@ -3,8 +3,10 @@
 //!
 //! How an answer is classified:
 //! - **Throttle** (proof nothing happened): HTTP 429, or a 503 with the throttle signature
-//!   (Brightpearl's "too many requests" text, or `brightpearl-requests-remaining: 0`). Waited
-//!   out (`brightpearl-next-throttle-period` plus jitter) and retried, reads and writes alike.
+//!   (Brightpearl's "too many requests" text, or `brightpearl-requests-remaining: 0`). Retried,
+//!   reads and writes alike, after a probe wait: the throttle period, but at most 0.5 s, 1 s, 2 s…
+//!   for the first, second, third throttle in a row (`budget::probe_wait`), with one request
+//!   probing for room while the rest wait.
 //! - **Outage** (a 503 without the signature, any other 5xx, a non-JSON page from the CDN or a
 //!   gateway, a timeout, a dropped connection): reads and idempotent writes are retried; any
 //!   other write returns `OutcomeUnknown`, because it may have been committed.
@@ -166,13 +168,17 @@ impl BrightpearlClient {
         )
     }
 
-    /// The throttle period plus up to a tenth of it (at most 1 s) of jitter, so the functions
-    /// sharing the account do not all come back at the same instant.
-    fn throttle_wait(&self, period: Option<Duration>, attempt: u32) -> Duration {
+    /// Before repeating a request whose connection dropped: at once but for 50–100 ms of
+    /// jitter the first time (a new connection usually works), then 100–200 and 200–400 ms.
+    fn reconnect_wait(&self, attempt: u32) -> Duration {
+        self.backoff(attempt.saturating_sub(1).min(2))
+    }
+
+    /// The server's throttle period (a backoff when it sent none), capped at two windows. What
+    /// is actually waited is the probe wait the budget derives from it (`budget::probe_wait`).
+    fn throttle_period(&self, period: Option<Duration>, attempt: u32) -> Duration {
         let cap = Duration::from_millis(self.inner.config.rate_limit_window_ms.max(1)) * 2;
-        let base = period.filter(|p| !p.is_zero()).unwrap_or_else(|| self.backoff(attempt)).min(cap);
-        let spread = (base / 10).min(Duration::from_secs(1)).as_millis() as u64;
-        base + Duration::from_millis(lock(&self.inner.rng).u64(0..=spread))
+        period.filter(|p| !p.is_zero()).unwrap_or_else(|| self.backoff(attempt)).min(cap)
     }
 
     fn auth_headers(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -401,7 +407,7 @@ impl BrightpearlClient {
                     if may_retry && (replay == Replay::Safe || refused) {
                         tracing::warn!(%method, path, error = %e, "brightpearl request failed, retrying");
                         self.inner.retried.fetch_add(1, Ordering::Relaxed);
-                        self.pause(self.backoff(attempt.min(2)), "retrying a failed connection").await?;
+                        self.pause(self.reconnect_wait(attempt), "retrying a failed connection").await?;
                         continue;
                     }
                     return Err(if refused || replay == Replay::Safe {
@@ -425,7 +431,7 @@ impl BrightpearlClient {
                     if may_retry && replay == Replay::Safe {
                         tracing::warn!(%method, path, error = %e, ruid, "brightpearl answer lost, retrying");
                         self.inner.retried.fetch_add(1, Ordering::Relaxed);
-                        self.pause(self.backoff(attempt.min(2)), "retrying a lost answer").await?;
+                        self.pause(self.reconnect_wait(attempt), "retrying a lost answer").await?;
                         continue;
                     }
                     return Err(if replay == Replay::Safe { outage(detail) } else { unknown(detail) });
@@ -489,8 +495,11 @@ impl BrightpearlClient {
                 }
                 _ if throttled => {
                     self.inner.throttled.fetch_add(1, Ordering::Relaxed);
-                    let wait = self.throttle_wait(period, attempt);
-                    lock(&self.inner.budget).on_throttled(Instant::now(), wait);
+                    let period = self.throttle_period(period, attempt);
+                    let wait = {
+                        let mut rng = lock(&self.inner.rng);
+                        lock(&self.inner.budget).on_throttled(Instant::now(), period, &mut rng)
+                    };
                     if may_retry {
                         tracing::info!(%method, path, wait_ms = wait.as_millis() as u64, "brightpearl throttled, waiting out the period");
                         self.inner.retried.fetch_add(1, Ordering::Relaxed);

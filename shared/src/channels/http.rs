@@ -72,7 +72,7 @@ impl Http {
         static SHARED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
         let client = SHARED
             .get_or_init(|| {
-                reqwest::Client::builder()
+                crate::tls::http_client_builder()
                     .timeout(Duration::from_secs(20))
                     .connect_timeout(Duration::from_secs(5))
                     .build()

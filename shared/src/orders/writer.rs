@@ -2,7 +2,7 @@
 
 use super::saga::{Saga, Step, saga_key};
 use super::{OrderReport, OrdersConfig};
-use crate::batch::{self, BatchMessage, BatchReport, Outcome, WaveHandler};
+use crate::batch::{self, BatchMessage, BatchOptions, BatchReport, Outcome, WaveHandler};
 use crate::brightpearl::{BrightpearlApi, NewSalesOrder};
 use crate::channels::{ChannelOrder, ChannelSet, SalesChannel};
 use crate::error::{Error, Result};
@@ -392,6 +392,15 @@ impl WaveHandler for OrderWriter {
             out.extend(self.finish(&mut works).await);
         }
         out
+    }
+
+    /// Groups in concurrent lanes, a failed group retried in the invocation (its intents make
+    /// the repeat check first), never past the invocation's deadline.
+    fn batch_options(&self) -> BatchOptions {
+        let left = self.deadline_ms.load(Ordering::Relaxed) - now_epoch_millis();
+        let deadline = (self.deadline_ms.load(Ordering::Relaxed) > 0)
+            .then(|| Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0)));
+        BatchOptions::concurrent_groups(deadline)
     }
 
     /// Kept with its raw body and reason, never dropped (`pearlsync failures show`).
