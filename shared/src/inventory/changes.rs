@@ -1,0 +1,1 @@
+//! What may have changed since the poll's cursor.

@@ -1,0 +1,327 @@
+//! inventory-poll (issue 5): Brightpearl availability to every channel, aggregated per store,
+//! buffered, and pushed as deltas, on a schedule and on `StockChanged` jobs.
+//!
+//! Rules (where the issue is silent):
+//! - Brightpearl is the source of truth: a store's desired quantity is its buffer rules applied
+//!   to the sum of `onHand` over its warehouses (all warehouses, i.e. `total.onHand`, when the
+//!   store lists none). Products absent from the availability answer (not stock-tracked) are
+//!   skipped.
+//! - Scope: products whose SKU resolves on at least one store. The mapping (product id → SKU →
+//!   stores) is persisted in chunks of ≤ 200 products and refreshed from the products Brightpearl
+//!   reports as updated since a stored cursor, plus any unknown id a `StockChanged` job names.
+//! - A SKU is pushed to a store when its desired quantity differs from the desired quantity last
+//!   settled for it, and the channel is not already known to hold it.
+//! - Compare-and-set conflict (a manual edit on the channel): nothing is overwritten. The
+//!   channel's value becomes the baseline and the conflict is reported; the SKU is pushed again
+//!   (with compare-and-set against that value) only when its desired quantity changes, or by a
+//!   reconcile run. A conflict whose channel value already equals the desired one counts as
+//!   pushed (our earlier write landed but was not recorded).
+//! - Reconcile reads every mapped SKU's channel quantity and repairs each difference, listing it.
+//! - A store whose push fails stops receiving pushes for the rest of the run; its unsettled SKUs
+//!   stay pending (their chunk fingerprint is cleared) so the next run retries exactly them.
+//!   Pushes are absolute, so a concurrent or repeated run can only repeat a write, not skew it.
+//!
+//! State layout (one table):
+//! - `inventory` / `meta`: the mapping cursor and the next chunk id.
+//! - `inventory` / `page#NNNN`: up to 100 chunk references each: the chunk's product ids (an ID
+//!   set) and, per store, its mapped-SKU count and the fingerprint of the availability it was
+//!   last settled at. A full poll reads these pages (one query) and only loads the chunks whose
+//!   fingerprint moved, so reads and writes grow with the changes, not with the catalogue.
+//! - `inventory#chunk` / `NNNNNN`: per product, its SKU and per store the last settled desired
+//!   quantity (`d`) and the channel's quantity as last known (`p`).
+
+mod changes;
+mod mapping;
+mod push;
+mod report;
+mod state;
+mod sweep;
+
+pub use report::{ChannelReport, Drift, PollReport, Repair};
+
+use crate::batch::{self, BatchMessage, BatchReport, Outcome, WaveHandler};
+use crate::brightpearl::{Availability, BrightpearlApi};
+use crate::channels::{ChannelSet, StoreConfig};
+use crate::error::{Error, Result};
+use crate::freshness::{self, Flow};
+use crate::lambda::{self, Trigger};
+use crate::metrics::{Metrics, names};
+use crate::queue::Job;
+use crate::state::StateStore;
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Products per chunk: one availability request each (Brightpearl's ID-set cap).
+const CHUNK_SIZE: usize = 200;
+
+/// `[inventory]` in the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryConfig {
+    /// Scheduled runs reconcile (read every channel quantity and repair drift) unless the
+    /// event says `"reconcile": false`. Env `PEARLSYNC_INVENTORY_RECONCILE`.
+    #[serde(default)]
+    pub reconcile: bool,
+    /// Stores whose own quantity edits are held back: a compare-and-set that finds the
+    /// store's figure moved is reported as a conflict, not overwritten. Elsewhere Brightpearl
+    /// is the truth: the store's own sales move its figure all the time, so a stale compare is
+    /// re-read and written again at once.
+    #[serde(default)]
+    pub respect_manual_edits: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollTrigger {
+    /// Everything mapped: a delta sync, or a drift repair when `reconcile`.
+    Full { reconcile: bool },
+    /// Only these Brightpearl products (a `StockChanged` job).
+    Products(Vec<u64>),
+}
+
+pub(super) struct Run {
+    pub(super) report: PollReport,
+    pub(super) by_store: BTreeMap<String, ChannelReport>,
+    pub(super) down: BTreeSet<String>,
+}
+
+/// Longest a run may hold its lease: the Lambda timeout (15 minutes).
+const RUN_LEASE: std::time::Duration = std::time::Duration::from_secs(900);
+
+pub struct InventoryPoll {
+    brightpearl: Arc<dyn BrightpearlApi>,
+    channels: Arc<ChannelSet>,
+    state: Arc<dyn StateStore>,
+    metrics: Arc<Metrics>,
+    config: InventoryConfig,
+}
+
+impl InventoryPoll {
+    pub fn from_parts(
+        brightpearl: Arc<dyn BrightpearlApi>,
+        channels: Arc<ChannelSet>,
+        state: Arc<dyn StateStore>,
+        metrics: Arc<Metrics>,
+        config: InventoryConfig,
+    ) -> Self {
+        InventoryPoll { brightpearl, channels, state, metrics, config }
+    }
+
+    /// One Lambda invocation: a schedule (`"reconcile": true|false` overrides the config) or
+    /// a `stock` queue batch. Returns the report, or the partial-batch answer for SQS.
+    pub async fn handle_event(&self, event: Value) -> Result<Value> {
+        let answer = match lambda::classify(event) {
+            Trigger::Sqs(messages) => Ok(lambda::batch_response(&self.handle_batch(messages).await)),
+            Trigger::Schedule { input, .. } => {
+                let reconcile =
+                    input.get("reconcile").and_then(Value::as_bool).unwrap_or(self.config.reconcile);
+                self.run(PollTrigger::Full { reconcile }).await.and_then(|report| {
+                    serde_json::to_value(report).map_err(|e| Error::BadInput(e.to_string()))
+                })
+            }
+            Trigger::Other(other) => Err(Error::BadInput(format!("not an inventory-poll event: {other}"))),
+        };
+        self.metrics.flush();
+        answer
+    }
+
+    /// A `stock` queue batch: all product ids of the batch's `StockChanged` jobs in one
+    /// targeted run. Other job kinds are parked.
+    pub async fn handle_batch(&self, messages: Vec<BatchMessage>) -> BatchReport {
+        batch::process_batch(messages, self).await
+    }
+
+    /// Read-only drift report for one store: every catalogue SKU the store lists, with what
+    /// Brightpearl's availability and the store's rules say it should show, where the store
+    /// shows something else. Writes nothing (`reconcile: true` repairs). Costs a catalogue
+    /// sweep and ceil(N/200) availability reads: an operator's command, not a schedule.
+    pub async fn drift(&self, store_name: &str) -> Result<Vec<Drift>> {
+        let channel = self
+            .channels
+            .get(store_name)
+            .ok_or_else(|| Error::config("store", format!("no store named {store_name:?}")))?;
+        let store = channel.store();
+        let catalogue = self.brightpearl.product_skus_since(None).await?;
+        let mut drift = Vec::new();
+        for chunk in catalogue.chunks(CHUNK_SIZE) {
+            let ids: Vec<u64> = chunk.iter().map(|(id, _)| *id).collect();
+            let availability = self.brightpearl.availability(&ids).await?;
+            let skus: Vec<String> = chunk.iter().map(|(_, sku)| sku.clone()).collect();
+            let shown = channel.read_quantities(&skus).await?;
+            for (id, sku) in chunk {
+                let (Some(a), Some(&channel_quantity)) = (availability.get(id), shown.get(sku)) else {
+                    continue;
+                };
+                let expected = store.apply_buffer(available(store, a), sku);
+                if expected != channel_quantity {
+                    drift.push(Drift { sku: sku.clone(), expected, shown: channel_quantity });
+                }
+            }
+        }
+        Ok(drift)
+    }
+
+    /// One run at a time: a full poll that finds another run in progress reports
+    /// `mode = "skipped"`; a targeted run fails as retryable so its jobs come back later.
+    pub async fn run(&self, trigger: PollTrigger) -> Result<PollReport> {
+        let targeted = matches!(trigger, PollTrigger::Products(_));
+        let exclusive = crate::state::idempotency::run_exclusively(
+            Arc::clone(&self.state),
+            "inventory",
+            RUN_LEASE,
+            self.run_unlocked(trigger),
+        )
+        .await?;
+        match exclusive {
+            Some(report) => Ok(report),
+            None if targeted => Err(Error::State("another inventory run is in progress".into())),
+            None => Ok(PollReport { mode: "skipped".into(), ..PollReport::default() }),
+        }
+    }
+
+    async fn run_unlocked(&self, trigger: PollTrigger) -> Result<PollReport> {
+        let bp_before = self.brightpearl.stats().requests;
+        let ch_before: BTreeMap<String, u64> =
+            self.channels.iter().map(|c| (c.store().name.clone(), c.stats().requests)).collect();
+        let mut run = Run {
+            report: PollReport::default(),
+            by_store: self
+                .channels
+                .iter()
+                .map(|c| {
+                    let name = c.store().name.clone();
+                    (name.clone(), ChannelReport { name, ..ChannelReport::default() })
+                })
+                .collect(),
+            down: BTreeSet::new(),
+        };
+        let mut index = self.load_index(&mut run).await?;
+        let outcome = match &trigger {
+            PollTrigger::Full { reconcile } => {
+                run.report.mode = if *reconcile { "reconcile" } else { "full" }.into();
+                match self.refresh_mapping(&mut index, &mut run).await {
+                    Ok(()) => self.sweep(&mut index, &mut run, *reconcile, None).await,
+                    Err(e) => Err(e),
+                }
+            }
+            PollTrigger::Products(ids) => {
+                run.report.mode = "products".into();
+                self.targeted(&mut index, &mut run, ids).await
+            }
+        };
+        // Whatever settled before a failure is kept.
+        let saved = self.save_index(&mut index, &mut run).await;
+        outcome?;
+        saved?;
+
+        for (name, r) in run.by_store.iter_mut() {
+            r.skus_mapped = index
+                .pages
+                .iter()
+                .flat_map(|p| &p.chunks)
+                .map(|c| c.stores.get(name).map_or(0, |s| s.n as usize))
+                .sum();
+            let now = self.channels.get(name).map_or(0, |c| c.stats().requests);
+            r.requests = now.saturating_sub(ch_before.get(name).copied().unwrap_or(0));
+        }
+        let mut report = run.report;
+        report.channels = run.by_store.into_values().collect();
+        if matches!(trigger, PollTrigger::Full { .. }) {
+            // Freshness per store: what the "inventory stopped" alarms read.
+            let all: Vec<&str> = report.channels.iter().map(|c| c.name.as_str()).collect();
+            let ok: Vec<&str> =
+                report.channels.iter().filter(|c| c.error.is_none()).map(|c| c.name.as_str()).collect();
+            let started_ms = crate::state::now_epoch_millis();
+            if let Err(e) =
+                freshness::record_run(self.state.as_ref(), Flow::InventoryPoll, &all, &ok, started_ms).await
+            {
+                tracing::warn!(error = %e, "inventory freshness not recorded");
+            }
+        }
+        report.brightpearl_requests = self.brightpearl.stats().requests.saturating_sub(bp_before);
+        let pushed: usize = report.channels.iter().map(|c| c.pushed).sum();
+        self.metrics.count(names::SKUS_PUSHED, pushed as u64);
+        self.metrics.count(names::BRIGHTPEARL_REQUESTS, report.brightpearl_requests);
+        tracing::info!(
+            report = %serde_json::to_string(&report).unwrap_or_default(),
+            "inventory poll finished"
+        );
+        Ok(report)
+    }
+}
+
+#[async_trait]
+impl WaveHandler for InventoryPoll {
+    async fn handle_wave(&self, jobs: Vec<(String, Job)>) -> HashMap<String, Outcome> {
+        let mut outcomes = HashMap::new();
+        let mut ids: Vec<u64> = Vec::new();
+        let mut stock_jobs = Vec::new();
+        for (message_id, job) in jobs {
+            match job {
+                Job::StockChanged { product_ids } => {
+                    ids.extend(product_ids);
+                    stock_jobs.push(message_id);
+                }
+                other => {
+                    let reason =
+                        format!("the stock queue takes stock_changed jobs, not {}", other.group_id());
+                    if let Err(e) = crate::parking::park(self.state.as_ref(), &other, &reason).await {
+                        outcomes.insert(message_id, Outcome::Retry(e.to_string()));
+                    } else {
+                        outcomes.insert(message_id, Outcome::Parked(reason));
+                    }
+                }
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let outcome = if ids.is_empty() {
+            Outcome::Done
+        } else {
+            match self.run(PollTrigger::Products(ids)).await {
+                Ok(_) => Outcome::Done,
+                // Permanent errors retry too: the ids are not at fault, so there is nothing to
+                // park per message, and the DLQ keeps them after the receive limit.
+                Err(e) => Outcome::Retry(e.to_string()),
+            }
+        };
+        for id in stock_jobs {
+            outcomes.insert(id, outcome.clone());
+        }
+        outcomes
+    }
+}
+
+/// Sellable stock for a store: `onHand` summed over its warehouses, or the total when it
+/// lists none.
+fn available(store: &StoreConfig, a: &Availability) -> i64 {
+    if store.warehouses.is_empty() {
+        a.total.on_hand
+    } else {
+        store.warehouses.iter().filter_map(|w| a.warehouses.get(w)).map(|l| l.on_hand).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::brightpearl::StockLevels;
+
+    fn levels(on_hand: i64) -> StockLevels {
+        StockLevels { on_hand, ..StockLevels::default() }
+    }
+
+    #[test]
+    fn availability_sums_the_store_warehouses_or_takes_the_total() {
+        let a = Availability {
+            total: levels(12),
+            warehouses: [(1, levels(5)), (2, levels(7))].into_iter().collect(),
+        };
+        let all = StoreConfig::default();
+        let second = StoreConfig { warehouses: vec![2, 9], ..StoreConfig::default() };
+        assert_eq!(available(&all, &a), 12);
+        assert_eq!(available(&second, &a), 7);
+    }
+}
