@@ -102,9 +102,14 @@ impl InventoryPoll {
                             // A new SKU is a new listing: nothing is known about it yet.
                             *entry = Mapped { sku: sku.clone(), stores: BTreeMap::new() };
                         }
+                        let before = entry.stores.len();
                         entry.stores.retain(|s, _| stores.contains(s) || run.down.contains(s));
                         for s in stores {
                             entry.stores.entry(s).or_default();
+                        }
+                        // A listing with nothing settled yet must be pushed by the next run.
+                        if entry.stores.len() != before || entry.stores.values().any(|s| s.d.is_none()) {
+                            run.mapped.push(*id);
                         }
                     }
                     None if !stores.is_empty() => additions.push((
@@ -150,6 +155,7 @@ impl InventoryPoll {
                 }
                 if let Some((chunk, _)) = touched.get_mut(&chunk_id) {
                     chunk.products.insert(id, mapped);
+                    run.mapped.push(id);
                     run.report.mapping_added += 1;
                 }
                 // Keep the reference's id list current so the next addition sees the fill.

@@ -37,7 +37,7 @@ mod report;
 mod state;
 mod sweep;
 
-pub use report::{ChannelReport, Drift, PollReport, Repair};
+pub use report::{ChangeSources, ChannelReport, Conflict, Drift, PollReport, Repair};
 
 use crate::batch::{self, BatchMessage, BatchReport, Outcome, WaveHandler};
 use crate::brightpearl::{Availability, BrightpearlApi};
@@ -58,7 +58,7 @@ use std::sync::Arc;
 const CHUNK_SIZE: usize = 200;
 
 /// `[inventory]` in the config file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InventoryConfig {
     /// Scheduled runs reconcile (read every channel quantity and repair drift) unless the
@@ -71,24 +71,64 @@ pub struct InventoryConfig {
     /// re-read and written again at once.
     #[serde(default)]
     pub respect_manual_edits: Vec<String>,
+    /// A scheduled run sweeps the whole catalogue (the reconciliation that repairs what the
+    /// change paths missed) when the last sweep is older than this; otherwise it reads only
+    /// the products that may have changed. Default 60.
+    #[serde(default = "default_sweep_every_minutes")]
+    pub sweep_every_minutes: u64,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        InventoryConfig {
+            reconcile: false,
+            respect_manual_edits: Vec::new(),
+            sweep_every_minutes: default_sweep_every_minutes(),
+        }
+    }
+}
+
+fn default_sweep_every_minutes() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollTrigger {
-    /// Everything mapped: a delta sync, or a drift repair when `reconcile`.
+    /// The sweep: everything mapped, a delta sync, or a drift repair when `reconcile`.
     Full { reconcile: bool },
-    /// Only these Brightpearl products (a `StockChanged` job).
+    /// The change-driven poll: only products that may have changed since its cursor (goods
+    /// movements, this project's orders reserved or cancelled, products new to the mapping).
+    Changes,
+    /// What a schedule asks for: a sweep when the last one is `sweep_every_minutes` old (or
+    /// there was none), else the change-driven poll.
+    Scheduled,
+    /// Only these Brightpearl products (a `StockChanged` job). Runs beside the others, under
+    /// its own lease: pushes are absolute and compare-and-set guarded, so overlapping runs can
+    /// only repeat a write; it writes chunks but never the index (mapping, cursors).
     Products(Vec<u64>),
 }
 
-pub(super) struct Run {
-    pub(super) report: PollReport,
-    pub(super) by_store: BTreeMap<String, ChannelReport>,
-    pub(super) down: BTreeSet<String>,
+struct Run {
+    report: PollReport,
+    by_store: BTreeMap<String, ChannelReport>,
+    down: BTreeSet<String>,
+    /// Per store: units sold but not yet reserved, and products whose orders settled.
+    pending: HashMap<String, crate::pending::Pending>,
+    /// Products the mapping added or changed this run.
+    mapped: Vec<u64>,
+    /// The change-driven poll: the goods movements it read, recorded with its cursor.
+    seen_movements: Option<String>,
 }
 
 /// Longest a run may hold its lease: the Lambda timeout (15 minutes).
 const RUN_LEASE: std::time::Duration = std::time::Duration::from_secs(900);
+/// The sweep's and the change-driven poll's lease.
+const SWEEP_LEASE: &str = "inventory";
+/// Targeted pushes have their own, so they never wait on a sweep.
+const TARGETED_LEASE: &str = "inventory-targeted";
+/// How long a targeted run waits for another targeted run (they are short) before it gives
+/// its jobs back to the queue.
+const TARGETED_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct InventoryPoll {
     brightpearl: Arc<dyn BrightpearlApi>,
@@ -115,9 +155,19 @@ impl InventoryPoll {
         let answer = match lambda::classify(event) {
             Trigger::Sqs(messages) => Ok(lambda::batch_response(&self.handle_batch(messages).await)),
             Trigger::Schedule { input, .. } => {
-                let reconcile =
-                    input.get("reconcile").and_then(Value::as_bool).unwrap_or(self.config.reconcile);
-                self.run(PollTrigger::Full { reconcile }).await.and_then(|report| {
+                let reconcile = input.get("reconcile").and_then(Value::as_bool);
+                let trigger = match (input.get("mode").and_then(Value::as_str), reconcile) {
+                    (_, Some(true)) => PollTrigger::Full { reconcile: true },
+                    (Some("sweep"), r) => PollTrigger::Full { reconcile: r.unwrap_or(self.config.reconcile) },
+                    (Some("changes"), _) => PollTrigger::Changes,
+                    (None, _) => PollTrigger::Scheduled,
+                    (Some(other), _) => {
+                        return Err(Error::BadInput(format!(
+                            "inventory mode {other:?}: expected \"sweep\" or \"changes\""
+                        )));
+                    }
+                };
+                self.run(trigger).await.and_then(|report| {
                     serde_json::to_value(report).map_err(|e| Error::BadInput(e.to_string()))
                 })
             }
@@ -166,18 +216,42 @@ impl InventoryPoll {
     /// One run at a time: a full poll that finds another run in progress reports
     /// `mode = "skipped"`; a targeted run fails as retryable so its jobs come back later.
     pub async fn run(&self, trigger: PollTrigger) -> Result<PollReport> {
-        let targeted = matches!(trigger, PollTrigger::Products(_));
+        if let PollTrigger::Products(ids) = trigger {
+            return self.run_targeted(ids).await;
+        }
         let exclusive = crate::state::idempotency::run_exclusively(
             Arc::clone(&self.state),
-            "inventory",
+            SWEEP_LEASE,
             RUN_LEASE,
             self.run_unlocked(trigger),
         )
         .await?;
-        match exclusive {
-            Some(report) => Ok(report),
-            None if targeted => Err(Error::State("another inventory run is in progress".into())),
-            None => Ok(PollReport { mode: "skipped".into(), ..PollReport::default() }),
+        Ok(exclusive.unwrap_or_else(|| PollReport { mode: "skipped".into(), ..PollReport::default() }))
+    }
+
+    /// A targeted run under its own lease: a sweep in progress never holds it back; another
+    /// targeted run (they are short) is waited for a little, then the jobs go back to the
+    /// queue (retryable).
+    async fn run_targeted(&self, ids: Vec<u64>) -> Result<PollReport> {
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(200);
+        loop {
+            let work = self.run_unlocked(PollTrigger::Products(ids.clone()));
+            let exclusive = crate::state::idempotency::run_exclusively(
+                Arc::clone(&self.state),
+                TARGETED_LEASE,
+                RUN_LEASE,
+                work,
+            )
+            .await?;
+            if let Some(report) = exclusive {
+                return Ok(report);
+            }
+            if started.elapsed() >= TARGETED_WAIT {
+                return Err(Error::State("another targeted inventory run is in progress".into()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(5));
         }
     }
 
@@ -196,8 +270,23 @@ impl InventoryPoll {
                 })
                 .collect(),
             down: BTreeSet::new(),
+            pending: HashMap::new(),
+            mapped: Vec::new(),
+            seen_movements: None,
         };
+        let started = chrono::Utc::now();
         let mut index = self.load_index(&mut run).await?;
+        self.load_pending(&mut run).await?;
+        let trigger = match trigger {
+            PollTrigger::Scheduled => {
+                let every = chrono::Duration::minutes(self.config.sweep_every_minutes as i64);
+                match index.meta.last_sweep {
+                    Some(at) if started - at < every => PollTrigger::Changes,
+                    _ => PollTrigger::Full { reconcile: self.config.reconcile },
+                }
+            }
+            other => other,
+        };
         let outcome = match &trigger {
             PollTrigger::Full { reconcile } => {
                 run.report.mode = if *reconcile { "reconcile" } else { "full" }.into();
@@ -206,13 +295,58 @@ impl InventoryPoll {
                     Err(e) => Err(e),
                 }
             }
+            PollTrigger::Changes | PollTrigger::Scheduled => {
+                run.report.mode = "changes".into();
+                match self.refresh_mapping(&mut index, &mut run).await {
+                    Ok(()) => self.changes(&mut index, &mut run).await,
+                    Err(e) => Err(e),
+                }
+            }
             PollTrigger::Products(ids) => {
                 run.report.mode = "products".into();
                 self.targeted(&mut index, &mut run, ids).await
             }
         };
-        // Whatever settled before a failure is kept.
-        let saved = self.save_index(&mut index, &mut run).await;
+        if outcome.is_ok() && run.down.is_empty() {
+            // Everything up to `started` was seen: the next change-driven poll starts there.
+            match &trigger {
+                PollTrigger::Full { .. } => {
+                    index.meta.last_sweep = Some(started);
+                    index.meta.changes_cursor = Some(started);
+                    index.meta.seen_movements = String::new();
+                    index.meta_dirty = true;
+                }
+                PollTrigger::Changes => {
+                    index.meta.changes_cursor = Some(started);
+                    if let Some(seen) = run.seen_movements.take() {
+                        index.meta.seen_movements = seen;
+                    }
+                    index.meta_dirty = true;
+                }
+                _ => {}
+            }
+        }
+        if outcome.is_ok() && !matches!(trigger, PollTrigger::Products(_)) {
+            // Settled orders' products were read: their ledger entries can go.
+            for (name, pending) in &run.pending {
+                if run.down.contains(name) {
+                    continue;
+                }
+                match crate::pending::forget_settled(self.state.as_ref(), pending).await {
+                    Ok(writes) => run.report.state_writes += writes,
+                    Err(e) => {
+                        tracing::warn!(store = %name, error = %e, "settled pending entries kept; read again next run")
+                    }
+                }
+            }
+        }
+        // Whatever settled before a failure is kept. A targeted run never writes the index:
+        // it runs beside the sweep, whose copy would race it.
+        let saved = if matches!(trigger, PollTrigger::Products(_)) {
+            Ok(())
+        } else {
+            self.save_index(&mut index, &mut run).await
+        };
         outcome?;
         saved?;
 
@@ -228,7 +362,7 @@ impl InventoryPoll {
         }
         let mut report = run.report;
         report.channels = run.by_store.into_values().collect();
-        if matches!(trigger, PollTrigger::Full { .. }) {
+        if !matches!(trigger, PollTrigger::Products(_)) {
             // Freshness per store: what the "inventory stopped" alarms read.
             let all: Vec<&str> = report.channels.iter().map(|c| c.name.as_str()).collect();
             let ok: Vec<&str> =
@@ -249,6 +383,31 @@ impl InventoryPoll {
             "inventory poll finished"
         );
         Ok(report)
+    }
+
+    /// Each store's pending units (orders sold, not yet reserved). A store whose ledger cannot
+    /// be read gets no pushes this run: without it a push could hand sold units back.
+    async fn load_pending(&self, run: &mut Run) -> Result<()> {
+        for channel in self.channels.iter() {
+            let name = channel.store().name.clone();
+            match crate::pending::load(self.state.as_ref(), &name).await {
+                Ok((pending, reads)) => {
+                    run.report.state_reads += reads;
+                    if let Some(r) = run.by_store.get_mut(&name) {
+                        r.pending_orders = pending.open_orders;
+                    }
+                    run.pending.insert(name, pending);
+                }
+                Err(e) => {
+                    tracing::warn!(store = %name, error = %e, "pending units unreadable; the store is skipped this run");
+                    if let Some(r) = run.by_store.get_mut(&name) {
+                        r.error = Some(format!("reading pending units: {e}"));
+                    }
+                    run.down.insert(name);
+                }
+            }
+        }
+        Ok(())
     }
 }
 

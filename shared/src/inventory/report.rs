@@ -5,12 +5,19 @@ use serde::Serialize;
 /// What one run did, for the Lambda response, the log line and the benchmarks.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PollReport {
-    /// `full`, `reconcile` or `products`.
+    /// `full` / `reconcile` (the sweep), `changes` (the change-driven poll), `products`
+    /// (targeted) or `skipped` (another run held the lease).
     pub mode: String,
     /// Products whose availability was read.
     pub products_read: usize,
     /// Chunks whose availability moved (or were forced by reconcile or a targeted run).
     pub chunks_changed: usize,
+    /// Change-driven poll: products that may have changed, by the path that named them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangeSources>,
+    /// Targeted and change-driven runs: products named that are not in the mapping (not
+    /// listed on any store, or too new: the next poll maps them).
+    pub products_unmapped: usize,
     pub mapping_added: usize,
     pub mapping_removed: usize,
     pub brightpearl_requests: u64,
@@ -38,8 +45,11 @@ pub struct ChannelReport {
     /// SKUs whose desired quantity differed from the one last settled.
     pub changed: usize,
     pub pushed: usize,
-    /// Manual edits found by compare-and-set: (SKU, the channel's quantity). Not overwritten.
-    pub conflicts: Vec<(String, i64)>,
+    /// Stores in `respect_manual_edits` only: a compare-and-set found the store's figure
+    /// moved, and it was kept. Elsewhere a stale compare is re-read and written again.
+    pub conflicts: Vec<Conflict>,
+    /// Orders of this store sold but not reserved in Brightpearl yet (their units are held back).
+    pub pending_orders: usize,
     /// Reconcile only: drift repaired.
     pub repaired: Vec<Repair>,
     /// SKUs not written, with the reason; retried next run.
@@ -56,4 +66,27 @@ pub struct Repair {
     /// The channel's quantity before (None when the channel had no level).
     pub from: Option<i64>,
     pub to: i64,
+}
+
+/// A store's own figure held back (the store respects manual edits), with both figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    pub sku: String,
+    /// What Brightpearl says the store should show.
+    pub desired: i64,
+    /// What the store shows.
+    pub theirs: i64,
+}
+
+/// Where the change-driven poll's products came from (a product may come from several).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChangeSources {
+    /// Products with a goods movement updated since the cursor.
+    pub goods_movements: usize,
+    /// Products of this project's orders reserved or cancelled since the last run.
+    pub orders: usize,
+    /// Products new to the mapping, or whose SKU or listings changed.
+    pub mapping: usize,
+    /// Distinct products read.
+    pub total: usize,
 }

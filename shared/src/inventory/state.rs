@@ -26,6 +26,17 @@ pub(super) struct Meta {
     pub(super) cursor: Option<DateTime<Utc>>,
     #[serde(default)]
     pub(super) next_chunk: u32,
+    /// When the last complete sweep started.
+    #[serde(default)]
+    pub(super) last_sweep: Option<DateTime<Utc>>,
+    /// Where the change-driven poll reads goods movements from (the start of the last run
+    /// that saw everything).
+    #[serde(default)]
+    pub(super) changes_cursor: Option<DateTime<Utc>>,
+    /// Goods movements the last change-driven poll saw (an ID set): the next one reads from
+    /// its cursor less a slack, for search lag, and skips these.
+    #[serde(default)]
+    pub(super) seen_movements: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

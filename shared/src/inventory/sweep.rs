@@ -1,21 +1,25 @@
 //! Sweeps: chunk by chunk, read availability, load the chunks that moved, push a window at a time.
 
-use super::state::{Chunk, Index};
+use super::state::{Chunk, Index, Settled};
 use super::{InventoryPoll, Run, available};
 use crate::brightpearl::{Availability, idset};
-use crate::channels::StoreConfig;
+use crate::channels::{QuantityUpdate, StoreConfig};
 use crate::error::Result;
+use crate::pending::Pending;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-/// Chunks held in memory before their updates are pushed and their state written back.
+/// Chunks loaded between two planning steps (each step plans their pushes and sends the full
+/// batches; a partial batch is carried to the next step).
 pub(super) const WINDOW_CHUNKS: usize = 10;
 
-/// One loaded chunk in the push window.
+/// One loaded chunk, kept until every update planned for it has been sent.
 pub(super) struct Work {
     pub(super) pos: (usize, usize),
     pub(super) chunk: Chunk,
-    pub(super) original: Chunk,
+    /// A settled figure changed: the chunk is written back.
+    pub(super) dirty: bool,
     pub(super) ids: Vec<u64>,
+    /// Dropped once every store planned (what the carried updates need is in them).
     pub(super) availability: HashMap<u64, Availability>,
     /// Per store, the fingerprint to record once every SKU settled (None for targeted runs).
     pub(super) fingerprints: BTreeMap<String, String>,
@@ -23,21 +27,48 @@ pub(super) struct Work {
     pub(super) pending: BTreeSet<String>,
 }
 
+impl Work {
+    /// Sets one SKU's settled figures on one store, noting whether anything changed.
+    pub(super) fn settle(&mut self, id: u64, store: &str, settled: Settled) {
+        if let Some(slot) = self.chunk.products.get_mut(&id).and_then(|m| m.stores.get_mut(store))
+            && *slot != settled
+        {
+            *slot = settled;
+            self.dirty = true;
+        }
+    }
+
+    pub(super) fn settled(&self, id: u64, store: &str) -> Option<Settled> {
+        self.chunk.products.get(&id).and_then(|m| m.stores.get(store)).copied()
+    }
+}
+
+/// The sweep's loaded chunks by load order, and per store the updates planned but not sent.
+#[derive(Default)]
+pub(super) struct Pool {
+    pub(super) works: BTreeMap<usize, Work>,
+    pub(super) carry: BTreeMap<String, Vec<Planned>>,
+    next: usize,
+}
+
+/// One update planned for a store: which chunk (load order) and product it settles.
+pub(super) struct Planned {
+    pub(super) work: usize,
+    pub(super) id: u64,
+    pub(super) update: QuantityUpdate,
+}
+
 impl InventoryPoll {
+    /// Only these products: read in ID sets of 200 whatever their chunks, pushed where they
+    /// moved. Products not in the mapping are skipped (counted): the change-driven poll maps
+    /// new products within one schedule, and a targeted run never writes the index.
     pub(super) async fn targeted(&self, index: &mut Index, run: &mut Run, ids: &[u64]) -> Result<()> {
         let located = index.chunk_ids()?;
-        let unknown: Vec<u64> = ids.iter().copied().filter(|id| !located.contains_key(id)).collect();
-        if !unknown.is_empty() {
-            let rows: Vec<(u64, String)> = self
-                .brightpearl
-                .products(&unknown)
-                .await?
-                .into_iter()
-                .filter_map(|p| p.sku.filter(|s| !s.is_empty()).map(|sku| (p.id, sku)))
-                .collect();
-            self.apply_mapping(index, rows, run).await?;
+        let targets: HashSet<u64> = ids.iter().copied().filter(|id| located.contains_key(id)).collect();
+        run.report.products_unmapped += ids.len() - targets.len();
+        if targets.is_empty() {
+            return Ok(());
         }
-        let targets: HashSet<u64> = ids.iter().copied().collect();
         self.sweep(index, run, false, Some(&targets)).await
     }
 
@@ -60,7 +91,8 @@ impl InventoryPoll {
             }
             None => None,
         };
-        let mut window: Vec<Work> = Vec::new();
+        let mut pool = Pool::default();
+        let mut fresh: Vec<usize> = Vec::new();
         for pos in index.positions() {
             let cref = &index.pages[pos.0].chunks[pos.1];
             if cref.ids.is_empty() {
@@ -83,7 +115,13 @@ impl InventoryPoll {
             for channel in self.channels.iter() {
                 let name = &channel.store().name;
                 let Some(sref) = cref.stores.get(name).filter(|s| s.n > 0) else { continue };
-                let fp = fingerprint(channel.store(), &config_prints[name], &ids, &availability);
+                let fp = fingerprint(
+                    channel.store(),
+                    &config_prints[name],
+                    &ids,
+                    &availability,
+                    run.pending.get(name),
+                );
                 if targets.is_none() {
                     if let Some(r) = run.by_store.get_mut(name) {
                         r.skus_read += sref.n as usize;
@@ -106,62 +144,85 @@ impl InventoryPoll {
                     }
                 }
             }
-            window.push(Work {
-                pos,
-                original: chunk.clone(),
-                chunk,
-                ids,
-                availability,
-                fingerprints,
-                pending: BTreeSet::new(),
-            });
-            if window.len() >= WINDOW_CHUNKS {
-                self.flush(std::mem::take(&mut window), index, run, reconcile, targets.is_some()).await?;
+            let seq = pool.next;
+            pool.next += 1;
+            pool.works.insert(
+                seq,
+                Work { pos, chunk, dirty: false, ids, availability, fingerprints, pending: BTreeSet::new() },
+            );
+            fresh.push(seq);
+            if fresh.len() >= WINDOW_CHUNKS {
+                self.step(
+                    &mut pool,
+                    std::mem::take(&mut fresh),
+                    index,
+                    run,
+                    reconcile,
+                    targets.is_some(),
+                    false,
+                )
+                .await?;
             }
         }
-        if !window.is_empty() {
-            self.flush(window, index, run, reconcile, targets.is_some()).await?;
-        }
-        Ok(())
+        self.step(&mut pool, fresh, index, run, reconcile, targets.is_some(), true).await
     }
 
-    /// Pushes the window's updates store by store, then records what settled.
-    pub(super) async fn flush(
+    /// Plans the fresh chunks' updates store by store, sends every full batch (all of them on
+    /// the last step), and writes back each chunk none of whose updates is still carried.
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
         &self,
-        mut window: Vec<Work>,
+        pool: &mut Pool,
+        fresh: Vec<usize>,
         index: &mut Index,
         run: &mut Run,
         reconcile: bool,
         targeted: bool,
+        last: bool,
     ) -> Result<()> {
         for channel in self.channels.iter() {
-            self.flush_store(channel.as_ref(), &mut window, run, reconcile).await;
+            self.step_store(channel.as_ref(), pool, &fresh, run, reconcile, last).await;
         }
-        for work in window {
-            let (pi, ci) = work.pos;
-            let cref = &mut index.pages[pi].chunks[ci];
-            let chunk_id = cref.id;
-            let mut page_dirty = false;
-            for (name, sref) in cref.stores.iter_mut() {
-                let next = if work.pending.contains(name) || run.down.contains(name) {
-                    None
-                } else if targeted {
-                    // Only part of the chunk was read: the full poll re-checks the rest.
-                    continue;
-                } else {
-                    work.fingerprints.get(name).cloned()
-                };
-                if sref.fp != next {
-                    sref.fp = next;
-                    page_dirty = true;
-                }
+        for seq in &fresh {
+            if let Some(w) = pool.works.get_mut(seq) {
+                w.availability = HashMap::new();
             }
-            if page_dirty {
-                index.dirty_pages.insert(pi);
+        }
+        let carried: BTreeSet<usize> = pool.carry.values().flatten().map(|p| p.work).collect();
+        let done: Vec<usize> = pool.works.keys().copied().filter(|s| !carried.contains(s)).collect();
+        for seq in done {
+            if let Some(work) = pool.works.remove(&seq) {
+                self.finish(work, index, run, targeted).await?;
             }
-            if work.chunk != work.original {
-                self.save_chunk(chunk_id, &work.chunk, run).await?;
+        }
+        Ok(())
+    }
+
+    /// Records what settled in one chunk: its fingerprints and, when a figure moved, the chunk.
+    async fn finish(&self, work: Work, index: &mut Index, run: &mut Run, targeted: bool) -> Result<()> {
+        let (pi, ci) = work.pos;
+        let cref = &mut index.pages[pi].chunks[ci];
+        let chunk_id = cref.id;
+        let mut page_dirty = false;
+        for (name, sref) in cref.stores.iter_mut() {
+            let next = if work.pending.contains(name) || run.down.contains(name) {
+                None
+            } else if targeted {
+                // Only part of the chunk was read: the full poll re-checks the rest.
+                continue;
+            } else {
+                work.fingerprints.get(name).cloned()
+            };
+            if sref.fp != next {
+                sref.fp = next;
+                page_dirty = true;
             }
+        }
+        if page_dirty {
+            index.dirty_pages.insert(pi);
+        }
+        if work.dirty {
+            self.save_chunk(chunk_id, &work.chunk, run).await?;
         }
         Ok(())
     }
@@ -184,13 +245,15 @@ pub(super) fn store_print(store: &StoreConfig) -> String {
     )
 }
 
-/// FNV-1a over the store settings and each product's sellable stock: stable across builds,
+/// FNV-1a over the store settings and each product's sellable stock less the units its
+/// store's orders hold by product id: stable across builds,
 /// unlike `DefaultHasher`, because it is persisted.
 pub(super) fn fingerprint(
     store: &StoreConfig,
     print: &str,
     ids: &[u64],
     availability: &HashMap<u64, Availability>,
+    pending: Option<&Pending>,
 ) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
@@ -203,7 +266,8 @@ pub(super) fn fingerprint(
     for id in ids {
         if let Some(a) = availability.get(id) {
             feed(&id.to_le_bytes());
-            feed(&available(store, a).to_le_bytes());
+            let held = pending.and_then(|p| p.by_product.get(id)).copied().unwrap_or(0);
+            feed(&(available(store, a) - held).to_le_bytes());
         }
     }
     format!("{hash:016x}")
@@ -224,10 +288,10 @@ mod tests {
         let print = store_print(&store);
         let mut avail: HashMap<u64, Availability> =
             [(1, Availability { total: levels(3), ..Availability::default() })].into_iter().collect();
-        let before = fingerprint(&store, &print, &[1], &avail);
-        assert_eq!(before, fingerprint(&store, &print, &[1], &avail));
+        let before = fingerprint(&store, &print, &[1], &avail, None);
+        assert_eq!(before, fingerprint(&store, &print, &[1], &avail, None));
         avail.insert(1, Availability { total: levels(4), ..Availability::default() });
-        assert_ne!(before, fingerprint(&store, &print, &[1], &avail));
+        assert_ne!(before, fingerprint(&store, &print, &[1], &avail, None));
         let mut capped = store.clone();
         capped.buffer.cap = Some(2);
         assert_ne!(print, store_print(&capped));
