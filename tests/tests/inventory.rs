@@ -244,7 +244,7 @@ async fn a_1000_sku_poll_reads_5_id_sets_and_3_changed_skus_make_one_write_per_c
         }
     }
     assert_eq!(report.chunks_changed, 3);
-    // Three chunk items, their index page and the mapping cursor.
+    // Three chunk items, their index page and the meta item (the sweep's time).
     assert_eq!(report.state_writes, 5, "{report:?}");
     assert_eq!(rig.sb.brightpearl.counters().endpoint(AVAILABILITY), 5);
 }
@@ -639,4 +639,25 @@ async fn units_sold_but_not_yet_reserved_are_held_back_while_both_sides_sell() {
     pending::record(rig.state.as_ref(), &name, "5001", &cancelled).await.unwrap();
     rig.poll.run(PollTrigger::Changes).await.unwrap();
     assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(7));
+}
+
+#[tokio::test]
+async fn a_shopify_key_spent_by_a_failed_attempt_is_replaced_and_the_push_lands() {
+    let sb = sandbox(5, 1).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    let (id, sku) = products[2].clone();
+    rig.sb.brightpearl.set_stock(id, 1, 17);
+    // Shopify fails the next write on its side after taking the key (a 500): the client's
+    // retry under that key is answered IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED.
+    rig.sb.channels.fail_inventory_writes(1);
+    let report = rig.poll.run(PollTrigger::Changes).await.unwrap();
+    let r = channel(&report, &rig.stores[0]);
+    assert_eq!((r.pushed, r.failures.len(), r.error.as_deref()), (1, 0, None), "{r:?}");
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(17));
+    assert_eq!(rig.sb.channels.counters(Channel::Shopify).spent_keys_refused, 1, "the spent key was tried once");
 }

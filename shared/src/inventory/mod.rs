@@ -290,7 +290,11 @@ impl InventoryPoll {
         let outcome = match &trigger {
             PollTrigger::Full { reconcile } => {
                 run.report.mode = if *reconcile { "reconcile" } else { "full" }.into();
-                match self.refresh_mapping(&mut index, &mut run).await {
+                // The change-driven poll keeps the mapping fresh; a sweep refreshes it only when
+                // no poll did lately, so the sweep costs its ceil(N/200) availability reads.
+                let fresh = index.meta.cursor.is_some_and(|c| started - c < mapping_fresh_for());
+                let mapped = if fresh { Ok(()) } else { self.refresh_mapping(&mut index, &mut run).await };
+                match mapped {
                     Ok(()) => self.sweep(&mut index, &mut run, *reconcile, None).await,
                     Err(e) => Err(e),
                 }
@@ -451,6 +455,12 @@ impl WaveHandler for InventoryPoll {
         }
         outcomes
     }
+}
+
+/// A mapping refreshed this recently (by a change-driven poll: every 5 minutes by default) is
+/// fresh enough for a sweep.
+fn mapping_fresh_for() -> chrono::Duration {
+    chrono::Duration::minutes(15)
 }
 
 /// Sellable stock for a store: `onHand` summed over its warehouses, or the total when it

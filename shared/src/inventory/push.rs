@@ -148,6 +148,7 @@ impl InventoryPoll {
                 Ok(pushed) => {
                     failed.extend(pushed.failed);
                     conflicts.extend(pushed.conflicts);
+                    report.skipped.extend(pushed.skipped);
                 }
                 Err(e) => {
                     tracing::warn!(store = %name, error = %e, "push failed; the rest waits for the next run");

@@ -52,6 +52,10 @@ pub struct ChannelReport {
     pub pending_orders: usize,
     /// Reconcile only: drift repaired.
     pub repaired: Vec<Repair>,
+    /// SKUs the store will not take as they stand (a Shopify bundle parent, an item not
+    /// stocked at the location, a WooCommerce variable product): held, not sent again until
+    /// Brightpearl's figure for them moves.
+    pub skipped: Vec<(String, crate::channels::SkipReason)>,
     /// SKUs not written, with the reason; retried next run.
     pub failures: Vec<(String, String)>,
     /// The store's push failed as a whole (it got no more pushes this run).
