@@ -659,5 +659,64 @@ async fn a_shopify_key_spent_by_a_failed_attempt_is_replaced_and_the_push_lands(
     let r = channel(&report, &rig.stores[0]);
     assert_eq!((r.pushed, r.failures.len(), r.error.as_deref()), (1, 0, None), "{r:?}");
     assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(17));
-    assert_eq!(rig.sb.channels.counters(Channel::Shopify).spent_keys_refused, 1, "the spent key was tried once");
+    assert_eq!(
+        rig.sb.channels.counters(Channel::Shopify).spent_keys_refused,
+        1,
+        "the spent key was tried once"
+    );
+}
+
+#[tokio::test]
+async fn a_shop_order_through_ingress_holds_its_units_back_from_the_next_push() {
+    use pearlsync::ingress::{Ingress, IngressRequest};
+    use pearlsync_sandbox::channels::{NewOrder, NewOrderLine, OrderTopic};
+    let sb = sandbox(3, 1).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let secret = sb.channels.config().shopify_client_secret.clone();
+    let stores = vec![StoreConfig {
+        webhook_secret: Secret::literal(secret.clone()),
+        ..store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())
+    }];
+    let rig = rig(sb, stores).await;
+    let (id, sku) = products[0].clone();
+    rig.sb.brightpearl.set_stock(id, 1, 10);
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+
+    // The shop sells 3 and its signed webhook reaches ingress; the writer has not run yet.
+    let line = NewOrderLine { sku: Some(sku.clone()), name: "Widget".into(), quantity: 3, price: 9.5 };
+    let order = NewOrder {
+        email: Some("ada@example.com".into()),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        currency: "GBP".into(),
+        lines: vec![line],
+    };
+    let order_id = rig.sb.channels.create_order(Channel::Shopify, order).0;
+    let (mut headers, body) = rig
+        .sb
+        .channels
+        .webhook_request(Channel::Shopify, &order_id, OrderTopic::Created, &secret, 0)
+        .unwrap();
+    headers.push(("Content-Type".into(), "application/json".into()));
+    let channels = Arc::new(ChannelSet::new(&rig.stores, Arc::clone(&rig.state)).expect("stores"));
+    let ingress = Ingress::new(
+        channels,
+        Arc::clone(&rig.state),
+        Arc::new(pearlsync::queue::InProcessQueue::default()),
+        None,
+        Arc::new(Metrics::new("test")),
+    );
+    let path = format!("/webhooks/shopify/{}", rig.stores[0].name);
+    let answer = ingress
+        .handle(IngressRequest { method: "POST".into(), path, headers, body: body.into_bytes() })
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    rig.sb.channels.set_quantity(Channel::Shopify, &sku, 7);
+
+    // A POS sale takes Brightpearl from 10 to 8: 8 exist, 3 of them sold by the shop.
+    rig.sb.brightpearl.set_stock(id, 1, 8);
+    rig.poll.run(PollTrigger::Changes).await.unwrap();
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(5), "never above 8 - 3");
 }
