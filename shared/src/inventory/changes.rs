@@ -12,11 +12,13 @@
 
 use super::report::ChangeSources;
 use super::state::Index;
-use super::{InventoryPoll, Run};
+use super::{CHUNK_SIZE, InventoryPoll, Run};
 use crate::brightpearl::idset;
 use crate::error::Result;
 use std::collections::BTreeSet;
 
+/// A change set over 1/5 of the mapped products is read by a sweep instead.
+const SWEEP_INSTEAD_FRACTION: usize = 5;
 /// Movements updated shortly before the cursor are read again, for clock skew and search lag.
 const MOVEMENT_SLACK_MINUTES: i64 = 5;
 
@@ -45,6 +47,13 @@ impl InventoryPoll {
             mapping: run.mapped.len(),
             total: ids.len(),
         });
+        // Past a fifth of the catalogue (after an outage, say) the sweep is cheaper, and its
+        // memory stays bounded where a targeted read holds every product's figures at once.
+        let chunks: usize = index.pages.iter().map(|p| p.chunks.len()).sum();
+        if ids.len() * SWEEP_INSTEAD_FRACTION > chunks * CHUNK_SIZE {
+            run.report.mode = "full".into();
+            return self.sweep(index, run, false, None).await;
+        }
         let ids: Vec<u64> = ids.into_iter().collect();
         self.targeted(index, run, &ids).await
     }

@@ -1,34 +1,45 @@
-//! inventory-poll (issue 5): Brightpearl availability to every channel, aggregated per store,
-//! buffered, and pushed as deltas, on a schedule and on `StockChanged` jobs.
+//! inventory-poll (issues 5, 16): what each shop should show, pushed as absolute figures,
+//! compare-and-set guarded, on a schedule and on `StockChanged` jobs.
+//!
+//! What a shop should show = Brightpearl's `onHand` summed over the store's warehouses (all,
+//! i.e. `total.onHand`, when it lists none) − the units of that store's orders sold but not yet
+//! reserved in Brightpearl (`crate::pending`) − the store's buffer. Products absent from the
+//! availability answer (not stock-tracked) are skipped.
+//!
+//! Three kinds of run:
+//! - the **sweep** (`Full`, hourly): every mapped product, chunk by chunk; a chunk is loaded
+//!   only when the fingerprint of its figures moved. The reconciliation: it repairs whatever the
+//!   change paths missed. With `reconcile` it also reads every channel figure and repairs drift.
+//! - the **change-driven poll** (`Changes`, every 5 minutes): only products that may have
+//!   changed since its cursor (`changes`, which says which path catches which change).
+//! - **targeted** (`Products`, a `StockChanged` batch): those products, under a lease of its
+//!   own, so it never waits on a sweep; it writes chunks but not the index.
 //!
 //! Rules (where the issue is silent):
-//! - Brightpearl is the source of truth: a store's desired quantity is its buffer rules applied
-//!   to the sum of `onHand` over its warehouses (all warehouses, i.e. `total.onHand`, when the
-//!   store lists none). Products absent from the availability answer (not stock-tracked) are
-//!   skipped.
 //! - Scope: products whose SKU resolves on at least one store. The mapping (product id → SKU →
 //!   stores) is persisted in chunks of ≤ 200 products and refreshed from the products Brightpearl
-//!   reports as updated since a stored cursor, plus any unknown id a `StockChanged` job names.
-//! - A SKU is pushed to a store when its desired quantity differs from the desired quantity last
-//!   settled for it, and the channel is not already known to hold it.
-//! - Compare-and-set conflict (a manual edit on the channel): nothing is overwritten. The
-//!   channel's value becomes the baseline and the conflict is reported; the SKU is pushed again
-//!   (with compare-and-set against that value) only when its desired quantity changes, or by a
-//!   reconcile run. A conflict whose channel value already equals the desired one counts as
-//!   pushed (our earlier write landed but was not recorded).
-//! - Reconcile reads every mapped SKU's channel quantity and repairs each difference, listing it.
+//!   reports as updated since a stored cursor.
+//! - A SKU is pushed to a store when its figure differs from the one last settled for it, and
+//!   the channel is not already known to hold it. Writes go in the largest batches the store
+//!   takes; a partial batch is carried to the next chunks, so a sweep sends the minimum.
+//! - A stale compare-and-set (the store sold, or someone edited) is re-read and written again
+//!   at once: Brightpearl is the truth. Stores in `respect_manual_edits` keep their figure; it
+//!   is reported as a conflict with both figures and pushed again when Brightpearl's moves, or
+//!   by a reconcile run.
 //! - A store whose push fails stops receiving pushes for the rest of the run; its unsettled SKUs
-//!   stay pending (their chunk fingerprint is cleared) so the next run retries exactly them.
-//!   Pushes are absolute, so a concurrent or repeated run can only repeat a write, not skew it.
+//!   stay pending (their chunk fingerprint is cleared) so the next sweep retries exactly them,
+//!   and the change-driven cursor stays put.
 //!
 //! State layout (one table):
-//! - `inventory` / `meta`: the mapping cursor and the next chunk id.
+//! - `inventory` / `meta`: the mapping cursor, the last sweep, the change cursor with the goods
+//!   movements it saw, and the next chunk id.
 //! - `inventory` / `page#NNNN`: up to 100 chunk references each: the chunk's product ids (an ID
-//!   set) and, per store, its mapped-SKU count and the fingerprint of the availability it was
-//!   last settled at. A full poll reads these pages (one query) and only loads the chunks whose
+//!   set) and, per store, its mapped-SKU count and the fingerprint of the figures it was last
+//!   settled at. A sweep reads these pages (one query) and only loads the chunks whose
 //!   fingerprint moved, so reads and writes grow with the changes, not with the catalogue.
 //! - `inventory#chunk` / `NNNNNN`: per product, its SKU and per store the last settled desired
 //!   quantity (`d`) and the channel's quantity as last known (`p`).
+//! - `pending#{store}` / `{order id}`: see `crate::pending`.
 
 mod changes;
 mod mapping;
@@ -194,6 +205,7 @@ impl InventoryPoll {
             .ok_or_else(|| Error::config("store", format!("no store named {store_name:?}")))?;
         let store = channel.store();
         let catalogue = self.brightpearl.product_skus_since(None).await?;
+        let (pending, _) = crate::pending::load(self.state.as_ref(), store_name).await?;
         let mut drift = Vec::new();
         for chunk in catalogue.chunks(CHUNK_SIZE) {
             let ids: Vec<u64> = chunk.iter().map(|(id, _)| *id).collect();
@@ -204,7 +216,7 @@ impl InventoryPoll {
                 let (Some(a), Some(&channel_quantity)) = (availability.get(id), shown.get(sku)) else {
                     continue;
                 };
-                let expected = store.apply_buffer(available(store, a), sku);
+                let expected = store.apply_buffer(available(store, a) - pending.units(*id, sku), sku);
                 if expected != channel_quantity {
                     drift.push(Drift { sku: sku.clone(), expected, shown: channel_quantity });
                 }
@@ -213,8 +225,8 @@ impl InventoryPoll {
         Ok(drift)
     }
 
-    /// One run at a time: a full poll that finds another run in progress reports
-    /// `mode = "skipped"`; a targeted run fails as retryable so its jobs come back later.
+    /// One sweep or change-driven poll at a time: one that finds another in progress reports
+    /// `mode = "skipped"`. Targeted runs take their own lease (`run_targeted`).
     pub async fn run(&self, trigger: PollTrigger) -> Result<PollReport> {
         if let PollTrigger::Products(ids) = trigger {
             return self.run_targeted(ids).await;
