@@ -8,9 +8,10 @@
 //! - every poll runs in a fresh child (`pearlsync-bench poll-child`) over one embedded state
 //!   file, like a Lambda invocation; it reports its CPU (getrusage around the poll) and its
 //!   peak RSS (VmHWM, the whole process: runtime, clients, state store and the poll);
-//! - this process orchestrates: cold sweep (builds mapping and state), change P% of stock (each
-//!   change a stock correction, so a goods movement, as in Brightpearl), the measured run, and
-//!   reads the sandbox's request counters after each.
+//! - this process orchestrates: cold sweep (builds mapping and state), for `sweep` one quiet
+//!   change-driven poll (as deployed, polls keep the mapping fresh between sweeps), change P% of
+//!   stock (each change a stock correction, so a goods movement, as in Brightpearl), the
+//!   measured run, and reads the sandbox's request counters after each.
 //!
 //! Minimums: Brightpearl `ceil(N/200)` availability reads (its ID-set cap); per channel
 //! `ceil(changed/batch)` writes, batch being the channel's largest inventory write (Shopify 250
@@ -161,6 +162,11 @@ pub async fn run(args: &InventoryArgs, out: &Path, print_json: bool) -> Result<(
         serde_json::from_str(&sandbox.command("counters")?).map_err(|e| e.to_string())?;
     progress(&format!("cold poll done in {:.1}s", cold.wall_ms / 1000.0));
 
+    if args.mode == Mode::Sweep {
+        // Deployed, a change-driven poll runs every 5 minutes and keeps the mapping fresh, so
+        // the hourly sweep reads availability only; one quiet poll stands for those here.
+        poll_child(&sandbox.base_url, &state, args.channels, Mode::Poll)?;
+    }
     let changed: u64 =
         sandbox.command(&format!("change {}", args.change_rate))?.trim().parse().map_err(|_| "bad answer")?;
     progress(&format!("changed stock of {changed} products; steady {} (measured)…", args.mode.name()));

@@ -720,3 +720,46 @@ async fn a_shop_order_through_ingress_holds_its_units_back_from_the_next_push() 
     rig.poll.run(PollTrigger::Changes).await.unwrap();
     assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(5), "never above 8 - 3");
 }
+
+/// A product new to Brightpearl (a copy of a seeded one under a new id and SKU), listed on
+/// Shopify with nothing in stock there yet.
+fn new_product(sb: &Sandbox, sku: &str, on_hand: i64) -> u64 {
+    use pearlsync_sandbox::brightpearl::state::StockRec;
+    let id = sb.brightpearl.with_state_mut(|state| {
+        let id = state.next("product");
+        let now = chrono::Utc::now();
+        if let Some(mut product) = state.products.values().next().cloned() {
+            product.id = id;
+            product.sku = sku.to_string();
+            product.created_on = now;
+            product.updated_on = now;
+            state.products.insert(id, product);
+        }
+        state.stock.entry(id).or_default().insert(1, StockRec { on_hand, allocated: 0 });
+        id
+    });
+    sb.channels.seed_products(Channel::Shopify, &[(sku.to_string(), 0)]);
+    id
+}
+
+#[tokio::test]
+async fn a_new_product_is_mapped_and_pushed_by_the_next_sweep_or_poll() {
+    let sb = sandbox(10, 1).await;
+    let skus: Vec<String> = catalogue(&sb).into_iter().map(|(_, s)| s).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+
+    // No poll ran since the sweep: the next sweep refreshes the mapping itself.
+    new_product(&rig.sb, "NEW-A", 6);
+    let swept = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    assert_eq!(swept.mapping_added, 1, "{swept:?}");
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, "NEW-A"), Some(6));
+
+    // The change-driven poll maps a new product and pushes it, with no goods movement.
+    new_product(&rig.sb, "NEW-B", 4);
+    let polled = rig.poll.run(PollTrigger::Changes).await.unwrap();
+    assert_eq!(polled.changes.as_ref().map(|c| c.mapping), Some(1), "{polled:?}");
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, "NEW-B"), Some(4));
+}

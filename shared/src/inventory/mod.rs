@@ -304,7 +304,7 @@ impl InventoryPoll {
                 run.report.mode = if *reconcile { "reconcile" } else { "full" }.into();
                 // The change-driven poll keeps the mapping fresh; a sweep refreshes it only when
                 // no poll did lately, so the sweep costs its ceil(N/200) availability reads.
-                let fresh = index.meta.cursor.is_some_and(|c| started - c < mapping_fresh_for());
+                let fresh = index.meta.mapping_polled.is_some_and(|c| started - c < mapping_fresh_for());
                 let mapped = if fresh { Ok(()) } else { self.refresh_mapping(&mut index, &mut run).await };
                 match mapped {
                     Ok(()) => self.sweep(&mut index, &mut run, *reconcile, None).await,
@@ -314,7 +314,13 @@ impl InventoryPoll {
             PollTrigger::Changes | PollTrigger::Scheduled => {
                 run.report.mode = "changes".into();
                 match self.refresh_mapping(&mut index, &mut run).await {
-                    Ok(()) => self.changes(&mut index, &mut run).await,
+                    Ok(()) => {
+                        if run.down.is_empty() {
+                            index.meta.mapping_polled = Some(started);
+                            index.meta_dirty = true;
+                        }
+                        self.changes(&mut index, &mut run).await
+                    }
                     Err(e) => Err(e),
                 }
             }

@@ -26,6 +26,9 @@ pub(super) struct Meta {
     pub(super) cursor: Option<DateTime<Utc>>,
     #[serde(default)]
     pub(super) next_chunk: u32,
+    /// When a change-driven poll last refreshed the mapping (found nothing new, or mapped it).
+    #[serde(default)]
+    pub(super) mapping_polled: Option<DateTime<Utc>>,
     /// When the last complete sweep started.
     #[serde(default)]
     pub(super) last_sweep: Option<DateTime<Utc>>,
