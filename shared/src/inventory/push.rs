@@ -103,6 +103,7 @@ impl InventoryPoll {
                     planned.push(Planned {
                         work: seq,
                         id,
+                        before: settled,
                         update: QuantityUpdate { sku, quantity: desired, last_pushed: now },
                     });
                 }
@@ -119,6 +120,7 @@ impl InventoryPoll {
             planned.push(Planned {
                 work: seq,
                 id,
+                before: settled,
                 update: QuantityUpdate { sku, quantity: desired, last_pushed: settled.p },
             });
         }
@@ -192,7 +194,7 @@ impl InventoryPoll {
         }
         for p in batch {
             let Some(work) = pool.works.get_mut(&p.work) else { continue };
-            let Some(settled) = work.settled(p.id, &name) else { continue };
+            let settled = p.before;
             let u = p.update;
             if all_failed {
                 work.settle(p.id, &name, Settled { d: None, ..settled });

@@ -4,7 +4,7 @@ use super::state::{Chunk, Index, Settled};
 use super::{InventoryPoll, Run, available};
 use crate::brightpearl::{Availability, idset};
 use crate::channels::{QuantityUpdate, StoreConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pending::Pending;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -12,10 +12,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 /// batches; a partial batch is carried to the next step).
 pub(super) const WINDOW_CHUNKS: usize = 10;
 
-/// One loaded chunk, kept until every update planned for it has been sent.
+/// One loaded chunk, kept until every update planned for it has been sent. A chunk waiting
+/// only for carried updates is parked: held as its encoded bytes (a tenth of the decoded
+/// maps), its outcomes kept as patches, so a sparse sweep holding hundreds of chunks for one
+/// BigCommerce batch of 2,000 stays small.
 pub(super) struct Work {
     pub(super) pos: (usize, usize),
     pub(super) chunk: Chunk,
+    parked: Option<Vec<u8>>,
+    patches: Vec<(u64, String, Settled)>,
     /// A settled figure changed: the chunk is written back.
     pub(super) dirty: bool,
     pub(super) ids: Vec<u64>,
@@ -28,8 +33,32 @@ pub(super) struct Work {
 }
 
 impl Work {
+    fn new(
+        pos: (usize, usize),
+        chunk: Chunk,
+        ids: Vec<u64>,
+        availability: HashMap<u64, Availability>,
+    ) -> Self {
+        Work {
+            pos,
+            chunk,
+            parked: None,
+            patches: Vec::new(),
+            dirty: false,
+            ids,
+            availability,
+            fingerprints: BTreeMap::new(),
+            pending: BTreeSet::new(),
+        }
+    }
+
     /// Sets one SKU's settled figures on one store, noting whether anything changed.
     pub(super) fn settle(&mut self, id: u64, store: &str, settled: Settled) {
+        if self.parked.is_some() {
+            self.patches.push((id, store.to_string(), settled));
+            self.dirty = true;
+            return;
+        }
         if let Some(slot) = self.chunk.products.get_mut(&id).and_then(|m| m.stores.get_mut(store))
             && *slot != settled
         {
@@ -38,8 +67,29 @@ impl Work {
         }
     }
 
+    /// A live chunk's settled figures (planning happens before any chunk is parked).
     pub(super) fn settled(&self, id: u64, store: &str) -> Option<Settled> {
         self.chunk.products.get(&id).and_then(|m| m.stores.get(store)).copied()
+    }
+
+    fn park(&mut self) -> Result<()> {
+        if self.parked.is_none() {
+            self.parked = Some(serde_json::to_vec(&self.chunk).map_err(|e| Error::State(e.to_string()))?);
+            self.chunk = Chunk::default();
+        }
+        Ok(())
+    }
+
+    /// The chunk with every outcome applied.
+    fn into_chunk(self) -> Result<Chunk> {
+        let Some(bytes) = self.parked else { return Ok(self.chunk) };
+        let mut chunk: Chunk = serde_json::from_slice(&bytes).map_err(|e| Error::State(e.to_string()))?;
+        for (id, store, settled) in self.patches {
+            if let Some(slot) = chunk.products.get_mut(&id).and_then(|m| m.stores.get_mut(&store)) {
+                *slot = settled;
+            }
+        }
+        Ok(chunk)
     }
 }
 
@@ -51,10 +101,12 @@ pub(super) struct Pool {
     next: usize,
 }
 
-/// One update planned for a store: which chunk (load order) and product it settles.
+/// One update planned for a store: which chunk (load order) and product it settles, and the
+/// product's settled figures when it was planned (its chunk may be parked by the time it goes).
 pub(super) struct Planned {
     pub(super) work: usize,
     pub(super) id: u64,
+    pub(super) before: Settled,
     pub(super) update: QuantityUpdate,
 }
 
@@ -146,10 +198,9 @@ impl InventoryPoll {
             }
             let seq = pool.next;
             pool.next += 1;
-            pool.works.insert(
-                seq,
-                Work { pos, chunk, dirty: false, ids, availability, fingerprints, pending: BTreeSet::new() },
-            );
+            let mut work = Work::new(pos, chunk, ids, availability);
+            work.fingerprints = fingerprints;
+            pool.works.insert(seq, work);
             fresh.push(seq);
             if fresh.len() >= WINDOW_CHUNKS {
                 self.step(
@@ -189,6 +240,11 @@ impl InventoryPoll {
             }
         }
         let carried: BTreeSet<usize> = pool.carry.values().flatten().map(|p| p.work).collect();
+        for seq in &carried {
+            if let Some(w) = pool.works.get_mut(seq) {
+                w.park()?;
+            }
+        }
         let done: Vec<usize> = pool.works.keys().copied().filter(|s| !carried.contains(s)).collect();
         for seq in done {
             if let Some(work) = pool.works.remove(&seq) {
@@ -222,7 +278,8 @@ impl InventoryPoll {
             index.dirty_pages.insert(pi);
         }
         if work.dirty {
-            self.save_chunk(chunk_id, &work.chunk, run).await?;
+            let chunk = work.into_chunk()?;
+            self.save_chunk(chunk_id, &chunk, run).await?;
         }
         Ok(())
     }
