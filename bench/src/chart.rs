@@ -171,7 +171,7 @@ pub fn inventory_scaling(path: &Path, points: &[InventoryPoint], cpu_limit_ms: f
     let x_max = points.last().map_or(1000.0, |p| p.skus) * 2.0;
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let root = root.titled("Inventory poll by catalogue size", (FONT, 22)).map_err(err)?;
+    let root = root.titled("Inventory sweep by catalogue size", (FONT, 22)).map_err(err)?;
     let (left, right) = root.split_horizontally(SIZE.0 / 2);
     let requests_max =
         points.iter().map(|p| p.brightpearl_requests.max(p.brightpearl_requests_min)).fold(10.0, f64::max);
@@ -248,7 +248,8 @@ pub fn inventory_points(dir: &Path) -> Vec<InventoryPoint> {
     let mut points = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("inventory-") && name.ends_with(".json")) {
+        // The sweep is the run whose cost follows catalogue size; the poll follows change.
+        if !(name.starts_with("inventory-sweep-") && name.ends_with(".json")) {
             continue;
         }
         let Some(report) =

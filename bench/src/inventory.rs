@@ -1,4 +1,6 @@
-//! `inventory`: the cost of one steady-state inventory poll at a given catalogue size.
+//! `inventory`: the cost of one steady-state inventory run at a given catalogue size, either
+//! the scheduled change-driven poll (`--mode poll`) or the full sweep, the hourly
+//! reconciliation (`--mode sweep`).
 //!
 //! Three processes, so each number belongs to what it names:
 //! - the sandbox runs in a child (`pearlsync-bench sandbox-child`) driven over stdin/stdout, so
@@ -6,8 +8,10 @@
 //! - every poll runs in a fresh child (`pearlsync-bench poll-child`) over one embedded state
 //!   file, like a Lambda invocation; it reports its CPU (getrusage around the poll) and its
 //!   peak RSS (VmHWM, the whole process: runtime, clients, state store and the poll);
-//! - this process orchestrates: cold poll (builds mapping and state), change P% of stock,
-//!   steady poll (measured), and reads the sandbox's request counters after each.
+//! - this process orchestrates: cold sweep (builds mapping and state), for `sweep` one quiet
+//!   change-driven poll (as deployed, polls keep the mapping fresh between sweeps), change P% of
+//!   stock (each change a stock correction, so a goods movement, as in Brightpearl), the
+//!   measured run, and reads the sandbox's request counters after each.
 //!
 //! Minimums: Brightpearl `ceil(N/200)` availability reads (its ID-set cap); per channel
 //! `ceil(changed/batch)` writes, batch being the channel's largest inventory write (Shopify 250
@@ -52,9 +56,27 @@ pub struct InventoryArgs {
     /// Stores, taken in the order Shopify, BigCommerce, WooCommerce (1..=3).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub channels: u8,
-    /// Percentage of products whose stock changes between the two polls.
+    /// Percentage of products whose stock changes between the two runs.
     #[arg(long, default_value_t = 5.0)]
     pub change_rate: f64,
+    /// The measured run: the change-driven `poll` or the full `sweep`.
+    #[arg(long, value_enum, default_value_t = Mode::Sweep)]
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Poll,
+    Sweep,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Poll => "poll",
+            Mode::Sweep => "sweep",
+        }
+    }
 }
 
 /// The arguments of `poll-child`.
@@ -66,6 +88,8 @@ pub struct PollChildArgs {
     pub state: PathBuf,
     #[arg(long)]
     pub channels: u8,
+    #[arg(long, value_enum)]
+    pub mode: Mode,
 }
 
 /// The arguments of `sandbox-child`.
@@ -118,8 +142,12 @@ fn write_batch(kind: ChannelKind) -> usize {
 pub async fn run(args: &InventoryArgs, out: &Path, print_json: bool) -> Result<(), String> {
     let started = Instant::now();
     progress(&format!(
-        "inventory: {} SKUs, {} warehouses, {} channels, {}% change; starting the sandbox child",
-        args.skus, args.warehouses, args.channels, args.change_rate
+        "inventory {}: {} SKUs, {} warehouses, {} channels, {}% change; starting the sandbox child",
+        args.mode.name(),
+        args.skus,
+        args.warehouses,
+        args.channels,
+        args.change_rate
     ));
     let mut sandbox = SandboxChild::spawn(args)?;
     progress(&format!("sandbox at {} ({:.1}s)", sandbox.base_url, started.elapsed().as_secs_f64()));
@@ -127,33 +155,55 @@ pub async fn run(args: &InventoryArgs, out: &Path, print_json: bool) -> Result<(
     std::fs::create_dir_all(&state_dir).map_err(|e| format!("state dir: {e}"))?;
     let state = state_dir.join("state.redb");
 
-    progress("cold poll (builds the mapping and the state)…");
+    progress("cold sweep (builds the mapping and the state)…");
     sandbox.command("reset")?;
-    let cold = poll_child(&sandbox.base_url, &state, args.channels)?;
+    let cold = poll_child(&sandbox.base_url, &state, args.channels, Mode::Sweep)?;
     let cold_counters: Counters =
         serde_json::from_str(&sandbox.command("counters")?).map_err(|e| e.to_string())?;
     progress(&format!("cold poll done in {:.1}s", cold.wall_ms / 1000.0));
 
+    if args.mode == Mode::Sweep {
+        // Deployed, a change-driven poll runs every 5 minutes and keeps the mapping fresh, so
+        // the hourly sweep reads availability only; one quiet poll stands for those here.
+        poll_child(&sandbox.base_url, &state, args.channels, Mode::Poll)?;
+    }
     let changed: u64 =
         sandbox.command(&format!("change {}", args.change_rate))?.trim().parse().map_err(|_| "bad answer")?;
-    progress(&format!("changed stock of {changed} products; steady poll (measured)…"));
+    progress(&format!("changed stock of {changed} products; steady {} (measured)…", args.mode.name()));
     sandbox.command("reset")?;
-    let steady = poll_child(&sandbox.base_url, &state, args.channels)?;
+    let steady = poll_child(&sandbox.base_url, &state, args.channels, args.mode)?;
     let steady_counters: Counters =
         serde_json::from_str(&sandbox.command("counters")?).map_err(|e| e.to_string())?;
     progress(&format!("steady poll done in {:.1}s", steady.wall_ms / 1000.0));
     drop(sandbox);
     let _ = std::fs::remove_dir_all(&state_dir);
 
-    let mut report = figures(args, &steady, &steady_counters);
-    let cold_figures = figures(args, &cold, &cold_counters);
+    let catalogue_min = u64::from(args.skus).div_ceil(AVAILABILITY_IDS_PER_READ);
+    let steady_min = match args.mode {
+        Mode::Sweep => catalogue_min,
+        Mode::Poll => changed.div_ceil(AVAILABILITY_IDS_PER_READ),
+    };
+    let mut report = figures(args, &steady, &steady_counters, steady_min);
+    let cold_figures = figures(args, &cold, &cold_counters, catalogue_min);
     if let Some(map) = report.as_object_mut() {
+        map.insert("mode".into(), json!(args.mode.name()));
         map.insert("changed_products".into(), json!(changed));
+        map.insert(
+            "cold_peak_rss_mb".into(),
+            cold_figures.get("peak_rss_mb").cloned().unwrap_or(json!(null)),
+        );
+        // The poll's target: ceil(changed / 200) availability reads plus at most 4 searches.
+        if args.mode == Mode::Poll {
+            map.insert(
+                "brightpearl_requests_target".into(),
+                json!(changed.div_ceil(AVAILABILITY_IDS_PER_READ) + 4),
+            );
+        }
         map.insert("cold".into(), cold_figures);
         map.insert(
             "params".into(),
             json!({"skus": args.skus, "warehouses": args.warehouses, "channels": args.channels,
-                   "change_rate_percent": args.change_rate}),
+                   "change_rate_percent": args.change_rate, "mode": args.mode.name()}),
         );
         map.insert(
             "method".into(),
@@ -165,20 +215,27 @@ pub async fn run(args: &InventoryArgs, out: &Path, print_json: bool) -> Result<(
         );
         map.insert("machine".into(), measure::machine());
     }
-    let name = format!("inventory-{}", args.skus);
-    measure::write_report(out, &name, &format!("inventory poll, {} SKUs", args.skus), &report, print_json)
+    let name = format!("inventory-{}-{}", args.mode.name(), args.skus);
+    let title = format!("inventory {}, {} SKUs, {}% change", args.mode.name(), args.skus, args.change_rate);
+    measure::write_report(out, &name, &title, &report, print_json)
         .map_err(|e| format!("writing the report: {e}"))?;
-    // Every catalogue size reported in `out` so far, in one chart.
+    // Every sweep size reported in `out` so far, in one chart.
     crate::chart::inventory_from_reports(out).map(|path| progress(&format!("wrote {}", path.display())))
 }
 
 /// The comparable figures of one poll, from its own report and the sandbox's counters.
-fn figures(args: &InventoryArgs, poll: &PollMeasurement, counters: &Counters) -> Value {
+/// `brightpearl_requests_min`: the availability reads the run cannot do without (the whole
+/// catalogue for a sweep, the changed products for the poll), 200 products each.
+fn figures(
+    args: &InventoryArgs,
+    poll: &PollMeasurement,
+    counters: &Counters,
+    brightpearl_requests_min: u64,
+) -> Value {
     let report = &poll.report;
     let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).unwrap_or(0);
     let list_len = |v: &Value, key: &str| v.get(key).and_then(Value::as_array).map_or(0, Vec::len);
     let channels: &[Value] = report.get("channels").and_then(Value::as_array).map_or(&[], Vec::as_slice);
-    let brightpearl_requests_min = u64::from(args.skus).div_ceil(AVAILABILITY_IDS_PER_READ);
     let mut channel_requests_min = 0u64;
     let mut per_channel = serde_json::Map::new();
     for (n, kind) in CHANNELS.iter().take(usize::from(args.channels)).enumerate() {
@@ -229,10 +286,11 @@ fn store_name(kind: ChannelKind) -> String {
 }
 
 /// Runs one poll in a fresh `poll-child` and returns its measurement.
-fn poll_child(base_url: &str, state: &Path, channels: u8) -> Result<PollMeasurement, String> {
+fn poll_child(base_url: &str, state: &Path, channels: u8, mode: Mode) -> Result<PollMeasurement, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let output = Command::new(exe)
-        .args(["poll-child", "--base-url", base_url, "--channels", &channels.to_string(), "--state"])
+        .args(["poll-child", "--base-url", base_url, "--channels", &channels.to_string()])
+        .args(["--mode", mode.name(), "--state"])
         .arg(state)
         .stderr(Stdio::inherit())
         .output()
@@ -287,7 +345,7 @@ fn config(base_url: &str, state: &Path, channels: u8) -> Config {
     config
 }
 
-/// `poll-child`: one full poll, measured, printed as one JSON line.
+/// `poll-child`: one run (the sweep or the change-driven poll), measured, printed as one JSON line.
 pub async fn poll_child_main(args: &PollChildArgs) -> Result<(), String> {
     let config = config(&args.base_url, &args.state, args.channels);
     let store = EmbeddedStore::open(&config.state.path).map_err(|e| format!("state: {e}"))?;
@@ -296,7 +354,11 @@ pub async fn poll_child_main(args: &PollChildArgs) -> Result<(), String> {
     let poll = app.inventory_poll();
     let cpu_before = measure::process_cpu();
     let started = Instant::now();
-    let report = poll.run(PollTrigger::Full { reconcile: false }).await.map_err(|e| format!("poll: {e}"))?;
+    let trigger = match args.mode {
+        Mode::Sweep => PollTrigger::Full { reconcile: false },
+        Mode::Poll => PollTrigger::Changes,
+    };
+    let report = poll.run(trigger).await.map_err(|e| format!("poll: {e}"))?;
     let wall = started.elapsed();
     let cpu = measure::process_cpu().saturating_sub(cpu_before);
     let measurement = PollMeasurement {

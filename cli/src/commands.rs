@@ -95,9 +95,7 @@ pub async fn serve(
                     _ = stop.changed() => break,
                 }
                 let outcome = match name {
-                    "poll-inventory" => {
-                        worker.inventory.run(PollTrigger::Full { reconcile: false }).await.map(|r| json!(r))
-                    }
+                    "poll-inventory" => worker.inventory.run(PollTrigger::Scheduled).await.map(|r| json!(r)),
                     "check-reorders" => {
                         worker.reorder.run_check(CheckOptions { dry_run: false }).await.map(|r| json!(r))
                     }

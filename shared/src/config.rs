@@ -218,6 +218,9 @@ impl Config {
         if let Some(reconcile) = parse_var::<bool>(env, "PEARLSYNC_INVENTORY_RECONCILE")? {
             self.inventory.reconcile = reconcile;
         }
+        if let Some(minutes) = parse_var::<u64>(env, "PEARLSYNC_INVENTORY_SWEEP_EVERY_MINUTES")? {
+            self.inventory.sweep_every_minutes = minutes;
+        }
         Ok(())
     }
 

@@ -197,6 +197,14 @@ impl Ingress {
                 format!("{kind} delivery {} names no order", delivery.topic),
             );
         };
+        // The units this order sold are held back from pushes until Brightpearl reserves them.
+        if let Some(pending) =
+            crate::pending::from_delivery(&self.channels, target, delivery.payload.as_ref())
+            && let Err(e) = crate::pending::record(self.state.as_ref(), target, &order_id, &pending).await
+        {
+            tracing::warn!(store = target, order = %order_id, error = %e, "pending units not recorded; the sweep repairs");
+            self.metrics.count(crate::metrics::names::PENDING_NOT_RECORDED, 1);
+        }
         let job = Job::ChannelOrder {
             channel: kind,
             store: target.to_string(),

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod money;
 pub mod orders;
 pub mod parking;
+pub mod pending;
 pub mod queue;
 pub mod reorder;
 pub mod secret;

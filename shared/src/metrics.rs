@@ -28,6 +28,8 @@ pub mod names {
     pub const RECONCILE_FAILURES: &str = "ReconcileFailures";
     /// A stock push to a store that failed.
     pub const PUSH_FAILURES: &str = "PushFailures";
+    /// An order delivery whose sold units could not be recorded as pending.
+    pub const PENDING_NOT_RECORDED: &str = "PendingNotRecorded";
     /// A purchase order that could not be created.
     pub const PURCHASE_ORDER_FAILURES: &str = "PurchaseOrderFailures";
     /// A Brightpearl OAuth token refresh that failed.

@@ -5,11 +5,16 @@
 use pearlsync::batch::BatchMessage;
 use pearlsync::brightpearl::{BrightpearlClient, Priority};
 use pearlsync::channels::{BufferRules, ChannelSet, SkuBuffer, StoreConfig};
-use pearlsync::inventory::{ChannelReport, InventoryConfig, InventoryPoll, PollReport, PollTrigger, Repair};
+use pearlsync::inventory::{
+    ChannelReport, Conflict, InventoryConfig, InventoryPoll, PollReport, PollTrigger, Repair,
+};
 use pearlsync::metrics::Metrics;
+use pearlsync::orders::saga_key;
+use pearlsync::pending::{self, PendingOrder};
 use pearlsync::queue::{ChannelKind, Job};
 use pearlsync::secret::Secret;
 use pearlsync::state::StateStore;
+use pearlsync::state::{Condition, Item};
 use pearlsync_sandbox::brightpearl::{BrightpearlSandboxConfig, SeedSpec};
 use pearlsync_sandbox::channels::Channel;
 use pearlsync_sandbox::faults::Fault;
@@ -77,6 +82,7 @@ struct Rig {
     sb: Sandbox,
     stores: Vec<StoreConfig>,
     poll: InventoryPoll,
+    state: Arc<dyn StateStore>,
 }
 
 async fn rig(sb: Sandbox, stores: Vec<StoreConfig>) -> Rig {
@@ -89,11 +95,11 @@ async fn rig_with(sb: Sandbox, stores: Vec<StoreConfig>, config: InventoryConfig
     let poll = InventoryPoll::from_parts(
         Arc::new(brightpearl(&sb).with_priority(Priority::Background)),
         channels,
-        state,
+        Arc::clone(&state),
         Arc::new(Metrics::new("inventory-poll")),
         config,
     );
-    Rig { sb, stores, poll }
+    Rig { sb, stores, poll, state }
 }
 
 /// (product id, SKU) of the seeded catalogue.
@@ -186,8 +192,10 @@ async fn three_stores_end_with_their_own_warehouse_sums_and_buffers_and_a_quiet_
 
     reset_counters(&rig.sb);
     let second = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
-    assert_eq!(second.state_writes, 0, "{second:?}");
-    assert!(second.state_reads <= 2, "meta and one index page: {second:?}");
+    // Only the sweep's own time (the meta item), which the schedule reads.
+    assert_eq!(second.state_writes, 1, "{second:?}");
+    // Meta and one index page, and one (empty) pending-ledger query per store.
+    assert!(second.state_reads <= 2 + rig.stores.len() as u64, "{second:?}");
     assert_eq!(second.chunks_changed, 0);
     for store in &rig.stores {
         assert_eq!(writes(&rig.sb, store.kind), 0, "{}", store.name);
@@ -236,7 +244,7 @@ async fn a_1000_sku_poll_reads_5_id_sets_and_3_changed_skus_make_one_write_per_c
         }
     }
     assert_eq!(report.chunks_changed, 3);
-    // Three chunk items, their index page and the mapping cursor.
+    // Three chunk items, their index page and the meta item (the sweep's time).
     assert_eq!(report.state_writes, 5, "{report:?}");
     assert_eq!(rig.sb.brightpearl.counters().endpoint(AVAILABILITY), 5);
 }
@@ -312,7 +320,7 @@ async fn a_manual_shopify_edit_is_reported_not_overwritten_until_reconcile() {
 
     let drift = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
     let r = channel(&drift, &rig.stores[0]);
-    assert_eq!(r.conflicts, vec![(sku.clone(), 99)]);
+    assert_eq!(r.conflicts, vec![Conflict { sku: sku.clone(), desired, theirs: 99 }]);
     assert_eq!(r.pushed, 0);
     assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(99), "the edit survives");
 
@@ -428,4 +436,330 @@ async fn when_the_shop_and_brightpearl_both_sell_the_shop_ends_at_the_true_sella
     reset_counters(&rig.sb);
     rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
     assert_eq!(writes(&rig.sb, ChannelKind::Shopify), 0);
+}
+
+/// Moves a product's stock the way a reservation does in the sandbox: `onHand` down,
+/// `allocated` up, and no goods movement (the hard side of apis.md §8.2).
+fn allocate(sb: &Sandbox, product_id: u64, warehouse: u64, units: i64) {
+    sb.brightpearl.with_state_mut(|s| {
+        let level = s.stock.entry(product_id).or_default().entry(warehouse).or_default();
+        level.on_hand -= units;
+        level.allocated += units;
+    });
+}
+
+/// The saga the order writer leaves once Brightpearl reserved the order.
+async fn reserved_saga(state: &dyn StateStore, store: &str, order_id: &str, product_id: u64, units: i64) {
+    let key = saga_key(ChannelKind::Shopify, store, order_id);
+    let data = serde_json::json!({
+        "step": "reserved",
+        "contact_id": 4,
+        "sales_order_id": 900,
+        "rows": [{"row_id": 1, "product_id": product_id, "quantity": units, "line_id": "1"}],
+    });
+    state.put(Item::new(key.pk, key.sk, data), Condition::Always).await.expect("saga written");
+}
+
+fn total_requests(sb: &Sandbox) -> u64 {
+    sb.brightpearl.counters().requests
+}
+
+#[tokio::test]
+async fn the_change_driven_poll_reads_only_products_that_moved() {
+    let sb = sandbox(1000, 2).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+
+    let changed = [products[0].clone(), products[500].clone(), products[999].clone()];
+    for (id, _) in &changed {
+        let now = rig.sb.brightpearl.with_state(|s| s.stock[id][&1].on_hand);
+        rig.sb.brightpearl.set_stock(*id, 1, now + 4);
+    }
+    reset_counters(&rig.sb);
+    let report = rig.poll.run(PollTrigger::Changes).await.unwrap();
+    assert_eq!(report.mode, "changes");
+    assert_eq!(report.products_read, 3, "{report:?}");
+    assert_eq!(report.changes.as_ref().map(|c| c.goods_movements), Some(3), "{report:?}");
+    // ceil(3/200) availability read + goods movements + the mapping's product search.
+    assert_eq!(rig.sb.brightpearl.counters().endpoint(AVAILABILITY), 1);
+    assert!(total_requests(&rig.sb) <= 1 + 4, "{:?}", rig.sb.brightpearl.counters().per_endpoint);
+    assert_eq!(writes(&rig.sb, ChannelKind::Shopify), 1);
+    for (id, sku) in &changed {
+        assert_eq!(
+            rig.sb.channels.quantity(Channel::Shopify, sku),
+            Some(expected(&rig.sb, &rig.stores[0], *id, sku))
+        );
+    }
+    // Nothing moved since: the next poll reads no availability and writes nothing.
+    reset_counters(&rig.sb);
+    let quiet = rig.poll.run(PollTrigger::Changes).await.unwrap();
+    assert_eq!(rig.sb.brightpearl.counters().endpoint(AVAILABILITY), 0, "{quiet:?}");
+    assert_eq!(writes(&rig.sb, ChannelKind::Shopify), 0);
+}
+
+#[tokio::test]
+async fn a_schedule_sweeps_when_the_last_sweep_is_old_and_polls_changes_otherwise() {
+    let sb = sandbox(20, 1).await;
+    let skus: Vec<String> = catalogue(&sb).into_iter().map(|(_, s)| s).collect();
+    seed_channel(&sb, ChannelKind::Woocommerce, &skus);
+    let stores = vec![store(&sb, ChannelKind::Woocommerce, vec![], BufferRules::default())];
+    let rig =
+        rig_with(sb, stores, InventoryConfig { sweep_every_minutes: 60, ..InventoryConfig::default() }).await;
+    let first = rig.poll.run(PollTrigger::Scheduled).await.unwrap();
+    assert_eq!(first.mode, "full", "never swept: a sweep");
+    let second = rig.poll.run(PollTrigger::Scheduled).await.unwrap();
+    assert_eq!(second.mode, "changes", "swept a moment ago");
+
+    let sb = sandbox(20, 1).await;
+    let skus: Vec<String> = catalogue(&sb).into_iter().map(|(_, s)| s).collect();
+    seed_channel(&sb, ChannelKind::Woocommerce, &skus);
+    let stores = vec![store(&sb, ChannelKind::Woocommerce, vec![], BufferRules::default())];
+    let rig =
+        rig_with(sb, stores, InventoryConfig { sweep_every_minutes: 0, ..InventoryConfig::default() }).await;
+    rig.poll.run(PollTrigger::Scheduled).await.unwrap();
+    let again = rig.poll.run(PollTrigger::Scheduled).await.unwrap();
+    assert_eq!(again.mode, "full", "a zero interval sweeps every time");
+}
+
+#[tokio::test]
+async fn a_targeted_push_goes_through_while_a_sweep_holds_its_lease() {
+    let sb = sandbox(50, 1).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    let (id, sku) = products[7].clone();
+    rig.sb.brightpearl.set_stock(id, 1, 41);
+
+    // A sweep is running (it holds the sweep lease) when the StockChanged job arrives.
+    let state = Arc::clone(&rig.state);
+    let inside =
+        pearlsync::state::idempotency::run_exclusively(state, "inventory", Duration::from_secs(60), async {
+            let skipped = rig.poll.run(PollTrigger::Full { reconcile: false }).await?;
+            assert_eq!(skipped.mode, "skipped", "one sweep at a time");
+            rig.poll.run(PollTrigger::Products(vec![id])).await
+        })
+        .await
+        .expect("the targeted run is not held back by the sweep")
+        .expect("the sweep lease was free");
+    assert_eq!(inside.mode, "products");
+    assert_eq!(channel(&inside, &rig.stores[0]).pushed, 1);
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(41));
+}
+
+#[tokio::test]
+async fn a_sweep_carries_partial_batches_so_sparse_changes_make_the_minimum_of_writes() {
+    // 2,400 products: more than one planning step (2,000), every chunk with a few changes.
+    let sb = sandbox(2400, 1).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    seed_channel(&sb, ChannelKind::Woocommerce, &skus);
+    let stores = vec![store(&sb, ChannelKind::Woocommerce, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+
+    // Every 16th product: 150 changes spread over all 12 chunks.
+    let changed: Vec<(u64, String)> = products.iter().step_by(16).cloned().collect();
+    assert_eq!(changed.len(), 150);
+    for (id, _) in &changed {
+        let now = rig.sb.brightpearl.with_state(|s| s.stock[id][&1].on_hand);
+        rig.sb.brightpearl.set_stock(*id, 1, now + 2);
+    }
+    reset_counters(&rig.sb);
+    let report = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    let r = channel(&report, &rig.stores[0]);
+    assert_eq!((r.changed, r.pushed), (150, 150), "{r:?}");
+    // ceil(150 / 100): the first step's remainder waited for the second step's changes.
+    assert_eq!(writes(&rig.sb, ChannelKind::Woocommerce), 2);
+    for (id, sku) in &changed {
+        assert_eq!(
+            rig.sb.channels.quantity(Channel::Woocommerce, sku),
+            Some(expected(&rig.sb, &rig.stores[0], *id, sku))
+        );
+    }
+    reset_counters(&rig.sb);
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    assert_eq!(writes(&rig.sb, ChannelKind::Woocommerce), 0, "everything settled");
+}
+
+#[tokio::test]
+async fn units_sold_but_not_yet_reserved_are_held_back_while_both_sides_sell() {
+    let sb = sandbox(3, 1).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    let name = rig.stores[0].name.clone();
+    let (id, sku) = products[0].clone();
+    rig.sb.brightpearl.set_stock(id, 1, 10);
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(10));
+
+    // Shopify sells 2 (it shows 8; ingress records the order); before the writer reserves
+    // it, a POS sale takes Brightpearl's onHand from 10 to 7.
+    rig.sb.channels.set_quantity(Channel::Shopify, &sku, 8);
+    let order =
+        PendingOrder { channel: ChannelKind::Shopify, lines: vec![(sku.clone(), 2)], cancelled: false };
+    pending::record(rig.state.as_ref(), &name, "5001", &order).await.unwrap();
+    rig.sb.brightpearl.set_stock(id, 1, 7);
+    // What truly remains to sell: 7 in Brightpearl, 2 of them already sold by Shopify.
+    let true_sellable = 7 - 2;
+    let report = rig.poll.run(PollTrigger::Changes).await.unwrap();
+    assert_eq!(channel(&report, &rig.stores[0]).pending_orders, 1, "{report:?}");
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(true_sellable), "{report:?}");
+
+    // The writer reserves the order: onHand 7 → 5 with no goods movement, and the saga says
+    // reserved. The next poll finds the order settled, reads the product, and still shows 5.
+    allocate(&rig.sb, id, 1, 2);
+    reserved_saga(rig.state.as_ref(), &name, "5001", id, 2).await;
+    reset_counters(&rig.sb);
+    let report = rig.poll.run(PollTrigger::Changes).await.unwrap();
+    assert_eq!(report.changes.as_ref().map(|c| c.orders), Some(1), "{report:?}");
+    assert_eq!(report.products_read, 1, "{report:?}");
+    assert_eq!(channel(&report, &rig.stores[0]).pending_orders, 0);
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(5));
+    assert_eq!(writes(&rig.sb, ChannelKind::Shopify), 0, "already right");
+    let left = rig.state.query(&format!("pending#{name}"), "").await.unwrap();
+    assert!(left.is_empty(), "the settled entry is forgotten: {left:?}");
+
+    // A cancelled and released order gives its units back: the ledger names the product.
+    rig.sb.brightpearl.with_state_mut(|s| {
+        let level = s.stock.entry(id).or_default().entry(1).or_default();
+        level.on_hand += 2;
+        level.allocated -= 2;
+    });
+    let cancelled = PendingOrder { channel: ChannelKind::Shopify, lines: vec![], cancelled: true };
+    pending::record(rig.state.as_ref(), &name, "5001", &cancelled).await.unwrap();
+    rig.poll.run(PollTrigger::Changes).await.unwrap();
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(7));
+}
+
+#[tokio::test]
+async fn a_shopify_key_spent_by_a_failed_attempt_is_replaced_and_the_push_lands() {
+    let sb = sandbox(5, 1).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    let (id, sku) = products[2].clone();
+    rig.sb.brightpearl.set_stock(id, 1, 17);
+    // Shopify fails the next write on its side after taking the key (a 500): the client's
+    // retry under that key is answered IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED.
+    rig.sb.channels.fail_inventory_writes(1);
+    let report = rig.poll.run(PollTrigger::Changes).await.unwrap();
+    let r = channel(&report, &rig.stores[0]);
+    assert_eq!((r.pushed, r.failures.len(), r.error.as_deref()), (1, 0, None), "{r:?}");
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(17));
+    assert_eq!(
+        rig.sb.channels.counters(Channel::Shopify).spent_keys_refused,
+        1,
+        "the spent key was tried once"
+    );
+}
+
+#[tokio::test]
+async fn a_shop_order_through_ingress_holds_its_units_back_from_the_next_push() {
+    use pearlsync::ingress::{Ingress, IngressRequest};
+    use pearlsync_sandbox::channels::{NewOrder, NewOrderLine, OrderTopic};
+    let sb = sandbox(3, 1).await;
+    let products = catalogue(&sb);
+    let skus: Vec<String> = products.iter().map(|(_, s)| s.clone()).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let secret = sb.channels.config().shopify_client_secret.clone();
+    let stores = vec![StoreConfig {
+        webhook_secret: Secret::literal(secret.clone()),
+        ..store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())
+    }];
+    let rig = rig(sb, stores).await;
+    let (id, sku) = products[0].clone();
+    rig.sb.brightpearl.set_stock(id, 1, 10);
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+
+    // The shop sells 3 and its signed webhook reaches ingress; the writer has not run yet.
+    let line = NewOrderLine { sku: Some(sku.clone()), name: "Widget".into(), quantity: 3, price: 9.5 };
+    let order = NewOrder {
+        email: Some("ada@example.com".into()),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        currency: "GBP".into(),
+        lines: vec![line],
+    };
+    let order_id = rig.sb.channels.create_order(Channel::Shopify, order).0;
+    let (mut headers, body) = rig
+        .sb
+        .channels
+        .webhook_request(Channel::Shopify, &order_id, OrderTopic::Created, &secret, 0)
+        .unwrap();
+    headers.push(("Content-Type".into(), "application/json".into()));
+    let channels = Arc::new(ChannelSet::new(&rig.stores, Arc::clone(&rig.state)).expect("stores"));
+    let ingress = Ingress::new(
+        channels,
+        Arc::clone(&rig.state),
+        Arc::new(pearlsync::queue::InProcessQueue::default()),
+        None,
+        Arc::new(Metrics::new("test")),
+    );
+    let path = format!("/webhooks/shopify/{}", rig.stores[0].name);
+    let answer = ingress
+        .handle(IngressRequest { method: "POST".into(), path, headers, body: body.into_bytes() })
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    rig.sb.channels.set_quantity(Channel::Shopify, &sku, 7);
+
+    // A POS sale takes Brightpearl from 10 to 8: 8 exist, 3 of them sold by the shop.
+    rig.sb.brightpearl.set_stock(id, 1, 8);
+    rig.poll.run(PollTrigger::Changes).await.unwrap();
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(5), "never above 8 - 3");
+}
+
+/// A product new to Brightpearl (a copy of a seeded one under a new id and SKU), listed on
+/// Shopify with nothing in stock there yet.
+fn new_product(sb: &Sandbox, sku: &str, on_hand: i64) -> u64 {
+    use pearlsync_sandbox::brightpearl::state::StockRec;
+    let id = sb.brightpearl.with_state_mut(|state| {
+        let id = state.next("product");
+        let now = chrono::Utc::now();
+        if let Some(mut product) = state.products.values().next().cloned() {
+            product.id = id;
+            product.sku = sku.to_string();
+            product.created_on = now;
+            product.updated_on = now;
+            state.products.insert(id, product);
+        }
+        state.stock.entry(id).or_default().insert(1, StockRec { on_hand, allocated: 0 });
+        id
+    });
+    sb.channels.seed_products(Channel::Shopify, &[(sku.to_string(), 0)]);
+    id
+}
+
+#[tokio::test]
+async fn a_new_product_is_mapped_and_pushed_by_the_next_sweep_or_poll() {
+    let sb = sandbox(10, 1).await;
+    let skus: Vec<String> = catalogue(&sb).into_iter().map(|(_, s)| s).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+
+    // No poll ran since the sweep: the next sweep refreshes the mapping itself.
+    new_product(&rig.sb, "NEW-A", 6);
+    let swept = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    assert_eq!(swept.mapping_added, 1, "{swept:?}");
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, "NEW-A"), Some(6));
+
+    // The change-driven poll maps a new product and pushes it, with no goods movement.
+    new_product(&rig.sb, "NEW-B", 4);
+    let polled = rig.poll.run(PollTrigger::Changes).await.unwrap();
+    assert_eq!(polled.changes.as_ref().map(|c| c.mapping), Some(1), "{polled:?}");
+    assert_eq!(rig.sb.channels.quantity(Channel::Shopify, "NEW-B"), Some(4));
 }

@@ -742,6 +742,10 @@ impl BrightpearlApi for BrightpearlClient {
         Ok(ids)
     }
 
+    async fn goods_movements_since(&self, since: DateTime<Utc>) -> Result<Vec<super::GoodsMovement>> {
+        self.movements_since(since).await
+    }
+
     async fn goods_in_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsInNote>> {
         self.goods_in_by(note_ids, |set| format!("/warehouse-service/order/*/goods-note/goods-in/{set}"))
             .await

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 mod credits;
 pub mod idset;
+pub mod movements;
 pub mod multimessage;
 mod oauth;
 pub mod outcome;
@@ -22,6 +23,7 @@ mod writes;
 pub use budget::{ClientStats, Priority};
 pub use client::BrightpearlClient;
 pub use config::{AuthConfig, AuthKind, BrightpearlConfig};
+pub use movements::GoodsMovement;
 pub use multimessage::Message;
 pub use outcome::WriteOutcome;
 pub use search::{ContactSearchRow, CustomerPaymentSearchRow, OrderSearchRow, Period, SalesOrderSearchRow};
@@ -100,6 +102,10 @@ pub trait BrightpearlApi: Send + Sync {
     /// Goods-out notes shipped since `since`, by the goods-out search's `shippedOn` (it has no
     /// `updatedOn`): the sweep that catches a missed `goods-out-note.modified.shipped`.
     async fn goods_out_notes_shipped_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<u64>>;
+    /// Goods movements updated since `since` (`goods-movement-search` by `updatedOn`, every
+    /// page). Whether reservations appear there is unknown (apis.md §8.2).
+    async fn goods_movements_since(&self, since: chrono::DateTime<chrono::Utc>)
+    -> Result<Vec<GoodsMovement>>;
     async fn goods_in_notes(&self, note_ids: &[u64]) -> Result<Vec<GoodsInNote>>;
     /// Every goods-in note of these purchase orders (the fallback poll of receipts).
     async fn goods_in_notes_for_orders(&self, order_ids: &[u64]) -> Result<Vec<GoodsInNote>>;

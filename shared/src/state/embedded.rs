@@ -25,6 +25,9 @@ fn encode_key(pk: &str, sk: &str) -> String {
     format!("{pk}{SEPARATOR}{sk}")
 }
 
+/// The page cache of the embedded store (see `open`).
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 impl EmbeddedStore {
     /// Opens (or creates) the store file, creating its parent folder.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -32,7 +35,10 @@ impl EmbeddedStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(state_err)?;
         }
-        let db = Database::create(path).map_err(|e| match e {
+        // redb's page cache defaults to 1 GiB and keeps every page a run wrote or read: a cold
+        // 100k-SKU inventory sweep peaked at 158 MB RSS, two thirds of it that cache (massif).
+        // The state is read by key, so a small cache costs little.
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::State(format!(
                 "embedded store: {} is in use by another pearlsync process (is `pearlsync serve` running?)",
                 path.display()
