@@ -689,3 +689,90 @@ async fn a_refused_cancel_is_parked_cancel_refused_and_its_replay_tries_the_canc
         pearlsync_sandbox::brightpearl::state::SO_STATUS_CANCELLED
     );
 }
+
+/// Refund payments (`PAYMENT`) accepted against a credit.
+fn refund_payments(env: &Env, credit: u64) -> usize {
+    payment_posts(env, credit).iter().filter(|p| p.0 == "PAYMENT").count()
+}
+
+#[tokio::test]
+async fn a_cancelled_and_refunded_order_is_credited_once_before_its_refused_cancel() {
+    use pearlsync::failures::{FailureCode, Selector, replay};
+    const STATUS_PUT: &str = "PUT /order-service/order/{ids}/status";
+    const CREDIT_POST: &str = "POST /order-service/sales-credit";
+    let env = setup().await;
+    let mut status_puts = 0;
+    for (n, kind) in [ChannelKind::Shopify, ChannelKind::Woocommerce].into_iter().enumerate() {
+        let channel = channel_of(kind);
+        let (id, _) = env
+            .sb
+            .channels
+            .create_order(channel, new_order("cancelrefund@example.test", &[("SKU-00007", 2)]));
+        let created =
+            env.writer.handle_batch(vec![message("c", &order_job(&env, kind, &id, OrderEvent::Created))]);
+        assert_eq!(created.await.done, 1, "{kind}");
+        let so = sales_order_id(&env, &id);
+        // Cancel with refund: everything back, shipping included, goods restocked; the
+        // cancelled body (Shopify `cancelled_at`, WooCommerce status `cancelled`) lists it.
+        let refund =
+            env.sb.channels.refund_order(channel, &id, &[("SKU-00007", 2)], true, true).expect("refunded");
+        assert!(env.sb.channels.cancel_order(channel, &id));
+        let cancel_event = match kind {
+            ChannelKind::Shopify => OrderEvent::Cancelled,
+            _ => OrderEvent::Updated,
+        };
+        let cancel = order_job(&env, kind, &id, cancel_event);
+        let Job::ChannelOrder { payload: Some(body), .. } = &cancel else { panic!("a signed body") };
+        let listed = body["refunds"].as_array().is_some_and(|a| {
+            a.iter().any(|r| r["id"].as_u64().map(|i| i.to_string()) == Some(refund.clone()))
+        });
+        assert!(listed, "{kind}: the cancelled body lists the refund: {body}");
+
+        // The cancel's job: the credit and its refund payment first, then the cancel, which
+        // Brightpearl refuses (the order's own payment stands): noted and parked.
+        let report = env.writer.handle_batch(vec![message("x", &cancel)]).await;
+        assert_eq!(report.parked.len(), 1, "{kind}: {report:?}");
+        assert!(report.parked[0].1.starts_with("cancel_refused:"), "{kind}: {report:?}");
+        status_puts += 1;
+        assert_eq!(env.sb.brightpearl.counters().endpoint(STATUS_PUT), status_puts, "{kind}");
+        let credits = credits_of(&env, so);
+        assert_eq!(credits.len(), 1, "{kind}: credited before the cancel was tried: {credits:?}");
+        assert!(credits[0].2, "{kind}: closed");
+        assert_eq!(refund_payments(&env, credits[0].0), 1, "{kind}");
+
+        // Its refund webhook (Shopify) or a redelivery (WooCommerce) credits nothing more.
+        let report =
+            run_to_completion(&env.writer, vec![message("r", &refund_job(&env, kind, &id, &refund))], 4)
+                .await;
+        match kind {
+            // The refund's route credits and does not try the cancel again.
+            ChannelKind::Shopify => assert_eq!((report.done, report.parked.len()), (1, 0), "{report:?}"),
+            // The same cancelled body again: the cancel is tried (and refused) again.
+            _ => assert!(report.parked.iter().all(|(_, r)| r.starts_with("cancel_refused:")), "{report:?}"),
+        }
+        let replayed = replay(
+            env.app.state.as_ref(),
+            env.app.queue.as_ref(),
+            &Selector::Code(FailureCode::CancelRefused),
+        )
+        .await
+        .expect("replay");
+        assert!(!replayed.replayed.is_empty(), "{kind}: {replayed:?}");
+        let (_, parked) = drain(&env).await;
+        assert!(parked.iter().all(|(_, r)| r.starts_with("cancel_refused:")), "{kind}: {parked:?}");
+        assert!(
+            env.sb.brightpearl.counters().endpoint(STATUS_PUT) > status_puts,
+            "{kind}: replay tried again"
+        );
+        status_puts = env.sb.brightpearl.counters().endpoint(STATUS_PUT);
+        let credits = credits_of(&env, so);
+        assert_eq!(credits.len(), 1, "{kind}: still one credit: {credits:?}");
+        assert_eq!(refund_payments(&env, credits[0].0), 1, "{kind}: still one refund payment");
+        assert_eq!(
+            env.sb.brightpearl.counters().endpoint(CREDIT_POST),
+            n as u64 + 1,
+            "{kind}: one credit POST"
+        );
+        assert_eq!(payment_posts(&env, so).len(), 1, "{kind}: the order's own payment, once");
+    }
+}

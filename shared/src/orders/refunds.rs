@@ -138,7 +138,8 @@ impl OrderWriter {
         }
     }
 
-    async fn credit_refunds(&self, w: &mut Work) -> Result<()> {
+    /// Credits each refund the channel lists for the order and the saga has not finished.
+    pub(super) async fn credit_refunds(&self, w: &mut Work) -> Result<()> {
         let (Some(order), Some(channel)) = (w.order.clone(), w.channel.clone()) else { return Ok(()) };
         let mut refunds = channel.fetch_refunds(&order).await?;
         refunds.sort_by(|a, b| (a.id.len(), &a.id).cmp(&(b.id.len(), &b.id)));
