@@ -776,3 +776,61 @@ async fn a_cancelled_and_refunded_order_is_credited_once_before_its_refused_canc
         assert_eq!(payment_posts(&env, so).len(), 1, "{kind}: the order's own payment, once");
     }
 }
+
+#[tokio::test]
+async fn a_credit_whose_brightpearl_total_differs_is_noted_counted_and_recorded_once() {
+    use pearlsync::failures::FailureCode;
+    use pearlsync::metrics::names::ORDERS_TOTAL_MISMATCH;
+    let env = setup().await;
+    for (n, kind) in ALL.into_iter().enumerate() {
+        let channel = channel_of(kind);
+        let (id, _) =
+            env.sb.channels.create_order(channel, new_order("skew@example.test", &[("SKU-00011", 2)]));
+        let report = env
+            .writer
+            .handle_batch(vec![message("c", &order_job(&env, kind, &id, OrderEvent::Created))])
+            .await;
+        assert_eq!(report.done, 1, "{kind}: {report:?}");
+        let so = sales_order_id(&env, &id);
+        assert_eq!(env.app.metrics.get(ORDERS_TOTAL_MISMATCH), n as f64, "{kind}: the order itself agrees");
+
+        // From here Brightpearl totals what it stores 0.01 higher than the rows sent.
+        let mut settings = env.sb.brightpearl.settings();
+        settings.total_value_skew_4dp = 100;
+        env.sb.brightpearl.set_settings(settings);
+        let refund =
+            env.sb.channels.refund_order(channel, &id, &[("SKU-00011", 1)], false, true).expect("refunded");
+        let job = refund_job(&env, kind, &id, &refund);
+        let report = run_to_completion(&env.writer, vec![message("r", &job)], 4).await;
+        settings.total_value_skew_4dp = 0;
+        env.sb.brightpearl.set_settings(settings);
+        // The credit stands (it exists), closed and paid once; a person is told.
+        assert_eq!((report.done, report.parked.len()), (1, 0), "{kind}: {report:?}");
+        let credits = credits_of(&env, so);
+        assert_eq!(credits.len(), 1, "{kind}: {credits:?}");
+        let credit = credits[0].0;
+        assert!(credits[0].2, "{kind}: closed");
+        assert_eq!(refund_payments(&env, credit), 1, "{kind}");
+        assert_eq!(env.app.metrics.get(ORDERS_TOTAL_MISMATCH), (n + 1) as f64, "{kind}: counted");
+        let notes = env.sb.brightpearl.with_state(|s| s.orders[&credit].notes.clone());
+        assert!(
+            notes.iter().any(|t| t
+                .starts_with(&format!("total_mismatch: Brightpearl's totalValue for sales credit {credit}"))),
+            "{kind}: a note on the credit: {notes:?}"
+        );
+        let records = pearlsync::failures::list(env.app.state.as_ref()).await.expect("parked records");
+        let mismatches: Vec<_> = records
+            .iter()
+            .filter(|r| {
+                r.code == FailureCode::TotalMismatch && r.text.contains(&format!("sales credit {credit} "))
+            })
+            .collect();
+        assert_eq!(mismatches.len(), 1, "{kind}: one record: {records:?}");
+
+        // Delivered again: nothing posted, nothing checked again.
+        let again = env.writer.handle_batch(vec![message("r2", &job)]).await;
+        assert_eq!((again.done, again.parked.len()), (1, 0), "{kind}: {again:?}");
+        assert_eq!(credits_of(&env, so).len(), 1, "{kind}");
+        assert_eq!(env.app.metrics.get(ORDERS_TOTAL_MISMATCH), (n + 1) as f64, "{kind}: not counted twice");
+    }
+}
