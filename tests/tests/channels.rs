@@ -278,7 +278,7 @@ async fn sandbox_webhooks_verify_dedup_and_normalise() {
         }
         let listed =
             channel.list_orders_since(chrono::Utc::now() - chrono::Duration::hours(1)).await.unwrap();
-        assert!(listed.iter().any(|(oid, _)| *oid == id), "{kind}");
+        assert!(listed.iter().any(|o| o.id == id), "{kind}");
     }
 }
 

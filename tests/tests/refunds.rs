@@ -834,3 +834,101 @@ async fn a_credit_whose_brightpearl_total_differs_is_noted_counted_and_recorded_
         assert_eq!(env.app.metrics.get(ORDERS_TOTAL_MISMATCH), (n + 1) as f64, "{kind}: not counted twice");
     }
 }
+
+#[tokio::test]
+async fn a_lost_refund_webhook_is_credited_once_by_the_reconciliation_and_not_again() {
+    const CREDIT_POST: &str = "POST /order-service/sales-credit";
+    let env = setup().await;
+    let mut orders = Vec::new();
+    for kind in ALL {
+        let channel = channel_of(kind);
+        let (id, _) =
+            env.sb.channels.create_order(channel, new_order("lostrefund@example.test", &[("SKU-00013", 3)]));
+        let report = env
+            .writer
+            .handle_batch(vec![message("c", &order_job(&env, kind, &id, OrderEvent::Created))])
+            .await;
+        assert_eq!(report.done, 1, "{kind}: {report:?}");
+        // A first refund whose webhook arrives, then a second whose webhook is lost.
+        let delivered =
+            env.sb.channels.refund_order(channel, &id, &[("SKU-00013", 1)], false, true).expect("refunded");
+        let report =
+            run_to_completion(&env.writer, vec![message("r", &refund_job(&env, kind, &id, &delivered))], 4)
+                .await;
+        assert_eq!((report.done, report.parked.len()), (1, 0), "{kind}: {report:?}");
+        env.sb.channels.refund_order(channel, &id, &[("SKU-00013", 1)], true, true).expect("refunded");
+        let so = sales_order_id(&env, &id);
+        assert_eq!(credits_of(&env, so).len(), 1, "{kind}: only the delivered one so far");
+        orders.push((kind, so));
+    }
+    let posts_before = env.sb.brightpearl.counters().endpoint(CREDIT_POST);
+    assert_eq!(posts_before, 3);
+
+    let first = env.writer.reconcile_orders().await.expect("reconcile");
+    assert_eq!((first.enqueued, first.refunds_enqueued), (0, 3), "one refund job per shop: {first:?}");
+    let (_, parked) = drain(&env).await;
+    assert!(parked.is_empty(), "{parked:?}");
+    for (kind, so) in &orders {
+        let credits = credits_of(&env, *so);
+        assert_eq!(credits.len(), 2, "{kind}: the lost refund credited: {credits:?}");
+        for (credit, _, closed, _) in &credits {
+            assert!(closed, "{kind}");
+            assert_eq!(refund_payments(&env, *credit), 1, "{kind}: one refund payment per credit");
+        }
+    }
+    assert_eq!(env.sb.brightpearl.counters().endpoint(CREDIT_POST), posts_before + 3, "one POST each");
+
+    // Everything listed is credited now: a second reconciliation enqueues and writes nothing.
+    let second = env.writer.reconcile_orders().await.expect("reconcile");
+    assert_eq!((second.enqueued, second.refunds_enqueued), (0, 0), "{second:?}");
+    assert!(second.listed >= 3, "the orders are still listed: {second:?}");
+    drain(&env).await;
+    assert_eq!(env.sb.brightpearl.counters().endpoint(CREDIT_POST), posts_before + 3);
+    for (kind, so) in &orders {
+        assert_eq!(credits_of(&env, *so).len(), 2, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn two_bigcommerce_refund_webhooks_for_one_order_are_two_credits() {
+    use pearlsync::ingress::{Ingress, IngressRequest};
+    use pearlsync_sandbox::channels::OrderTopic;
+    let env = setup().await;
+    let ingress = Ingress::from_app(&env.app);
+    let kind = ChannelKind::Bigcommerce;
+    let post = |topic: OrderTopic, id: &str| {
+        let (mut headers, body) = env
+            .sb
+            .channels
+            .webhook_request(Channel::Bigcommerce, id, topic, "hook-secret", 0)
+            .expect("the order exists");
+        headers.push(("Content-Type".into(), "application/json".into()));
+        IngressRequest {
+            method: "POST".into(),
+            path: format!("/webhooks/{kind}/{}", store_of(kind)),
+            headers,
+            body: body.into_bytes(),
+        }
+    };
+    let (id, _) = env
+        .sb
+        .channels
+        .create_order(Channel::Bigcommerce, new_order("twice@example.test", &[("SKU-00014", 2)]));
+    assert_eq!(ingress.handle(post(OrderTopic::Created, &id)).await.status, 200);
+    drain(&env).await;
+    let so = sales_order_id(&env, &id);
+    // Two refunds on different days, each with its own webhook (and each delivered twice).
+    for n in 1..=2 {
+        env.sb
+            .channels
+            .refund_order(Channel::Bigcommerce, &id, &[("SKU-00014", 1)], false, true)
+            .expect("refund");
+        let delivery = post(OrderTopic::Refunded, &id);
+        for _ in 0..2 {
+            assert_eq!(ingress.handle(delivery.clone()).await.status, 200);
+        }
+        let (_, parked) = drain(&env).await;
+        assert!(parked.is_empty(), "{parked:?}");
+        assert_eq!(credits_of(&env, so).len(), n, "the second refund is not taken for the first");
+    }
+}

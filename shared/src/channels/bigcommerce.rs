@@ -238,12 +238,16 @@ impl SalesChannel for BigCommerceChannel {
         // Duplicates of one event share `hash`; without one, the body itself identifies it.
         let hash = text(&payload, "hash")
             .unwrap_or_else(|| Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect::<String>());
+        // A refund's thin body names the refund (`data.refund.refund_id`): its `data` kept as
+        // the job's payload, two refunds of one order are two jobs (a job is known by its
+        // content) and duplicates of one stay one; the order and refunds are still fetched.
+        let payload = if event == OrderEvent::Refunded { payload.get("data").cloned() } else { None };
         Ok(WebhookDelivery {
             dedup_key: format!("bigcommerce:{}:{scope}:{hash}", self.store.name),
             topic: scope,
             order_id: Some(order_id),
             event,
-            payload: None,
+            payload,
             ping: false,
         })
     }
@@ -270,7 +274,7 @@ impl SalesChannel for BigCommerceChannel {
         refund::refunds(&answer, order)
     }
 
-    async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+    async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<super::ListedOrder>> {
         let mut found = Vec::new();
         for page in 1.. {
             let answer = self
@@ -286,8 +290,14 @@ impl SalesChannel for BigCommerceChannel {
                 .await?;
             let orders = answer.as_array().cloned().unwrap_or_default();
             for order in &orders {
-                if let (Some(id), Some(at)) = (id_of(order, "id"), parse_time(order.get("date_modified"))) {
-                    found.push((id, at));
+                if let (Some(id), Some(updated_at)) =
+                    (id_of(order, "id"), parse_time(order.get("date_modified")))
+                {
+                    // `refunded_amount` (a decimal string) is on every v2 order; absent, nothing
+                    // is taken as refunded.
+                    let refunded = crate::money::parse(order.get("refunded_amount")).unwrap_or_default();
+                    let refunds = super::ListedRefunds::Amount(refunded);
+                    found.push(super::ListedOrder { id, updated_at, refunds });
                 }
             }
             if orders.len() < 250 {

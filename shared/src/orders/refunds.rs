@@ -239,7 +239,12 @@ impl OrderWriter {
                         },
                     };
                     if credit.is_none() {
-                        let intent = Credit { step: CreditStep::Creating, credit_id: None, closed: false };
+                        let intent = Credit {
+                            step: CreditStep::Creating,
+                            credit_id: None,
+                            closed: false,
+                            amount: Some(refund.total),
+                        };
                         self.save_credit(w, id, intent).await?;
                     }
                     match self.brightpearl.create_sales_credit(&new).await {
@@ -252,7 +257,12 @@ impl OrderWriter {
                     }
                 }
             };
-            let created = Credit { step: CreditStep::Created, credit_id: Some(credit_id), closed: false };
+            let created = Credit {
+                step: CreditStep::Created,
+                credit_id: Some(credit_id),
+                closed: false,
+                amount: Some(refund.total),
+            };
             self.save_credit(w, id, created.clone()).await?;
             self.bump(|r| r.credits_created += 1);
             credit = Some(created);
