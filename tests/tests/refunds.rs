@@ -932,3 +932,48 @@ async fn two_bigcommerce_refund_webhooks_for_one_order_are_two_credits() {
         assert_eq!(credits_of(&env, so).len(), n, "the second refund is not taken for the first");
     }
 }
+
+#[tokio::test]
+async fn a_bigcommerce_cancel_after_an_earlier_update_webhook_still_cancels() {
+    use pearlsync::ingress::{Ingress, IngressRequest};
+    use pearlsync_sandbox::channels::OrderTopic;
+    let env = setup().await;
+    let ingress = Ingress::from_app(&env.app);
+    let kind = ChannelKind::Bigcommerce;
+    let post = |topic: OrderTopic, id: &str| {
+        let (mut headers, body) = env
+            .sb
+            .channels
+            .webhook_request(Channel::Bigcommerce, id, topic, "hook-secret", 0)
+            .expect("the order exists");
+        headers.push(("Content-Type".into(), "application/json".into()));
+        IngressRequest {
+            method: "POST".into(),
+            path: format!("/webhooks/{kind}/{}", store_of(kind)),
+            headers,
+            body: body.into_bytes(),
+        }
+    };
+    let (id, _) = env
+        .sb
+        .channels
+        .create_order(Channel::Bigcommerce, new_order("bcupd@example.test", &[("SKU-00015", 1)]));
+    assert!(env.sb.channels.set_paid(Channel::Bigcommerce, &id, false), "unpaid: Brightpearl may cancel it");
+    assert_eq!(ingress.handle(post(OrderTopic::Created, &id)).await.status, 200);
+    drain(&env).await;
+    let so = sales_order_id(&env, &id);
+    // A status change that is not a cancel (BigCommerce sends store/order/updated for both).
+    assert_eq!(ingress.handle(post(OrderTopic::Updated, &id)).await.status, 200);
+    let (_, parked) = drain(&env).await;
+    assert!(parked.is_empty(), "{parked:?}");
+    // Then cancelled: another store/order/updated, with its own hash.
+    assert!(env.sb.channels.cancel_order(Channel::Bigcommerce, &id));
+    assert_eq!(ingress.handle(post(OrderTopic::Updated, &id)).await.status, 200);
+    let (_, parked) = drain(&env).await;
+    assert!(parked.is_empty(), "{parked:?}");
+    assert_eq!(
+        env.sb.brightpearl.with_state(|s| s.orders[&so].status_id),
+        pearlsync_sandbox::brightpearl::state::SO_STATUS_CANCELLED,
+        "the second update webhook is not taken for the first"
+    );
+}

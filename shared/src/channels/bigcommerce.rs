@@ -238,10 +238,12 @@ impl SalesChannel for BigCommerceChannel {
         // Duplicates of one event share `hash`; without one, the body itself identifies it.
         let hash = text(&payload, "hash")
             .unwrap_or_else(|| Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect::<String>());
-        // A refund's thin body names the refund (`data.refund.refund_id`): its `data` kept as
-        // the job's payload, two refunds of one order are two jobs (a job is known by its
-        // content) and duplicates of one stay one; the order and refunds are still fetched.
-        let payload = if event == OrderEvent::Refunded { payload.get("data").cloned() } else { None };
+        // The thin body's identity (scope, hash, data: a refund's names its `refund_id`) is the
+        // job's payload, so two events of one order are two jobs (a job is known by its
+        // content: without it, a cancel after an earlier update, or a second refund, was taken
+        // for a repeat) while duplicates of one event stay one. It is never the order: the
+        // writer fetches that.
+        let payload = Some(json!({"scope": scope, "hash": hash, "data": payload.get("data")}));
         Ok(WebhookDelivery {
             dedup_key: format!("bigcommerce:{}:{scope}:{hash}", self.store.name),
             topic: scope,

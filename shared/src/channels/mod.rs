@@ -171,7 +171,9 @@ pub struct WebhookDelivery {
     pub topic: String,
     pub order_id: Option<String>,
     pub event: OrderEvent,
-    /// The full order when the channel sends it; `None` for BigCommerce's thin payloads.
+    /// The full order when the channel sends it. BigCommerce's webhooks are thin: there it is
+    /// the event's identity (`scope`, `hash`, `data`), never the order, so two events of one
+    /// order are two jobs; the writer fetches the order.
     pub payload: Option<serde_json::Value>,
     /// WooCommerce's unsigned activation ping: answer 200, enqueue nothing.
     #[serde(default)]
