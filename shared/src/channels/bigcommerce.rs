@@ -437,7 +437,13 @@ mod tests {
         assert_eq!(d.dedup_key, "bigcommerce:bc:store/order/created:3f9ea4");
         assert_eq!(d.order_id.as_deref(), Some("173331"));
         assert_eq!(d.event, OrderEvent::Created);
-        assert!(d.payload.is_none());
+        // The thin body's identity only, nothing of the order.
+        assert_eq!(
+            d.payload,
+            Some(
+                json!({"scope": "store/order/created", "hash": "3f9ea4", "data": {"type": "order", "id": 173331}})
+            )
+        );
         assert_eq!(
             c.verify_webhook(&h(Some("hook-secret")), &thin("store/order/statusUpdated")).unwrap().event,
             OrderEvent::Updated
