@@ -110,6 +110,7 @@ async fn main() -> std::process::ExitCode {
             duplicate_post_answer: args.duplicate_post_answer,
             search_lag_ms: args.search_lag_ms,
             external_ref_dedup_off: false,
+            total_value_skew_4dp: 0,
         },
         ..BrightpearlSandboxConfig::default()
     };

@@ -259,9 +259,10 @@ async fn sandbox_webhooks_verify_dedup_and_normalise() {
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), 2, "{kind}: three copies of each event share a key");
+        // BigCommerce's thin body names the event only: the order is fetched.
         let payload = match &deliveries[0].payload {
-            Some(p) => p.clone(),
-            None => channel.fetch_order(deliveries[0].order_id.as_deref().unwrap()).await.unwrap(),
+            Some(p) if kind != ChannelKind::Bigcommerce => p.clone(),
+            _ => channel.fetch_order(deliveries[0].order_id.as_deref().unwrap()).await.unwrap(),
         };
         let order = channel.normalise_order(&payload).unwrap();
         assert_eq!(order.id, id);
@@ -278,7 +279,7 @@ async fn sandbox_webhooks_verify_dedup_and_normalise() {
         }
         let listed =
             channel.list_orders_since(chrono::Utc::now() - chrono::Duration::hours(1)).await.unwrap();
-        assert!(listed.iter().any(|(oid, _)| *oid == id), "{kind}");
+        assert!(listed.iter().any(|o| o.id == id), "{kind}");
     }
 }
 

@@ -689,3 +689,291 @@ async fn a_refused_cancel_is_parked_cancel_refused_and_its_replay_tries_the_canc
         pearlsync_sandbox::brightpearl::state::SO_STATUS_CANCELLED
     );
 }
+
+/// Refund payments (`PAYMENT`) accepted against a credit.
+fn refund_payments(env: &Env, credit: u64) -> usize {
+    payment_posts(env, credit).iter().filter(|p| p.0 == "PAYMENT").count()
+}
+
+#[tokio::test]
+async fn a_cancelled_and_refunded_order_is_credited_once_before_its_refused_cancel() {
+    use pearlsync::failures::{FailureCode, Selector, replay};
+    const STATUS_PUT: &str = "PUT /order-service/order/{ids}/status";
+    const CREDIT_POST: &str = "POST /order-service/sales-credit";
+    let env = setup().await;
+    let mut status_puts = 0;
+    for (n, kind) in [ChannelKind::Shopify, ChannelKind::Woocommerce].into_iter().enumerate() {
+        let channel = channel_of(kind);
+        let (id, _) = env
+            .sb
+            .channels
+            .create_order(channel, new_order("cancelrefund@example.test", &[("SKU-00007", 2)]));
+        let created =
+            env.writer.handle_batch(vec![message("c", &order_job(&env, kind, &id, OrderEvent::Created))]);
+        assert_eq!(created.await.done, 1, "{kind}");
+        let so = sales_order_id(&env, &id);
+        // Cancel with refund: everything back, shipping included, goods restocked; the
+        // cancelled body (Shopify `cancelled_at`, WooCommerce status `cancelled`) lists it.
+        let refund =
+            env.sb.channels.refund_order(channel, &id, &[("SKU-00007", 2)], true, true).expect("refunded");
+        assert!(env.sb.channels.cancel_order(channel, &id));
+        let cancel_event = match kind {
+            ChannelKind::Shopify => OrderEvent::Cancelled,
+            _ => OrderEvent::Updated,
+        };
+        let cancel = order_job(&env, kind, &id, cancel_event);
+        let Job::ChannelOrder { payload: Some(body), .. } = &cancel else { panic!("a signed body") };
+        let listed = body["refunds"].as_array().is_some_and(|a| {
+            a.iter().any(|r| r["id"].as_u64().map(|i| i.to_string()) == Some(refund.clone()))
+        });
+        assert!(listed, "{kind}: the cancelled body lists the refund: {body}");
+
+        // The cancel's job: the credit and its refund payment first, then the cancel, which
+        // Brightpearl refuses (the order's own payment stands): noted and parked.
+        let report = env.writer.handle_batch(vec![message("x", &cancel)]).await;
+        assert_eq!(report.parked.len(), 1, "{kind}: {report:?}");
+        assert!(report.parked[0].1.starts_with("cancel_refused:"), "{kind}: {report:?}");
+        status_puts += 1;
+        assert_eq!(env.sb.brightpearl.counters().endpoint(STATUS_PUT), status_puts, "{kind}");
+        let credits = credits_of(&env, so);
+        assert_eq!(credits.len(), 1, "{kind}: credited before the cancel was tried: {credits:?}");
+        assert!(credits[0].2, "{kind}: closed");
+        assert_eq!(refund_payments(&env, credits[0].0), 1, "{kind}");
+
+        // Its refund webhook (Shopify) or a redelivery (WooCommerce) credits nothing more.
+        let report =
+            run_to_completion(&env.writer, vec![message("r", &refund_job(&env, kind, &id, &refund))], 4)
+                .await;
+        match kind {
+            // The refund's route credits and does not try the cancel again.
+            ChannelKind::Shopify => assert_eq!((report.done, report.parked.len()), (1, 0), "{report:?}"),
+            // The same cancelled body again: the cancel is tried (and refused) again.
+            _ => assert!(report.parked.iter().all(|(_, r)| r.starts_with("cancel_refused:")), "{report:?}"),
+        }
+        let replayed = replay(
+            env.app.state.as_ref(),
+            env.app.queue.as_ref(),
+            &Selector::Code(FailureCode::CancelRefused),
+        )
+        .await
+        .expect("replay");
+        assert!(!replayed.replayed.is_empty(), "{kind}: {replayed:?}");
+        let (_, parked) = drain(&env).await;
+        assert!(parked.iter().all(|(_, r)| r.starts_with("cancel_refused:")), "{kind}: {parked:?}");
+        assert!(
+            env.sb.brightpearl.counters().endpoint(STATUS_PUT) > status_puts,
+            "{kind}: replay tried again"
+        );
+        status_puts = env.sb.brightpearl.counters().endpoint(STATUS_PUT);
+        let credits = credits_of(&env, so);
+        assert_eq!(credits.len(), 1, "{kind}: still one credit: {credits:?}");
+        assert_eq!(refund_payments(&env, credits[0].0), 1, "{kind}: still one refund payment");
+        assert_eq!(
+            env.sb.brightpearl.counters().endpoint(CREDIT_POST),
+            n as u64 + 1,
+            "{kind}: one credit POST"
+        );
+        assert_eq!(payment_posts(&env, so).len(), 1, "{kind}: the order's own payment, once");
+    }
+}
+
+#[tokio::test]
+async fn a_credit_whose_brightpearl_total_differs_is_noted_counted_and_recorded_once() {
+    use pearlsync::failures::FailureCode;
+    use pearlsync::metrics::names::ORDERS_TOTAL_MISMATCH;
+    let env = setup().await;
+    for (n, kind) in ALL.into_iter().enumerate() {
+        let channel = channel_of(kind);
+        let (id, _) =
+            env.sb.channels.create_order(channel, new_order("skew@example.test", &[("SKU-00011", 2)]));
+        let report = env
+            .writer
+            .handle_batch(vec![message("c", &order_job(&env, kind, &id, OrderEvent::Created))])
+            .await;
+        assert_eq!(report.done, 1, "{kind}: {report:?}");
+        let so = sales_order_id(&env, &id);
+        assert_eq!(env.app.metrics.get(ORDERS_TOTAL_MISMATCH), n as f64, "{kind}: the order itself agrees");
+
+        // From here Brightpearl totals what it stores 0.01 higher than the rows sent.
+        let mut settings = env.sb.brightpearl.settings();
+        settings.total_value_skew_4dp = 100;
+        env.sb.brightpearl.set_settings(settings);
+        let refund =
+            env.sb.channels.refund_order(channel, &id, &[("SKU-00011", 1)], false, true).expect("refunded");
+        let job = refund_job(&env, kind, &id, &refund);
+        let report = run_to_completion(&env.writer, vec![message("r", &job)], 4).await;
+        settings.total_value_skew_4dp = 0;
+        env.sb.brightpearl.set_settings(settings);
+        // The credit stands (it exists), closed and paid once; a person is told.
+        assert_eq!((report.done, report.parked.len()), (1, 0), "{kind}: {report:?}");
+        let credits = credits_of(&env, so);
+        assert_eq!(credits.len(), 1, "{kind}: {credits:?}");
+        let credit = credits[0].0;
+        assert!(credits[0].2, "{kind}: closed");
+        assert_eq!(refund_payments(&env, credit), 1, "{kind}");
+        assert_eq!(env.app.metrics.get(ORDERS_TOTAL_MISMATCH), (n + 1) as f64, "{kind}: counted");
+        let notes = env.sb.brightpearl.with_state(|s| s.orders[&credit].notes.clone());
+        assert!(
+            notes.iter().any(|t| t
+                .starts_with(&format!("total_mismatch: Brightpearl's totalValue for sales credit {credit}"))),
+            "{kind}: a note on the credit: {notes:?}"
+        );
+        let records = pearlsync::failures::list(env.app.state.as_ref()).await.expect("parked records");
+        let mismatches: Vec<_> = records
+            .iter()
+            .filter(|r| {
+                r.code == FailureCode::TotalMismatch && r.text.contains(&format!("sales credit {credit} "))
+            })
+            .collect();
+        assert_eq!(mismatches.len(), 1, "{kind}: one record: {records:?}");
+
+        // Delivered again: nothing posted, nothing checked again.
+        let again = env.writer.handle_batch(vec![message("r2", &job)]).await;
+        assert_eq!((again.done, again.parked.len()), (1, 0), "{kind}: {again:?}");
+        assert_eq!(credits_of(&env, so).len(), 1, "{kind}");
+        assert_eq!(env.app.metrics.get(ORDERS_TOTAL_MISMATCH), (n + 1) as f64, "{kind}: not counted twice");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_refund_webhook_is_credited_once_by_the_reconciliation_and_not_again() {
+    const CREDIT_POST: &str = "POST /order-service/sales-credit";
+    let env = setup().await;
+    let mut orders = Vec::new();
+    for kind in ALL {
+        let channel = channel_of(kind);
+        let (id, _) =
+            env.sb.channels.create_order(channel, new_order("lostrefund@example.test", &[("SKU-00013", 3)]));
+        let report = env
+            .writer
+            .handle_batch(vec![message("c", &order_job(&env, kind, &id, OrderEvent::Created))])
+            .await;
+        assert_eq!(report.done, 1, "{kind}: {report:?}");
+        // A first refund whose webhook arrives, then a second whose webhook is lost.
+        let delivered =
+            env.sb.channels.refund_order(channel, &id, &[("SKU-00013", 1)], false, true).expect("refunded");
+        let report =
+            run_to_completion(&env.writer, vec![message("r", &refund_job(&env, kind, &id, &delivered))], 4)
+                .await;
+        assert_eq!((report.done, report.parked.len()), (1, 0), "{kind}: {report:?}");
+        env.sb.channels.refund_order(channel, &id, &[("SKU-00013", 1)], true, true).expect("refunded");
+        let so = sales_order_id(&env, &id);
+        assert_eq!(credits_of(&env, so).len(), 1, "{kind}: only the delivered one so far");
+        orders.push((kind, so));
+    }
+    let posts_before = env.sb.brightpearl.counters().endpoint(CREDIT_POST);
+    assert_eq!(posts_before, 3);
+
+    let first = env.writer.reconcile_orders().await.expect("reconcile");
+    assert_eq!((first.enqueued, first.refunds_enqueued), (0, 3), "one refund job per shop: {first:?}");
+    let (_, parked) = drain(&env).await;
+    assert!(parked.is_empty(), "{parked:?}");
+    for (kind, so) in &orders {
+        let credits = credits_of(&env, *so);
+        assert_eq!(credits.len(), 2, "{kind}: the lost refund credited: {credits:?}");
+        for (credit, _, closed, _) in &credits {
+            assert!(closed, "{kind}");
+            assert_eq!(refund_payments(&env, *credit), 1, "{kind}: one refund payment per credit");
+        }
+    }
+    assert_eq!(env.sb.brightpearl.counters().endpoint(CREDIT_POST), posts_before + 3, "one POST each");
+
+    // Everything listed is credited now: a second reconciliation enqueues and writes nothing.
+    let second = env.writer.reconcile_orders().await.expect("reconcile");
+    assert_eq!((second.enqueued, second.refunds_enqueued), (0, 0), "{second:?}");
+    assert!(second.listed >= 3, "the orders are still listed: {second:?}");
+    drain(&env).await;
+    assert_eq!(env.sb.brightpearl.counters().endpoint(CREDIT_POST), posts_before + 3);
+    for (kind, so) in &orders {
+        assert_eq!(credits_of(&env, *so).len(), 2, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn two_bigcommerce_refund_webhooks_for_one_order_are_two_credits() {
+    use pearlsync::ingress::{Ingress, IngressRequest};
+    use pearlsync_sandbox::channels::OrderTopic;
+    let env = setup().await;
+    let ingress = Ingress::from_app(&env.app);
+    let kind = ChannelKind::Bigcommerce;
+    let post = |topic: OrderTopic, id: &str| {
+        let (mut headers, body) = env
+            .sb
+            .channels
+            .webhook_request(Channel::Bigcommerce, id, topic, "hook-secret", 0)
+            .expect("the order exists");
+        headers.push(("Content-Type".into(), "application/json".into()));
+        IngressRequest {
+            method: "POST".into(),
+            path: format!("/webhooks/{kind}/{}", store_of(kind)),
+            headers,
+            body: body.into_bytes(),
+        }
+    };
+    let (id, _) = env
+        .sb
+        .channels
+        .create_order(Channel::Bigcommerce, new_order("twice@example.test", &[("SKU-00014", 2)]));
+    assert_eq!(ingress.handle(post(OrderTopic::Created, &id)).await.status, 200);
+    drain(&env).await;
+    let so = sales_order_id(&env, &id);
+    // Two refunds on different days, each with its own webhook (and each delivered twice).
+    for n in 1..=2 {
+        env.sb
+            .channels
+            .refund_order(Channel::Bigcommerce, &id, &[("SKU-00014", 1)], false, true)
+            .expect("refund");
+        let delivery = post(OrderTopic::Refunded, &id);
+        for _ in 0..2 {
+            assert_eq!(ingress.handle(delivery.clone()).await.status, 200);
+        }
+        let (_, parked) = drain(&env).await;
+        assert!(parked.is_empty(), "{parked:?}");
+        assert_eq!(credits_of(&env, so).len(), n, "the second refund is not taken for the first");
+    }
+}
+
+#[tokio::test]
+async fn a_bigcommerce_cancel_after_an_earlier_update_webhook_still_cancels() {
+    use pearlsync::ingress::{Ingress, IngressRequest};
+    use pearlsync_sandbox::channels::OrderTopic;
+    let env = setup().await;
+    let ingress = Ingress::from_app(&env.app);
+    let kind = ChannelKind::Bigcommerce;
+    let post = |topic: OrderTopic, id: &str| {
+        let (mut headers, body) = env
+            .sb
+            .channels
+            .webhook_request(Channel::Bigcommerce, id, topic, "hook-secret", 0)
+            .expect("the order exists");
+        headers.push(("Content-Type".into(), "application/json".into()));
+        IngressRequest {
+            method: "POST".into(),
+            path: format!("/webhooks/{kind}/{}", store_of(kind)),
+            headers,
+            body: body.into_bytes(),
+        }
+    };
+    let (id, _) = env
+        .sb
+        .channels
+        .create_order(Channel::Bigcommerce, new_order("bcupd@example.test", &[("SKU-00015", 1)]));
+    assert!(env.sb.channels.set_paid(Channel::Bigcommerce, &id, false), "unpaid: Brightpearl may cancel it");
+    assert_eq!(ingress.handle(post(OrderTopic::Created, &id)).await.status, 200);
+    drain(&env).await;
+    let so = sales_order_id(&env, &id);
+    // A status change that is not a cancel (BigCommerce sends store/order/updated for both).
+    assert_eq!(ingress.handle(post(OrderTopic::Updated, &id)).await.status, 200);
+    let (_, parked) = drain(&env).await;
+    assert!(parked.is_empty(), "{parked:?}");
+    // Then cancelled: another store/order/updated, with its own hash.
+    assert!(env.sb.channels.cancel_order(Channel::Bigcommerce, &id));
+    assert_eq!(ingress.handle(post(OrderTopic::Updated, &id)).await.status, 200);
+    let (_, parked) = drain(&env).await;
+    assert!(parked.is_empty(), "{parked:?}");
+    assert_eq!(
+        env.sb.brightpearl.with_state(|s| s.orders[&so].status_id),
+        pearlsync_sandbox::brightpearl::state::SO_STATUS_CANCELLED,
+        "the second update webhook is not taken for the first"
+    );
+}

@@ -254,7 +254,7 @@ impl State {
                         .iter()
                         .filter_map(|id| self.orders.get(id))
                         .filter(|o| o.order_type == "SO")
-                        .map(sales_order_json)
+                        .map(|o| sales_order_json(o, &self.settings))
                         .collect();
                     list_or_404(items, "sales orders")
                 }
@@ -756,13 +756,14 @@ fn contact_json(c: &ContactRec) -> Value {
     })
 }
 
-pub(super) fn sales_order_json(o: &OrderRec) -> Value {
+pub(super) fn sales_order_json(o: &OrderRec, settings: &Settings) -> Value {
     // Brightpearl's own totals, summed from the stored rows (4 dp, as Brightpearl keeps them).
     let dp4 = |v: f64| (v * 10_000.0).round() / 10_000.0;
     let net = dp4(o.rows.iter().map(|r| r.net).sum());
     let tax = dp4(o.rows.iter().map(|r| r.tax).sum());
+    let skew = settings.total_value_skew_4dp as f64 / 10_000.0;
     json!({
-        "totalValue": {"net": net, "taxAmount": tax, "total": dp4(net + tax)},
+        "totalValue": {"net": dp4(net + skew), "taxAmount": tax, "total": dp4(net + tax + skew)},
         "id": o.id,
         "customer": {"id": o.contact_id},
         "ref": o.reference,

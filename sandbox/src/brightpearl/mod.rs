@@ -25,8 +25,9 @@
 //!   `drop_after_write`, `server_error_after_write` (`status`: 502 default, or 504),
 //!   `shape_drift` (after the write: committed first). Rates have one field per kind.
 //! - `GET`/`POST …/settings` `{duplicate_post_answer?: "no_id"|"empty"|"original_id",
-//!   search_lag_ms?: u64, external_ref_dedup_off?: bool}` (the last for tests: Brightpearl's
-//!   externalRef uniqueness off, so only our checks guard) → the settings now: [`BrightpearlSandbox::settings`],
+//!   search_lag_ms?: u64, external_ref_dedup_off?: bool, total_value_skew_4dp?: i64}` (the
+//!   last two for tests: Brightpearl's externalRef uniqueness off, so only our checks guard;
+//!   `totalValue` served off from the rows, so a read-back check fires) → the settings now: [`BrightpearlSandbox::settings`],
 //!   [`BrightpearlSandbox::set_settings`], [`BrightpearlSandbox::set_duplicate_post_answer`],
 //!   [`BrightpearlSandbox::set_search_lag`]
 //! - `POST …/rate-limit` `{requests, window_ms}`; `POST …/expire-tokens`

@@ -110,7 +110,7 @@ impl State {
             .iter()
             .filter_map(|id| self.orders.get(id).zip(self.credits.get(id)))
             .map(|(o, c)| {
-                let mut v = sales_order_json(o);
+                let mut v = sales_order_json(o, &self.settings);
                 v["parentId"] = json!(c.parent_id);
                 v["closed"] = json!(c.closed);
                 v

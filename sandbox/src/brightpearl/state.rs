@@ -244,6 +244,11 @@ pub struct Settings {
     /// own checks are the only guard and a repeated POST shows as a second order.
     #[serde(default)]
     pub external_ref_dedup_off: bool,
+    /// Tests only: the `totalValue` that order and credit GETs serve is off from the stored
+    /// rows by this many ten-thousandths, standing in for a total Brightpearl works out
+    /// otherwise than the rows sent (when it would is unknown), so a read-back check can fire.
+    #[serde(default)]
+    pub total_value_skew_4dp: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -331,7 +331,7 @@ async fn orders(
             .filter(|o| since.is_none_or(|s| o.updated_at >= s))
             .skip((page - 1) * limit)
             .take(limit)
-            .map(|o| json!({"id": o.id, "date_modified": o.updated_at.to_rfc2822()}))
+            .map(order_json)
             .collect()
     };
     let answer = if list.is_empty() {

@@ -585,6 +585,20 @@ pub(crate) fn money(v: f64) -> String {
     format!("{v:.2}")
 }
 
+/// An order list entry as a `fields` / `_fields` filter leaves it: only the named top-level
+/// fields of the whole order (all of it when the list names none), as Shopify's and WordPress's
+/// filters do.
+pub(crate) fn only_fields(order: Value, fields: Option<&String>) -> Value {
+    let (Some(fields), Value::Object(map)) = (fields, &order) else { return order };
+    let wanted: Vec<&str> = fields.split(',').map(str::trim).collect();
+    Value::Object(
+        map.iter()
+            .filter(|(k, _)| wanted.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
 pub fn router(sandbox: Arc<ChannelSandbox>) -> axum::Router {
     axum::Router::new()
         .merge(control::routes())

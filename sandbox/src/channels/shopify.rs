@@ -245,7 +245,7 @@ async fn rest_orders(
         .orders
         .values()
         .filter(|o| since.is_none_or(|s| o.updated_at >= s))
-        .map(|o| json!({"id": o.id, "updated_at": o.updated_at.to_rfc3339()}))
+        .map(|o| super::only_fields(order_json(o), q.get("fields")))
         .collect();
     finish(lose, Json(json!({"orders": orders})).into_response())
 }

@@ -308,7 +308,7 @@ async fn orders(
             .filter(|o| since.is_none_or(|s| o.updated_at.timestamp() >= s.timestamp()))
             .skip((page - 1) * per_page)
             .take(per_page)
-            .map(|o| json!({"id": o.id, "date_modified_gmt": gmt(&o.updated_at)}))
+            .map(|o| super::only_fields(order_json(o), q.get("_fields")))
             .collect()
     };
     finish(lose, Json(Value::Array(list)).into_response())

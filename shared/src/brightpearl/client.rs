@@ -370,6 +370,21 @@ impl BrightpearlClient {
         out
     }
 
+    /// A sales order or credit (the credit GET answers the sales-order shape plus `parentId`).
+    fn sales_order_of(v: &Value) -> Option<SalesOrder> {
+        Some(SalesOrder {
+            id: loose_u64(v.get("id"))?,
+            customer_id: loose_u64(v.pointer("/customer/id")),
+            external_ref: v.get("externalRef").and_then(Value::as_str).map(str::to_string),
+            installed_integration_instance_id: loose_u64(v.get("installedIntegrationInstanceId")),
+            channel_id: loose_u64(v.get("channelId")),
+            status_id: loose_u64(v.get("statusId")),
+            warehouse_id: loose_u64(v.get("warehouseId")),
+            rows: Self::order_rows(v),
+            total_value: v.pointer("/totalValue/total").and_then(|t| crate::money::parse(Some(t)).ok()),
+        })
+    }
+
     fn order_rows(v: &Value) -> Vec<OrderRow> {
         // Sales-order GET: `rows: [{id, productId, quantity, externalRef}]`;
         // Order GET: `orderRows: {"rowId": {productId, quantity:{magnitude}, externalRef}}`.
@@ -585,24 +600,14 @@ impl BrightpearlApi for BrightpearlClient {
     async fn sales_orders(&self, ids: &[u64]) -> Result<Vec<SalesOrder>> {
         let items =
             self.get_by_id_sets(ids, self.chunk(), |set| format!("/order-service/sales-order/{set}")).await?;
-        Ok(items
-            .iter()
-            .filter_map(|v| {
-                Some(SalesOrder {
-                    id: loose_u64(v.get("id"))?,
-                    customer_id: loose_u64(v.pointer("/customer/id")),
-                    external_ref: v.get("externalRef").and_then(Value::as_str).map(str::to_string),
-                    installed_integration_instance_id: loose_u64(v.get("installedIntegrationInstanceId")),
-                    channel_id: loose_u64(v.get("channelId")),
-                    status_id: loose_u64(v.get("statusId")),
-                    warehouse_id: loose_u64(v.get("warehouseId")),
-                    rows: Self::order_rows(v),
-                    total_value: v
-                        .pointer("/totalValue/total")
-                        .and_then(|t| crate::money::parse(Some(t)).ok()),
-                })
-            })
-            .collect())
+        Ok(items.iter().filter_map(Self::sales_order_of).collect())
+    }
+
+    async fn sales_credits(&self, ids: &[u64]) -> Result<Vec<SalesOrder>> {
+        let items = self
+            .get_by_id_sets(ids, self.chunk(), |set| format!("/order-service/sales-credit/{set}"))
+            .await?;
+        Ok(items.iter().filter_map(Self::sales_order_of).collect())
     }
 
     async fn find_sales_orders_by_external_ref(

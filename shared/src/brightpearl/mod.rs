@@ -95,6 +95,8 @@ pub trait BrightpearlApi: Send + Sync {
     /// The sales credit with this externalRef under our instance id, searched through index lag.
     async fn find_sales_credit_id(&self, external_ref: &str) -> Result<Option<u64>>;
     async fn close_sales_credit(&self, credit_id: u64) -> WriteOutcome<()>;
+    /// Sales credits by id (ID-set GETs), in the sales-order shape with Brightpearl's totalValue.
+    async fn sales_credits(&self, ids: &[u64]) -> Result<Vec<SalesOrder>>;
     async fn update_order_status(&self, order_id: u64, status_id: u64, note: Option<&str>) -> Result<()>;
     async fn add_order_note(&self, order_id: u64, text: &str) -> Result<u64>;
 

@@ -238,12 +238,18 @@ impl SalesChannel for BigCommerceChannel {
         // Duplicates of one event share `hash`; without one, the body itself identifies it.
         let hash = text(&payload, "hash")
             .unwrap_or_else(|| Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect::<String>());
+        // The thin body's identity (scope, hash, data: a refund's names its `refund_id`) is the
+        // job's payload, so two events of one order are two jobs (a job is known by its
+        // content: without it, a cancel after an earlier update, or a second refund, was taken
+        // for a repeat) while duplicates of one event stay one. It is never the order: the
+        // writer fetches that.
+        let payload = Some(json!({"scope": scope, "hash": hash, "data": payload.get("data")}));
         Ok(WebhookDelivery {
             dedup_key: format!("bigcommerce:{}:{scope}:{hash}", self.store.name),
             topic: scope,
             order_id: Some(order_id),
             event,
-            payload: None,
+            payload,
             ping: false,
         })
     }
@@ -270,7 +276,7 @@ impl SalesChannel for BigCommerceChannel {
         refund::refunds(&answer, order)
     }
 
-    async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+    async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<super::ListedOrder>> {
         let mut found = Vec::new();
         for page in 1.. {
             let answer = self
@@ -286,8 +292,14 @@ impl SalesChannel for BigCommerceChannel {
                 .await?;
             let orders = answer.as_array().cloned().unwrap_or_default();
             for order in &orders {
-                if let (Some(id), Some(at)) = (id_of(order, "id"), parse_time(order.get("date_modified"))) {
-                    found.push((id, at));
+                if let (Some(id), Some(updated_at)) =
+                    (id_of(order, "id"), parse_time(order.get("date_modified")))
+                {
+                    // `refunded_amount` (a decimal string) is on every v2 order; absent, nothing
+                    // is taken as refunded.
+                    let refunded = crate::money::parse(order.get("refunded_amount")).unwrap_or_default();
+                    let refunds = super::ListedRefunds::Amount(refunded);
+                    found.push(super::ListedOrder { id, updated_at, refunds });
                 }
             }
             if orders.len() < 250 {
@@ -425,7 +437,13 @@ mod tests {
         assert_eq!(d.dedup_key, "bigcommerce:bc:store/order/created:3f9ea4");
         assert_eq!(d.order_id.as_deref(), Some("173331"));
         assert_eq!(d.event, OrderEvent::Created);
-        assert!(d.payload.is_none());
+        // The thin body's identity only, nothing of the order.
+        assert_eq!(
+            d.payload,
+            Some(
+                json!({"scope": "store/order/created", "hash": "3f9ea4", "data": {"type": "order", "id": 173331}})
+            )
+        );
         assert_eq!(
             c.verify_webhook(&h(Some("hook-secret")), &thin("store/order/statusUpdated")).unwrap().event,
             OrderEvent::Updated

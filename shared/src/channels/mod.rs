@@ -171,7 +171,9 @@ pub struct WebhookDelivery {
     pub topic: String,
     pub order_id: Option<String>,
     pub event: OrderEvent,
-    /// The full order when the channel sends it; `None` for BigCommerce's thin payloads.
+    /// The full order when the channel sends it. BigCommerce's webhooks are thin: there it is
+    /// the event's identity (`scope`, `hash`, `data`), never the order, so two events of one
+    /// order are two jobs; the writer fetches the order.
     pub payload: Option<serde_json::Value>,
     /// WooCommerce's unsigned activation ping: answer 200, enqueue nothing.
     #[serde(default)]
@@ -400,6 +402,24 @@ pub struct ChannelStats {
     pub throttled: u64,
 }
 
+/// One order of a channel's order list (the reconciliation's view).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedOrder {
+    pub id: String,
+    pub updated_at: DateTime<Utc>,
+    pub refunds: ListedRefunds,
+}
+
+/// What an order list tells of an order's refunds, so a lost refund webhook can be noticed
+/// without fetching every order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListedRefunds {
+    /// Shopify's and WooCommerce's `refunds[]`: the refund ids.
+    Ids(Vec<String>),
+    /// BigCommerce's `refunded_amount`: the money refunded so far, no ids.
+    Amount(Decimal),
+}
+
 #[async_trait]
 pub trait SalesChannel: Send + Sync {
     fn kind(&self) -> ChannelKind;
@@ -419,8 +439,8 @@ pub trait SalesChannel: Send + Sync {
     /// Every refund the channel recorded against `order`, itemised as the channel itemises it.
     async fn fetch_refunds(&self, order: &ChannelOrder) -> Result<Vec<ChannelRefund>>;
 
-    /// Orders updated at or after `since`: (id, updated at).
-    async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>>;
+    /// Orders updated at or after `since`, each with what the list says of its refunds.
+    async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<ListedOrder>>;
 
     /// Channel inventory ids for the SKUs it knows; unknown SKUs are left out. Cached in state.
     async fn resolve_skus(&self, skus: &[String]) -> Result<HashMap<String, InventoryTarget>>;

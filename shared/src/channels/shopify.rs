@@ -250,13 +250,14 @@ impl SalesChannel for ShopifyChannel {
         refund::refunds(&reply.json(SERVICE)?, order.prices_include_tax)
     }
 
-    async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+    async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<super::ListedOrder>> {
         let mut url = with_query(
             &join(&self.api_base(), "orders.json"),
             &[
                 ("status", "any".into()),
                 ("updated_at_min", since.to_rfc3339()),
-                ("fields", "id,updated_at".into()),
+                // `refunds` is a top-level field of the Order resource, so `fields` can keep it.
+                ("fields", "id,updated_at,refunds".into()),
                 ("limit", "250".into()),
             ],
         )?;
@@ -265,8 +266,11 @@ impl SalesChannel for ShopifyChannel {
             let reply = self.rest_get(url).await?;
             let next = next_link(&reply);
             for order in reply.json(SERVICE)?.get("orders").and_then(Value::as_array).into_iter().flatten() {
-                if let (Some(id), Some(at)) = (id_of(order, "id"), parse_time(order.get("updated_at"))) {
-                    found.push((id, at));
+                if let (Some(id), Some(updated_at)) =
+                    (id_of(order, "id"), parse_time(order.get("updated_at")))
+                {
+                    let refunds = super::ListedRefunds::Ids(refund::refund_ids(order));
+                    found.push(super::ListedOrder { id, updated_at, refunds });
                 }
             }
             match next {

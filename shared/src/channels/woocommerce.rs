@@ -176,7 +176,7 @@ impl SalesChannel for WooCommerceChannel {
         )
     }
 
-    async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+    async fn list_orders_since(&self, since: DateTime<Utc>) -> Result<Vec<super::ListedOrder>> {
         let mut found = Vec::new();
         for page in 1.. {
             let answer = self
@@ -187,15 +187,17 @@ impl SalesChannel for WooCommerceChannel {
                         ("dates_are_gmt", "true".into()),
                         ("per_page", "100".into()),
                         ("page", page.to_string()),
-                        ("_fields", "id,date_modified_gmt".into()),
+                        ("_fields", "id,date_modified_gmt,refunds".into()),
                     ],
                 )
                 .await?;
             let orders = answer.as_array().cloned().unwrap_or_default();
             for order in &orders {
-                if let (Some(id), Some(at)) = (id_of(order, "id"), parse_time(order.get("date_modified_gmt")))
+                if let (Some(id), Some(updated_at)) =
+                    (id_of(order, "id"), parse_time(order.get("date_modified_gmt")))
                 {
-                    found.push((id, at));
+                    let refunds = super::ListedRefunds::Ids(refund::refund_ids(order));
+                    found.push(super::ListedOrder { id, updated_at, refunds });
                 }
             }
             if orders.len() < 100 {

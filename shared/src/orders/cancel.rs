@@ -19,13 +19,30 @@ impl OrderWriter {
             tracing::warn!(order = %w.order_id, "cancel topic but the signed body is not cancelled; handled as an update");
         }
         let step = w.step();
+        // A refund event of a written order credits its refunds and no more: the order may be
+        // cancelled too, but trying (and parking) that cancel is its own event's route.
+        let refund_route = w.event == OrderEvent::Refunded;
         let closed =
             step == Some(Step::CancelledBeforeCreate) || w.saga.as_ref().is_some_and(|s| s.cancelled);
         if closed {
             self.bump(|r| r.duplicates += 1);
             self.metrics.count(names::DUPLICATES, 1);
             w.outcome = Some(Outcome::Done);
-        } else if cancelled {
+        } else if cancelled && !(refund_route && step == Some(Step::Done)) {
+            // Cancelled and refunded (Shopify's cancel with refund; a WooCommerce order
+            // cancelled after its refunds): the credits first. Brightpearl refuses to cancel a
+            // paid order, and the refunds must not wait on that refusal: the credits are the
+            // record of the money returned, whatever the cancel's answer.
+            if step == Some(Step::Done) && Self::refunds_due(w) {
+                if let Err(e) = self.credit_refunds(w).await {
+                    w.fail(&e);
+                    return;
+                }
+                if !w.pending() {
+                    // A credit left unknown or parked: the cancel waits for the next attempt.
+                    return;
+                }
+            }
             let r = self.cancel(w).await;
             w.outcome = Some(r.unwrap_or_else(|e| outcome_of(&e)));
         } else if step == Some(Step::Done) {

@@ -147,6 +147,9 @@ pub struct ReconcileReport {
     pub listed: usize,
     /// Of those, orders not yet known, enqueued for the writer.
     pub enqueued: usize,
+    /// Of the known orders, those whose listed refunds the saga has not all credited (a lost
+    /// refund webhook), enqueued as refund jobs.
+    pub refunds_enqueued: usize,
     /// Goods-out notes the tracking sweep found shipped since its cursor.
     pub shipped_notes_swept: usize,
     /// Stores whose listing failed (or `tracking`), with the reason; their cursor stays put.

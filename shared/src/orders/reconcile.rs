@@ -1,20 +1,23 @@
 //! Reconciliation: each store's orders created or updated since its cursor, enqueued when not
-//! yet known, so a missed webhook delays an order and never loses it; and the goods-out notes
+//! yet known, so a missed webhook delays an order and never loses it; the known ones whose
+//! listed refunds are not all credited, enqueued as refund jobs, so a missed refund webhook
+//! delays a credit and never loses it (the writer credits by refund id, once); and the goods-out notes
 //! shipped since the tracking cursor, posted like a `goods-out-note.modified.shipped` webhook
 //! (posting is once per note), so a missed shipment webhook delays tracking and never loses it.
 
 use super::ReconcileReport;
-use super::saga::saga_key;
+use super::saga::{Credit, CreditStep, Saga, Step, saga_key};
 use super::writer::OrderWriter;
 use crate::batch::Outcome;
-use crate::channels::SalesChannel;
+use crate::channels::{ListedRefunds, SalesChannel};
 use crate::error::Result;
 use crate::freshness::{self, Flow};
+use crate::money::Decimal;
 use crate::queue::{Job, OrderEvent};
 use crate::state::{Condition, Item, Key};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 fn cursor_key(store: &str) -> Key {
     Key::new(format!("cursor#orders:{store}"), "reconcile")
@@ -34,9 +37,10 @@ impl OrderWriter {
             report.stores += 1;
             let store = channel.store().name.clone();
             match self.reconcile_store(channel.as_ref()).await {
-                Ok((listed, enqueued)) => {
+                Ok((listed, enqueued, refunds)) => {
                     report.listed += listed;
                     report.enqueued += enqueued;
+                    report.refunds_enqueued += refunds;
                 }
                 Err(e) => {
                     tracing::warn!(store = %store, error = %e, "order reconciliation failed for a store");
@@ -70,6 +74,7 @@ impl OrderWriter {
             stores = report.stores,
             listed = report.listed,
             enqueued = report.enqueued,
+            refunds_enqueued = report.refunds_enqueued,
             shipped_notes = report.shipped_notes_swept,
             failed = report.failed.len(),
             "orders reconciled"
@@ -114,30 +119,68 @@ impl OrderWriter {
         Ok(notes.len())
     }
 
-    async fn reconcile_store(&self, channel: &dyn SalesChannel) -> Result<(usize, usize)> {
+    async fn reconcile_store(&self, channel: &dyn SalesChannel) -> Result<(usize, usize, usize)> {
         let store = channel.store().name.clone();
         let kind = channel.kind();
         let started = Utc::now();
         let key = cursor_key(&store);
         let since = self.since(&key, started).await?;
         let listed = channel.list_orders_since(since).await?;
-        let keys: Vec<Key> = listed.iter().map(|(id, _)| saga_key(kind, &store, id)).collect();
-        let known: BTreeSet<Key> = self.state.batch_get(&keys).await?.into_iter().map(|i| i.key()).collect();
-        let jobs: Vec<Job> = listed
-            .iter()
-            .filter(|(id, _)| !known.contains(&saga_key(kind, &store, id)))
-            .map(|(id, _)| Job::ChannelOrder {
-                channel: kind,
-                store: store.clone(),
-                order_id: id.clone(),
-                event: OrderEvent::Created,
-                payload: None,
-            })
-            .collect();
+        let keys: Vec<Key> = listed.iter().map(|o| saga_key(kind, &store, &o.id)).collect();
+        let known: HashMap<Key, Item> =
+            self.state.batch_get(&keys).await?.into_iter().map(|i| (i.key(), i)).collect();
+        let job = |order_id: &str, event: OrderEvent, payload: Option<Value>| Job::ChannelOrder {
+            channel: kind,
+            store: store.clone(),
+            order_id: order_id.to_string(),
+            event,
+            payload,
+        };
+        let mut jobs = Vec::new();
+        let mut refunds = 0;
+        for order in &listed {
+            match known.get(&saga_key(kind, &store, &order.id)) {
+                None => jobs.push(job(&order.id, OrderEvent::Created, None)),
+                Some(item) => {
+                    let Ok(saga) = serde_json::from_value::<Saga>(item.data.clone()) else { continue };
+                    if let Some(what) = uncredited(&saga, &order.refunds) {
+                        refunds += 1;
+                        jobs.push(job(&order.id, OrderEvent::Refunded, Some(what)));
+                    }
+                }
+            }
+        }
         if !jobs.is_empty() {
             self.queue.send(&jobs).await?;
         }
         self.move_cursor(key, started).await?;
-        Ok((listed.len(), jobs.len()))
+        Ok((listed.len(), jobs.len() - refunds, refunds))
+    }
+}
+
+/// What a listed order's refunds hold that its saga has not credited, as the refund job's
+/// payload (the writer fetches the refunds itself; the payload only makes each distinct gap
+/// its own job, so a later loss on the same order is not taken for a repeat of this one).
+/// `None` when everything listed is credited, or the order is not written (the create job
+/// credits its refunds) or cancelled in Brightpearl.
+fn uncredited(saga: &Saga, listed: &ListedRefunds) -> Option<Value> {
+    if saga.step != Step::Done || saga.cancelled {
+        return None;
+    }
+    let done = |c: &Credit| c.step == CreditStep::Done;
+    match listed {
+        ListedRefunds::Ids(ids) => {
+            let missing: Vec<&String> =
+                ids.iter().filter(|id| saga.credits.get(*id).is_none_or(|c| !done(c))).collect();
+            (!missing.is_empty()).then(|| json!({"reconcile": "refunds", "missing": missing}))
+        }
+        ListedRefunds::Amount(refunded) => {
+            // A credit written before amounts were kept counts as nothing: the job then fetches
+            // the refunds and credits none twice (the saga knows each refund by id).
+            let credited: Decimal = saga.credits.values().filter(|c| done(c)).filter_map(|c| c.amount).sum();
+            (*refunded > credited).then(|| {
+                json!({"reconcile": "refunds", "refunded_amount": refunded.to_string(), "credited": credited.to_string()})
+            })
+        }
     }
 }

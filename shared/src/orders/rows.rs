@@ -267,12 +267,17 @@ fn check_totals(order: &ChannelOrder, drafts: &[Draft], places: u32) -> Result<(
 /// Brightpearl did not say. The caller adds the text as an order note, counts a metric and
 /// parks a record.
 pub fn readback_mismatch(sent: &NewSalesOrder, read: &SalesOrder) -> Option<String> {
+    readback_mismatch_of("sales order", sent, read)
+}
+
+/// As [`readback_mismatch`], for any order type Brightpearl totals (`what`: "sales credit").
+pub(super) fn readback_mismatch_of(what: &str, sent: &NewSalesOrder, read: &SalesOrder) -> Option<String> {
     let brightpearl = read.total_value?;
     let places = minor_unit(&sent.currency_code).unwrap_or(crate::money::BRIGHTPEARL_DECIMALS);
     let (ours, _) = row_totals(&sent.rows);
     (round(brightpearl, places) != round(ours, places)).then(|| {
         format!(
-            "total_mismatch: Brightpearl's totalValue for sales order {} is {brightpearl} {} but its rows were sent adding up to {ours}",
+            "total_mismatch: Brightpearl's totalValue for {what} {} is {brightpearl} {} but its rows were sent adding up to {ours}",
             read.id, sent.currency_code
         )
     })

@@ -102,6 +102,10 @@ pub struct Credit {
     /// Set once Brightpearl accepted the close.
     #[serde(default)]
     pub closed: bool,
+    /// The money the refund returned, so the reconciliation can tell a BigCommerce order's
+    /// `refunded_amount` from what was credited (absent on credits written before it was kept).
+    #[serde(default)]
+    pub amount: Option<crate::money::Decimal>,
 }
 
 impl Saga {

@@ -130,9 +130,9 @@ impl OrderWriter {
         }
     }
 
-    /// Brightpearl's own total differs from what was sent: the order stands (it exists), and a
-    /// note, a metric and a parked record tell a person.
-    async fn total_differs(&self, w: &Work, so: u64, text: String) {
+    /// Brightpearl's own total differs from what was sent: the order (or credit) stands (it
+    /// exists), and a note on it, a metric and a parked record tell a person.
+    pub(super) async fn total_differs(&self, w: &Work, so: u64, text: String) {
         tracing::error!(order = %w.order_id, sales_order = so, text, "Brightpearl total differs from the channel's");
         self.metrics.count(names::ORDERS_TOTAL_MISMATCH, 1);
         if let Err(e) = self.brightpearl.add_order_note(so, &text).await {

@@ -302,9 +302,12 @@ impl OrderWriter {
                 ));
                 continue;
             };
-            // A refund event's body is the refund (or nothing): the order is fetched.
+            // A refund event's body is the refund (or nothing), and BigCommerce's webhooks are
+            // thin (the payload only names the event): the order is fetched.
             let payload = match &w.job {
-                Job::ChannelOrder { payload: Some(p), event, .. } if *event != OrderEvent::Refunded => {
+                Job::ChannelOrder { payload: Some(p), event, .. }
+                    if *event != OrderEvent::Refunded && w.kind != ChannelKind::Bigcommerce =>
+                {
                     Ok(p.clone())
                 }
                 _ => channel.fetch_order(&w.order_id).await,
