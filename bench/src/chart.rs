@@ -184,7 +184,7 @@ pub fn inventory_scaling(path: &Path, points: &[InventoryPoint], cpu_limit_ms: f
     requests
         .configure_mesh()
         .x_desc("SKUs")
-        .y_desc("Brightpearl requests per poll")
+        .y_desc("Brightpearl requests per sweep")
         .label_style((FONT, 13))
         .draw()
         .map_err(err)?;
@@ -218,7 +218,7 @@ pub fn inventory_scaling(path: &Path, points: &[InventoryPoint], cpu_limit_ms: f
         .map_err(err)?;
     cpu.configure_mesh()
         .x_desc("SKUs")
-        .y_desc("CPU ms per poll")
+        .y_desc("CPU ms per sweep")
         .label_style((FONT, 13))
         .draw()
         .map_err(err)?;
