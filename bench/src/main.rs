@@ -47,6 +47,10 @@ enum Scenario {
     /// Internal: one measured poll (spawned by `inventory`).
     #[command(hide = true)]
     PollChild(inventory::PollChildArgs),
+    /// Internal: the AWS configuration load and client builds, timed in a fresh process
+    /// (spawned by `coldstart`).
+    #[command(hide = true)]
+    AwsFirstUseChild,
     /// Internal: the sandbox in its own process (spawned by `inventory`).
     #[command(hide = true)]
     SandboxChild(inventory::SandboxChildArgs),
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
             Scenario::Coldstart(args) => coldstart::run(args, &out, cli.json).await,
             Scenario::Crash(args) => crash::run(args, &out, cli.json).await,
             Scenario::PollChild(args) => inventory::poll_child_main(args).await,
+            Scenario::AwsFirstUseChild => coldstart::aws_first_use_child_main().await,
             Scenario::SandboxChild(args) => inventory::sandbox_child_main(args).await,
         }
     });

@@ -2,6 +2,7 @@
 //! On Lambda the embedded store's file is opened (created, if new) by the first call that
 //! needs it, not at init: a cold start touches no disk (issue 18).
 
+use crate::aws::SharedSdkConfig;
 use crate::config::{Config, QueueBackend, StateBackend};
 use crate::error::{Error, Result};
 use crate::queue::{
@@ -20,44 +21,26 @@ pub struct Backends {
 }
 
 impl Backends {
+    /// Builds nothing that talks to AWS: the DynamoDB and SQS clients, and the one SDK
+    /// configuration they share, are made by the first call that needs them (issue 18), so a
+    /// cold start loads no credentials chain and sets up no TLS context before its first event.
+    /// A missing table or queue URL is still refused here, by `Config::validate`.
     pub async fn from_config(config: &Config) -> Result<Backends> {
-        // One AWS configuration for both clients: loading it resolves the region and the
-        // credential chain (profile files included), which a cold start should do once.
-        let needs_aws = matches!(config.state.backend, StateBackend::Dynamodb)
-            || matches!(config.queue.backend, QueueBackend::Sqs);
-        let aws = if needs_aws {
-            let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .http_client(crate::tls::aws_http_client());
-            Some(loader.load().await)
-        } else {
-            None
-        };
+        let aws = SharedSdkConfig::new();
         if crate::telemetry::on_lambda() && matches!(config.state.backend, StateBackend::Embedded) {
-            return Ok(Self::embedded_on_first_use(config, aws.as_ref()));
+            return Ok(Self::embedded_on_first_use(config, &aws));
         }
         let embedded = match config.state.backend {
             StateBackend::Dynamodb => None,
             StateBackend::Embedded => Some(EmbeddedStore::open(&config.state.path)?),
         };
-        let state: Arc<dyn StateStore> = match (&embedded, &aws) {
-            (Some(store), _) => Arc::new(store.clone()),
-            (None, Some(aws)) => {
-                Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), config.state.table.clone()))
-            }
-            (None, None) => Arc::new(DynamoStore::from_env(config.state.table.clone()).await),
+        let state: Arc<dyn StateStore> = match &embedded {
+            Some(store) => Arc::new(store.clone()),
+            None => Arc::new(DynamoStore::on_first_use(aws.clone(), config.state.table.clone())),
         };
         let queue: Arc<dyn JobQueue> = match (config.queue.backend, &embedded) {
             (QueueBackend::Sqs, _) => {
-                let urls = SqsQueueUrls {
-                    orders: config.queue.orders_url.clone(),
-                    stock: config.queue.stock_url.clone(),
-                    purchasing: config.queue.purchasing_url.clone(),
-                };
-                let sqs = match &aws {
-                    Some(aws) => SqsQueue::new(aws_sdk_sqs::Client::new(aws), urls),
-                    None => SqsQueue::from_env(urls).await,
-                };
-                Arc::new(sqs.with_parking(Arc::clone(&state)))
+                Arc::new(SqsQueue::on_first_use(aws, sqs_urls(config)).with_parking(Arc::clone(&state)))
             }
             // The local queue lives in the state file, so accepted jobs survive a crash.
             (QueueBackend::Local, Some(store)) => Arc::new(DurableQueue::open_default(store)?),
@@ -67,7 +50,7 @@ impl Backends {
     }
 
     /// Embedded state (and the local queue in the same file) opened on first use.
-    fn embedded_on_first_use(config: &Config, aws: Option<&aws_config::SdkConfig>) -> Backends {
+    fn embedded_on_first_use(config: &Config, aws: &SharedSdkConfig) -> Backends {
         let local_queue = matches!(config.queue.backend, QueueBackend::Local);
         let lazy = Arc::new(LazyLocal {
             path: config.state.path.clone(),
@@ -75,23 +58,20 @@ impl Backends {
             opened: tokio::sync::OnceCell::new(),
         });
         let state: Arc<dyn StateStore> = Arc::clone(&lazy) as Arc<dyn StateStore>;
-        let queue: Arc<dyn JobQueue> = match (local_queue, aws) {
-            (true, _) => lazy,
-            (false, aws) => {
-                let urls = SqsQueueUrls {
-                    orders: config.queue.orders_url.clone(),
-                    stock: config.queue.stock_url.clone(),
-                    purchasing: config.queue.purchasing_url.clone(),
-                };
-                let client = aws.map(aws_sdk_sqs::Client::new);
-                match client {
-                    Some(client) => Arc::new(SqsQueue::new(client, urls).with_parking(Arc::clone(&state))),
-                    // `needs_aws` holds for an SQS queue, so the configuration was loaded.
-                    None => Arc::new(InProcessQueue::default()),
-                }
-            }
+        let queue: Arc<dyn JobQueue> = if local_queue {
+            lazy
+        } else {
+            Arc::new(SqsQueue::on_first_use(aws.clone(), sqs_urls(config)).with_parking(Arc::clone(&state)))
         };
         Backends { state, queue }
+    }
+}
+
+fn sqs_urls(config: &Config) -> SqsQueueUrls {
+    SqsQueueUrls {
+        orders: config.queue.orders_url.clone(),
+        stock: config.queue.stock_url.clone(),
+        purchasing: config.queue.purchasing_url.clone(),
     }
 }
 

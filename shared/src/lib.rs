@@ -2,6 +2,7 @@
 //! domain logic and clients; each Lambda's `main.rs` only wires it up.
 
 pub mod app;
+pub mod aws;
 pub mod backends;
 pub mod batch;
 pub mod brightpearl;

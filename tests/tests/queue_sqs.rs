@@ -171,3 +171,31 @@ async fn an_undecodable_message_is_parked_with_its_raw_body_and_deleted() {
     let stats = queue.stats(QueueName::Stock).await.unwrap();
     assert_eq!(stats.visible + stats.in_flight, 0);
 }
+
+/// The deployed wiring: `Backends::from_config` builds its DynamoDB and SQS clients from the
+/// standard AWS environment on first use (issue 18); the lazily made clients must still reach
+/// the table and the queues.
+#[tokio::test]
+async fn backends_from_the_deployed_configuration_reach_the_table_and_queues_on_first_use() {
+    use pearlsync::config::{Config, QueueBackend, StateBackend};
+    use pearlsync::state::{Condition, Item, Key, StateStore};
+    let table = emulator::dynamo_store().await;
+    let q = emulator::sqs_queues(5, 30).await;
+    let mut config = Config::default();
+    config.state.backend = StateBackend::Dynamodb;
+    config.state.table = table.table().to_string();
+    config.queue.backend = QueueBackend::Sqs;
+    config.queue.orders_url = q.urls.orders.clone();
+    config.queue.stock_url = q.urls.stock.clone();
+    config.queue.purchasing_url = q.urls.purchasing.clone();
+    config.validate().unwrap();
+    let backends = pearlsync::backends::Backends::from_config(&config).await.unwrap();
+    let item = Item::new("lazy", "first-use", serde_json::json!({"n": 3}));
+    backends.state.put(item, Condition::Absent).await.unwrap();
+    // Read back through the test's own client: the lazy one wrote to this table.
+    let stored = table.get(&Key::new("lazy", "first-use")).await.unwrap().expect("written");
+    assert_eq!(stored.data, serde_json::json!({"n": 3}));
+    let job = Job::StockChanged { product_ids: vec![11] };
+    backends.queue.send(std::slice::from_ref(&job)).await.unwrap();
+    assert_eq!(drain(&q.queue, QueueName::Stock, 1).await, [job]);
+}

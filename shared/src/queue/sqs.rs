@@ -2,6 +2,7 @@
 //! and purchasing are standard queues. Each has a DLQ through its redrive policy.
 
 use super::{JobQueue, QueueName, QueueStats, ReceivedJob, SEND_BATCH_MAX};
+use crate::aws::{LazyClient, SharedSdkConfig};
 use crate::error::{Error, Result};
 use crate::queue::Job;
 use async_trait::async_trait;
@@ -35,7 +36,8 @@ impl SqsQueueUrls {
 
 #[derive(Clone)]
 pub struct SqsQueue {
-    client: Client,
+    /// Built by the first call (issue 18: init builds no AWS client).
+    client: LazyClient<Client>,
     urls: SqsQueueUrls,
     /// Where `receive` parks a message whose body is not a job (then deletes it); without
     /// it such a message is left for the DLQ.
@@ -67,7 +69,12 @@ fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
 
 impl SqsQueue {
     pub fn new(client: Client, urls: SqsQueueUrls) -> Self {
-        SqsQueue { client, urls, parking: None }
+        SqsQueue { client: LazyClient::ready(client), urls, parking: None }
+    }
+
+    /// Queues whose client is built from `sdk` by the first call that needs it.
+    pub fn on_first_use(sdk: SharedSdkConfig, urls: SqsQueueUrls) -> Self {
+        SqsQueue { client: LazyClient::on_first_use(sdk), urls, parking: None }
     }
 
     /// Parks undecodable messages in `state` instead of leaving them for the DLQ.
@@ -76,13 +83,8 @@ impl SqsQueue {
         self
     }
 
-    pub async fn from_env(urls: SqsQueueUrls) -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::new(Client::new(&config), urls)
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
+    pub async fn client(&self) -> &Client {
+        self.client.get().await
     }
 
     fn url(&self, queue: QueueName) -> Result<&str> {
@@ -126,7 +128,8 @@ impl SqsQueue {
                 .map(|&i| Self::entry(i, jobs[i], dedup_ids[i].as_deref()))
                 .collect::<Result<Vec<_>>>()?;
             let out = self
-                .client
+                .client()
+                .await
                 .send_message_batch()
                 .queue_url(url)
                 .set_entries(Some(entries))
@@ -212,7 +215,8 @@ impl JobQueue for SqsQueue {
 
     async fn stats(&self, queue: QueueName) -> Result<QueueStats> {
         let out = self
-            .client
+            .client()
+            .await
             .get_queue_attributes()
             .queue_url(self.url(queue)?)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
@@ -232,7 +236,8 @@ impl JobQueue for SqsQueue {
 
     async fn receive(&self, queue: QueueName, max: usize, wait: Duration) -> Result<Vec<ReceivedJob>> {
         let out = self
-            .client
+            .client()
+            .await
             .receive_message()
             .queue_url(self.url(queue)?)
             .max_number_of_messages(max.clamp(1, SEND_BATCH_MAX) as i32)
@@ -262,7 +267,8 @@ impl JobQueue for SqsQueue {
     }
 
     async fn ack(&self, queue: QueueName, receipt: &str) -> Result<()> {
-        self.client
+        self.client()
+            .await
             .delete_message()
             .queue_url(self.url(queue)?)
             .receipt_handle(receipt)
@@ -273,7 +279,8 @@ impl JobQueue for SqsQueue {
     }
 
     async fn release(&self, queue: QueueName, receipt: &str) -> Result<()> {
-        self.client
+        self.client()
+            .await
             .change_message_visibility()
             .queue_url(self.url(queue)?)
             .receipt_handle(receipt)

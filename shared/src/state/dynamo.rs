@@ -2,6 +2,7 @@
 //! TTL attribute `expires_at`. TTL deletes lazily, so reads also filter expired items.
 
 use super::{Condition, Item, Key, PutOutcome, StateStore, now_epoch_seconds};
+use crate::aws::{LazyClient, SharedSdkConfig};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -24,7 +25,8 @@ type Attributes = HashMap<String, AttributeValue>;
 
 #[derive(Clone)]
 pub struct DynamoStore {
-    client: Client,
+    /// Built by the first call (issue 18: init builds no AWS client).
+    client: LazyClient<Client>,
     table: String,
 }
 
@@ -115,13 +117,17 @@ async fn backoff(round: u32) {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoStore { client, table: table.into() }
+        DynamoStore { client: LazyClient::ready(client), table: table.into() }
     }
 
-    /// A client from the standard AWS environment (`AWS_ENDPOINT_URL` points it at an emulator).
-    pub async fn from_env(table: impl Into<String>) -> Self {
-        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::new(Client::new(&config), table)
+    /// A store whose client is built from `sdk` by its first call (the standard AWS environment:
+    /// `AWS_ENDPOINT_URL` points it at an emulator).
+    pub fn on_first_use(sdk: SharedSdkConfig, table: impl Into<String>) -> Self {
+        DynamoStore { client: LazyClient::on_first_use(sdk), table: table.into() }
+    }
+
+    async fn client(&self) -> &Client {
+        self.client.get().await
     }
 
     pub fn table(&self) -> &str {
@@ -132,7 +138,8 @@ impl DynamoStore {
     /// An existing table is left as it is. Used by tests and one-box setups.
     pub async fn create_table(&self) -> Result<()> {
         let created = self
-            .client
+            .client()
+            .await
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
@@ -171,7 +178,8 @@ impl DynamoStore {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => return Ok(()),
             Err(e) => return Err(sdk_err("CreateTable", e)),
         }
-        self.client
+        self.client()
+            .await
             .update_time_to_live()
             .table_name(&self.table)
             .time_to_live_specification(
@@ -192,7 +200,8 @@ impl DynamoStore {
 impl StateStore for DynamoStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>> {
         let out = self
-            .client
+            .client()
+            .await
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key_attributes(key)))
@@ -209,7 +218,7 @@ impl StateStore for DynamoStore {
     async fn put(&self, item: Item, condition: Condition) -> Result<PutOutcome> {
         let now = now_epoch_seconds();
         let mut request =
-            self.client.put_item().table_name(&self.table).set_item(Some(to_attributes(&item)?));
+            self.client().await.put_item().table_name(&self.table).set_item(Some(to_attributes(&item)?));
         if let Some((expression, values)) = condition_expression(condition, now) {
             request = request
                 .condition_expression(expression)
@@ -239,7 +248,7 @@ impl StateStore for DynamoStore {
 
     async fn delete(&self, key: &Key, condition: Condition) -> Result<bool> {
         let mut request =
-            self.client.delete_item().table_name(&self.table).set_key(Some(key_attributes(key)));
+            self.client().await.delete_item().table_name(&self.table).set_key(Some(key_attributes(key)));
         if let Some((expression, values)) = condition_expression(condition, now_epoch_seconds()) {
             request = request.condition_expression(expression).set_expression_attribute_values(Some(values));
         }
@@ -265,7 +274,8 @@ impl StateStore for DynamoStore {
         let mut start: Option<Attributes> = None;
         loop {
             let out = self
-                .client
+                .client()
+                .await
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression(expression)
@@ -303,7 +313,8 @@ impl StateStore for DynamoStore {
             let mut round = 0;
             loop {
                 let out = self
-                    .client
+                    .client()
+                    .await
                     .batch_get_item()
                     .request_items(&self.table, pending)
                     .send()
@@ -355,7 +366,8 @@ impl StateStore for DynamoStore {
             let mut round = 0;
             loop {
                 let out = self
-                    .client
+                    .client()
+                    .await
                     .batch_write_item()
                     .request_items(&self.table, pending)
                     .send()
