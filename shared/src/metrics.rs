@@ -30,6 +30,9 @@ pub mod names {
     pub const PUSH_FAILURES: &str = "PushFailures";
     /// An order delivery whose sold units could not be recorded as pending.
     pub const PENDING_NOT_RECORDED: &str = "PendingNotRecorded";
+    /// A reserved or cancelled order whose pending entry the writer could not settle (the
+    /// next inventory poll settles it from the saga).
+    pub const PENDING_NOT_SETTLED: &str = "PendingNotSettled";
     /// A purchase order that could not be created.
     pub const PURCHASE_ORDER_FAILURES: &str = "PurchaseOrderFailures";
     /// A Brightpearl OAuth token refresh that failed.

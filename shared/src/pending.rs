@@ -15,6 +15,10 @@
 //!   so a newer delivery is kept) and the saga's products are reported as touched: their
 //!   `onHand` moved without a goods movement (a reservation or a released one is not known to
 //!   be one, apis.md §8.2), so the change-driven poll reads them again.
+//!
+//! The writer settles an entry itself as soon as it reserves or cancels the order ([`settle`]):
+//! the entry then names the touched products and the poll reads no saga for it. A settlement
+//! that fails costs nothing but that read: the poll still settles the entry from the saga.
 
 use crate::channels::ChannelSet;
 use crate::error::{Error, Result};
@@ -40,6 +44,10 @@ pub struct PendingOrder {
     /// The body says the order is cancelled.
     #[serde(default)]
     pub cancelled: bool,
+    /// Written by the writer once the order is reserved or cancelled: the products whose
+    /// `onHand` that moved. `None` while the order still holds units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<Vec<u64>>,
 }
 
 /// Pending units of one store, and the products whose orders settled since the last read.
@@ -86,7 +94,7 @@ pub fn from_delivery(
     let channel = channels.get(store)?;
     let kind = channel.kind();
     let Some(payload) = payload else {
-        return Some(PendingOrder { channel: kind, lines: vec![], cancelled: false });
+        return Some(PendingOrder { channel: kind, lines: vec![], cancelled: false, settled: None });
     };
     let order = channel.normalise_order(payload).ok()?;
     // From the signed body only: a topic header decides nothing.
@@ -100,7 +108,22 @@ pub fn from_delivery(
             .filter_map(|l| Some((l.sku.clone().filter(|s| !s.is_empty())?, i64::from(l.quantity))))
             .collect()
     };
-    Some(PendingOrder { channel: kind, lines, cancelled })
+    Some(PendingOrder { channel: kind, lines, cancelled, settled: None })
+}
+
+/// Settles an order's entry (the writer, once it reserved or cancelled the order): its units
+/// stop counting, and `products` (its Brightpearl products, whose `onHand` moved) are read by
+/// the next poll, which then forgets the entry. Written whether or not ingress recorded one,
+/// so the poll learns of the products either way; it expires like any entry.
+pub async fn settle(
+    state: &dyn StateStore,
+    store: &str,
+    order_id: &str,
+    channel: ChannelKind,
+    products: Vec<u64>,
+) -> Result<()> {
+    let settled = PendingOrder { channel, lines: vec![], cancelled: false, settled: Some(products) };
+    record(state, store, order_id, &settled).await
 }
 
 /// Reads a store's ledger against the sagas (see the module doc); returns the state reads.
@@ -116,6 +139,13 @@ pub async fn load(state: &dyn StateStore, store: &str) -> Result<(Pending, u64)>
                 tracing::warn!(store, order = %item.sk, error = %e, "pending entry unreadable; ignored")
             }
         }
+    }
+    // Entries the writer settled need no saga read.
+    let (settled_by_writer, decoded): (Vec<_>, Vec<_>) =
+        decoded.into_iter().partition(|(_, o)| o.settled.is_some());
+    for (item, order) in settled_by_writer {
+        pending.touched.extend(order.settled.unwrap_or_default());
+        pending.settled.push((item.key(), item.version));
     }
     for batch in decoded.chunks(SAGA_BATCH) {
         let keys: Vec<Key> = batch.iter().map(|(item, o)| saga_key(o.channel, store, &item.sk)).collect();

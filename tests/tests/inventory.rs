@@ -605,8 +605,12 @@ async fn units_sold_but_not_yet_reserved_are_held_back_while_both_sides_sell() {
     // Shopify sells 2 (it shows 8; ingress records the order); before the writer reserves
     // it, a POS sale takes Brightpearl's onHand from 10 to 7.
     rig.sb.channels.set_quantity(Channel::Shopify, &sku, 8);
-    let order =
-        PendingOrder { channel: ChannelKind::Shopify, lines: vec![(sku.clone(), 2)], cancelled: false };
+    let order = PendingOrder {
+        channel: ChannelKind::Shopify,
+        lines: vec![(sku.clone(), 2)],
+        cancelled: false,
+        settled: None,
+    };
     pending::record(rig.state.as_ref(), &name, "5001", &order).await.unwrap();
     rig.sb.brightpearl.set_stock(id, 1, 7);
     // What truly remains to sell: 7 in Brightpearl, 2 of them already sold by Shopify.
@@ -635,7 +639,8 @@ async fn units_sold_but_not_yet_reserved_are_held_back_while_both_sides_sell() {
         level.on_hand += 2;
         level.allocated -= 2;
     });
-    let cancelled = PendingOrder { channel: ChannelKind::Shopify, lines: vec![], cancelled: true };
+    let cancelled =
+        PendingOrder { channel: ChannelKind::Shopify, lines: vec![], cancelled: true, settled: None };
     pending::record(rig.state.as_ref(), &name, "5001", &cancelled).await.unwrap();
     rig.poll.run(PollTrigger::Changes).await.unwrap();
     assert_eq!(rig.sb.channels.quantity(Channel::Shopify, &sku), Some(7));

@@ -206,3 +206,70 @@ async fn on_lambda_the_order_lock_lasts_until_the_invocation_deadline() {
     assert_eq!(answer.unwrap(), serde_json::json!({"batchItemFailures": []}));
     assert_eq!(sales_orders(&env).len(), 1);
 }
+
+#[tokio::test]
+async fn the_writer_settles_the_pending_entry_when_it_reserves_or_cancels_the_order() {
+    use pearlsync::pending::{self, PendingOrder};
+    let env = setup().await;
+    let state = env.app.state.as_ref();
+    // What ingress recorded for the delivery: 2 + 1 units held back from pushes.
+    let (id, job) = shopify_job(&env, new_order("pam@example.test", &[("SKU-00001", 2), ("SKU-00002", 1)]));
+    let lines = vec![("SKU-00001".to_string(), 2), ("SKU-00002".to_string(), 1)];
+    let recorded = PendingOrder { channel: ChannelKind::Shopify, lines, cancelled: false, settled: None };
+    pending::record(state, "shopify-main", &id, &recorded).await.unwrap();
+    let (before, _) = pending::load(state, "shopify-main").await.unwrap();
+    assert_eq!((before.open_orders, before.by_sku.get("SKU-00001")), (1, Some(&2)));
+
+    let report = env.writer.handle_batch(vec![message("p1", &job)]).await;
+    assert_eq!(report.done, 1, "{report:?}");
+    // The reserved products, from the sandbox's own reservation record.
+    let so = sales_order_id(&env, &id);
+    let mut reserved: Vec<u64> = env
+        .sb
+        .brightpearl
+        .with_state(|s| s.reservations[&so].rows.values().map(|(product, _)| *product).collect());
+    reserved.sort_unstable();
+    assert_eq!(reserved.len(), 2);
+    let entry = state.query("pending#shopify-main", "").await.unwrap();
+    assert_eq!(entry.len(), 1, "{entry:?}");
+    let entry: PendingOrder = serde_json::from_value(entry[0].data.clone()).unwrap();
+    let mut settled = entry.settled.clone().expect("settled by the writer, not left for the poll");
+    settled.sort_unstable();
+    assert_eq!(settled, reserved);
+    assert!(entry.lines.is_empty(), "{entry:?}");
+    // The poll counts nothing for it, reads the reserved products, and reads no saga: the one
+    // read is the ledger query.
+    let (after, reads) = pending::load(state, "shopify-main").await.unwrap();
+    assert_eq!((after.open_orders, after.by_sku.len(), after.by_product.len()), (0, 0, 0), "{after:?}");
+    assert_eq!(after.touched.iter().copied().collect::<Vec<_>>(), reserved);
+    assert_eq!((after.settled.len(), reads), (1, 1));
+    assert_eq!(env.writer.report().pending_not_settled, 0);
+
+    // Deleted on WooCommerce before the writer saw it: settled with no products (nothing was
+    // reserved, no onHand moved).
+    let (early, _) = env
+        .sb
+        .channels
+        .create_order(Channel::Woocommerce, new_order("early@example.test", &[("SKU-00003", 4)]));
+    let recorded = PendingOrder {
+        channel: ChannelKind::Woocommerce,
+        lines: vec![("SKU-00003".to_string(), 4)],
+        cancelled: false,
+        settled: None,
+    };
+    pending::record(state, "woocommerce-main", &early, &recorded).await.unwrap();
+    let deletion = Job::ChannelOrder {
+        channel: ChannelKind::Woocommerce,
+        store: "woocommerce-main".into(),
+        order_id: early.clone(),
+        event: OrderEvent::Cancelled,
+        payload: Some(serde_json::json!({"id": early.parse::<u64>().expect("numeric id")})),
+    };
+    let report = env.writer.handle_batch(vec![message("p2", &deletion)]).await;
+    assert_eq!(report.done, 1, "{report:?}");
+    let (woo, _) = pending::load(state, "woocommerce-main").await.unwrap();
+    assert_eq!((woo.open_orders, woo.settled.len(), woo.touched.len()), (0, 1, 0), "{woo:?}");
+    let entry = state.query("pending#woocommerce-main", "").await.unwrap();
+    let entry: PendingOrder = serde_json::from_value(entry[0].data.clone()).unwrap();
+    assert_eq!(entry.settled, Some(vec![]));
+}

@@ -100,6 +100,7 @@ impl OrderWriter {
         let Some(so) = so else {
             self.record_cancelled_before_create(w).await?;
             self.bump(|r| r.cancelled += 1);
+            self.settle_pending(w).await;
             return Ok(Outcome::Done);
         };
         let status = self.cancelled_status().await?;
@@ -111,6 +112,7 @@ impl OrderWriter {
                 saga.cancelled = true;
                 self.save(w, saga).await?;
                 self.bump(|r| r.cancelled += 1);
+                self.settle_pending(w).await;
                 Ok(Outcome::Done)
             }
             Err(Error::Rejected { message, .. }) => {

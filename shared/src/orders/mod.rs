@@ -138,6 +138,9 @@ pub struct OrderReport {
     pub unknown_outcomes: u64,
     /// Brightpearl HTTP requests made by the writer, retries included.
     pub brightpearl_requests: u64,
+    /// Reserved or cancelled orders whose pending entry could not be settled (the poll
+    /// settles them from the saga).
+    pub pending_not_settled: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

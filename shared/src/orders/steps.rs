@@ -11,6 +11,7 @@ use crate::brightpearl::{ReservationRequest, ReservationRow, WriteOutcome};
 use crate::error::Error;
 use crate::failures::{self, Failure, FailureCode};
 use crate::metrics::names;
+use crate::pending;
 use crate::state::{Condition, Item};
 use serde_json::json;
 use std::collections::HashMap;
@@ -153,6 +154,7 @@ impl OrderWriter {
                 Ok(Some(_)) => {
                     if self.advance(w, Step::Reserved, |_| {}).await {
                         self.bump(|r| r.reserved += 1);
+                        self.settle_pending(w).await;
                     }
                 }
                 Ok(None) => {}
@@ -164,7 +166,9 @@ impl OrderWriter {
             let warehouse = w.channel.as_ref().and_then(|c| c.store().reservation_warehouse_id);
             let reservable = warehouse.is_some() && rows.iter().any(|r| r.product_id.is_some());
             let next = if reservable { Step::Reserving } else { Step::Reserved };
-            self.advance(w, next, |s| s.rows = rows).await;
+            if self.advance(w, next, |s| s.rows = rows).await && next == Step::Reserved {
+                self.settle_pending(w).await;
+            }
         }
         let mut posting: Vec<usize> = Vec::new();
         let mut requests = Vec::new();
@@ -198,6 +202,7 @@ impl OrderWriter {
                 WriteOutcome::Applied(()) => {
                     if self.advance(w, Step::Reserved, |_| {}).await {
                         self.bump(|r| r.reserved += 1);
+                        self.settle_pending(w).await;
                     }
                 }
                 // Refused (no stock): left unreserved, as staff would leave it.
@@ -205,11 +210,27 @@ impl OrderWriter {
                     if let WriteOutcome::NotApplied(e) = &refused {
                         tracing::warn!(order = %w.order_id, error = %e, "reservation refused; order left unreserved");
                     }
-                    self.advance(w, Step::Reserved, |_| {}).await;
+                    if self.advance(w, Step::Reserved, |_| {}).await {
+                        self.settle_pending(w).await;
+                    }
                 }
                 WriteOutcome::NotApplied(e) => w.fail(&e),
                 WriteOutcome::Unknown(e) => self.left_unknown(w, "reservation POST", &e),
             }
+        }
+    }
+
+    /// The order no longer holds shop-sold units (reserved, cancelled, or left unreserved as
+    /// the poll would count it): its pending entry is settled now rather than at the next
+    /// poll's saga read. A failure is logged and counted, never the order's: the poll still
+    /// settles the entry from the saga.
+    pub(super) async fn settle_pending(&self, w: &Work) {
+        let products: Vec<u64> =
+            w.saga.as_ref().map(|s| s.rows.iter().filter_map(|r| r.product_id).collect()).unwrap_or_default();
+        if let Err(e) = pending::settle(self.state.as_ref(), &w.store, &w.order_id, w.kind, products).await {
+            tracing::warn!(order = %w.order_id, error = %e, "pending entry not settled; the next poll settles it from the saga");
+            self.bump(|r| r.pending_not_settled += 1);
+            self.metrics.count(names::PENDING_NOT_SETTLED, 1);
         }
     }
 }
