@@ -139,6 +139,26 @@ pub async fn record_budget(state: &dyn StateStore, snapshot: &BudgetSnapshot) ->
     Ok(())
 }
 
+/// [`record_budget`] with what `brightpearl` saw, at the end of a run; a failure is logged, never
+/// the run's.
+pub async fn record_budget_seen(
+    state: &dyn StateStore,
+    brightpearl: &dyn crate::brightpearl::BrightpearlApi,
+    function: &str,
+) {
+    let Some(view) = brightpearl.budget_view() else { return };
+    let snapshot = BudgetSnapshot {
+        limit: view.limit,
+        remaining: view.remaining,
+        sent_last_minute: view.sent_last_minute,
+        function: function.to_string(),
+        at_ms: crate::state::now_epoch_millis(),
+    };
+    if let Err(e) = record_budget(state, &snapshot).await {
+        tracing::warn!(error = %e, "brightpearl budget snapshot not recorded");
+    }
+}
+
 pub async fn read_budget(state: &dyn StateStore) -> Result<Option<BudgetSnapshot>> {
     Ok(state
         .get(&crate::state::Key::new(PARTITION, BUDGET_KEY))

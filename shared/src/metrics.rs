@@ -112,6 +112,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The function these metrics are emitted for.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
     pub fn new(function: impl Into<String>) -> Self {
         let to_stdout = emf_to_stdout();
         Metrics { function: function.into(), counts: Mutex::new(BTreeMap::new()), to_stdout }

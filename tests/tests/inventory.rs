@@ -768,3 +768,31 @@ async fn a_new_product_is_mapped_and_pushed_by_the_next_sweep_or_poll() {
     assert_eq!(polled.changes.as_ref().map(|c| c.mapping), Some(1), "{polled:?}");
     assert_eq!(rig.sb.channels.quantity(Channel::Shopify, "NEW-B"), Some(4));
 }
+
+#[tokio::test]
+async fn a_scheduled_run_leaves_the_budget_it_saw_for_pearlsync_status() {
+    let sb = sandbox(10, 1).await;
+    let skus: Vec<String> = catalogue(&sb).into_iter().map(|(_, s)| s).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    assert_eq!(pearlsync::freshness::read_budget(rig.state.as_ref()).await.unwrap(), None);
+
+    let before_ms = pearlsync::state::now_epoch_millis();
+    let report = rig.poll.run(PollTrigger::Full { reconcile: false }).await.unwrap();
+    assert!(report.brightpearl_requests > 0, "{report:?}");
+    let seen =
+        pearlsync::freshness::read_budget(rig.state.as_ref()).await.unwrap().expect("recorded by the run");
+    assert_eq!((seen.limit, seen.function.as_str()), (100, "inventory-poll"));
+    assert!(
+        seen.remaining <= seen.limit && u64::from(seen.sent_last_minute) <= report.brightpearl_requests,
+        "{seen:?}"
+    );
+    assert!(seen.at_ms >= before_ms, "{seen:?}");
+
+    // A targeted push is not a scheduled run: it leaves the snapshot as it was.
+    let product = catalogue(&rig.sb)[0].0;
+    rig.poll.run(PollTrigger::Products(vec![product])).await.unwrap();
+    let again = pearlsync::freshness::read_budget(rig.state.as_ref()).await.unwrap().expect("still there");
+    assert_eq!(again.at_ms, seen.at_ms);
+}

@@ -26,6 +26,14 @@ pub struct ClientStats {
     pub retried: u64,
 }
 
+/// The budget as this process sees it (see [`Budget::view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetView {
+    pub limit: u32,
+    pub remaining: u32,
+    pub sent_last_minute: u32,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct BudgetSettings {
     pub limit: u32,
@@ -138,6 +146,21 @@ impl Budget {
         Decision::Wait(wait.max(Duration::from_millis(1)))
     }
 
+    /// What the pool looks like from here now, for `pearlsync status`: the server's last
+    /// figure less our sends since, or, before any answer carried one, our own log's.
+    pub fn view(&mut self, now: Instant) -> BudgetView {
+        let log_window = self.settings.log_window();
+        while self.sent.front().is_some_and(|t| now.duration_since(*t) >= log_window) {
+            self.sent.pop_front();
+        }
+        let sent = u32::try_from(self.sent.len()).unwrap_or(u32::MAX);
+        BudgetView {
+            limit: self.settings.limit,
+            remaining: self.server_remaining.unwrap_or_else(|| self.settings.limit.saturating_sub(sent)),
+            sent_last_minute: sent,
+        }
+    }
+
     /// Records an answer with its throttle headers (either may be missing).
     pub fn on_response(&mut self, now: Instant, remaining: Option<u32>, period: Option<Duration>) {
         self.in_flight = self.in_flight.saturating_sub(1);
@@ -244,6 +267,19 @@ mod tests {
         assert_eq!(b.try_acquire(t0, Priority::Orders), Decision::Go);
         assert_eq!(b.try_acquire(t0, Priority::Orders), Decision::Go);
         assert!(matches!(b.try_acquire(t0, Priority::Orders), Decision::Wait(_)));
+    }
+
+    #[test]
+    fn the_view_is_our_log_until_the_server_says_what_is_left() {
+        let mut b = budget(200);
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            assert_eq!(b.try_acquire(t0, Priority::Orders), Decision::Go);
+        }
+        assert_eq!(b.view(t0), BudgetView { limit: 200, remaining: 198, sent_last_minute: 2 });
+        // Other apps share the pool: the server's figure wins once it has one.
+        b.on_response(t0, Some(40), Some(Duration::from_secs(30)));
+        assert_eq!(b.view(t0).remaining, 39, "the server's 40 less the one still in flight");
     }
 
     #[test]

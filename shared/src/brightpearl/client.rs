@@ -871,6 +871,10 @@ impl BrightpearlApi for BrightpearlClient {
         BrightpearlClient::set_deadline(self, deadline)
     }
 
+    fn budget_view(&self) -> Option<super::BudgetView> {
+        Some(lock(&self.inner.budget).view(std::time::Instant::now()))
+    }
+
     fn refused_ids(&self) -> Vec<(u64, String)> {
         lock(&self.inner.refused_ids).iter().map(|(id, why)| (*id, why.clone())).collect()
     }

@@ -20,7 +20,7 @@ mod transport;
 pub mod types;
 mod writes;
 
-pub use budget::{ClientStats, Priority};
+pub use budget::{BudgetView, ClientStats, Priority};
 pub use client::BrightpearlClient;
 pub use config::{AuthConfig, AuthKind, BrightpearlConfig};
 pub use movements::GoodsMovement;
@@ -144,4 +144,8 @@ pub trait BrightpearlApi: Send + Sync {
     /// Ids an ID-set GET found refused (deleted or invalid), with the reason; they were
     /// skipped and the rest of their sets read.
     fn refused_ids(&self) -> Vec<(u64, String)>;
+    /// The request budget as this process sees it; None where there is no budget (test doubles).
+    fn budget_view(&self) -> Option<BudgetView> {
+        None
+    }
 }

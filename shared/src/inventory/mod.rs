@@ -395,6 +395,12 @@ impl InventoryPoll {
             {
                 tracing::warn!(error = %e, "inventory freshness not recorded");
             }
+            freshness::record_budget_seen(
+                self.state.as_ref(),
+                self.brightpearl.as_ref(),
+                self.metrics.function(),
+            )
+            .await;
         }
         report.brightpearl_requests = self.brightpearl.stats().requests.saturating_sub(bp_before);
         let pushed: usize = report.channels.iter().map(|c| c.pushed).sum();

@@ -70,6 +70,13 @@ impl OrderWriter {
                 tracing::warn!(error = %e, flow = flow.as_str(), "freshness not recorded");
             }
         }
+        // Scheduled runs (not every batch) leave the budget for `pearlsync status`: one write.
+        freshness::record_budget_seen(
+            self.state.as_ref(),
+            self.brightpearl.as_ref(),
+            self.metrics.function(),
+        )
+        .await;
         tracing::info!(
             stores = report.stores,
             listed = report.listed,
