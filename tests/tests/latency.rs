@@ -97,3 +97,28 @@ async fn a_connection_dropped_after_the_write_is_resolved_in_the_same_invocation
     assert!(payments.values().all(|n| *n == 1), "each paid once: {payments:?}");
     assert_eq!(env.sb.brightpearl.counters().faults.drop_after_write, 1);
 }
+
+#[tokio::test]
+async fn two_orders_of_one_new_customer_in_two_lanes_make_one_contact() {
+    let env = setup().await;
+    let email = "twice-new@example.test";
+    let (first, a) = shopify_job(&env, new_order(email, &[("SKU-00003", 1)]));
+    let (second, b) = shopify_job(&env, new_order(email, &[("SKU-00004", 1)]));
+    // Both lanes meet a customer Brightpearl does not know yet, and its contact search lags
+    // its writes: without a guard each lane searches, finds nobody and creates a contact.
+    env.sb.brightpearl.set_search_lag(std::time::Duration::from_secs(5));
+    let report = env.writer.handle_batch(vec![message("a", &a), message("b", &b)]).await;
+    assert_eq!((report.done, report.failures.len()), (2, 0), "{report:?}");
+
+    let contacts = env
+        .sb
+        .brightpearl
+        .with_state(|s| s.contacts.values().filter(|c| c.email.as_deref() == Some(email)).count());
+    assert_eq!(contacts, 1, "one contact for one customer");
+    let customers: Vec<u64> = env
+        .sb
+        .brightpearl
+        .with_state(|s| s.orders.values().filter(|o| o.order_type == "SO").map(|o| o.contact_id).collect());
+    assert_eq!(customers.len(), 2, "{first} and {second}: two sales orders");
+    assert_eq!(customers[0], customers[1], "both for the one contact");
+}

@@ -69,7 +69,7 @@
 //!   Without an instance id nothing is deduplicated: a second order is created;
 //! - a second reservation POST for an order is a 400 with the generic `CMNC-400`;
 //!   `GET …/order/{id}/reservation` returns `[{orderId, warehouseId, orderRows}]`, 404 when none;
-//! - new sales orders and credits reach the searches after `search_lag_ms`;
+//! - new sales orders, credits and contacts reach the searches after `search_lag_ms`;
 //! - customer payments: `paymentType` ∈ AUTH, CAPTURE, PAYMENT, RECEIPT, VOID; a repeated
 //!   `transactionRef` + `paymentMethodCode` is a 400 `CMNC-400` "Duplicate payment …" and
 //!   creates nothing; every POST is kept in `payment_posts`;

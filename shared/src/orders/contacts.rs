@@ -1,5 +1,10 @@
 //! The customer of a new order: state cache, then exact-email search, then create. A contact
 //! whose create answer was lost is found by the email search on the next attempt.
+//!
+//! The batch's groups run in concurrent lanes, so two orders of one new customer can meet here
+//! at once, and Brightpearl's contact search lags its writes: each would create a contact. A
+//! per-email lock in the process, with the state cache read again under it, makes the second
+//! wait for the first and reuse its contact. (Two Lambda instances can still race, as before.)
 
 use super::rows::{fingerprint, postal_address};
 use super::saga::Step;
@@ -10,6 +15,19 @@ use crate::error::Result;
 use crate::state::{Condition, Item, Key};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Per-email async locks, dropped once nobody holds or waits on them.
+#[derive(Default)]
+pub(super) struct ContactLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl ContactLocks {
+    fn for_email(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.retain(|_, lock| Arc::strong_count(lock) > 1);
+        Arc::clone(map.entry(key.pk.clone()).or_default())
+    }
+}
 
 fn contact_key(email: &str) -> Key {
     Key::new(format!("contact#{}", email.trim().to_lowercase()), "contact")
@@ -43,7 +61,25 @@ impl OrderWriter {
             }
             let Some(order) = w.order.clone() else { continue };
             let key = order.email.as_deref().map(contact_key);
-            let cached = key.as_ref().and_then(|k| cache.get(k).copied());
+            let mut cached = key.as_ref().and_then(|k| cache.get(k).copied());
+            let lock = match (&key, cached) {
+                (Some(k), None) => Some(self.contact_locks.for_email(k)),
+                _ => None,
+            };
+            let _guard = match &lock {
+                Some(lock) => Some(lock.lock().await),
+                None => None,
+            };
+            if let (Some(k), None) = (&key, cached) {
+                // Another lane may have created this customer while we waited.
+                match self.state.get(k).await {
+                    Ok(item) => cached = item.and_then(|i| i.data.get("contact_id").and_then(Value::as_u64)),
+                    Err(e) => tracing::warn!(error = %e, "contact cache unreadable; searching Brightpearl"),
+                }
+                if let Some(id) = cached {
+                    cache.insert(k.clone(), id);
+                }
+            }
             let contact = match cached {
                 Some(id) => Ok(id),
                 None => self.find_or_create_contact(&order).await,

@@ -39,6 +39,8 @@ pub struct OrderWriter {
     pub(super) metrics: Arc<Metrics>,
     pub(super) config: OrdersConfig,
     idempotency: Idempotency,
+    /// One new customer at a time per email in this process (see `contacts.rs`).
+    pub(super) contact_locks: super::contacts::ContactLocks,
     report: Mutex<OrderReport>,
     /// The running Lambda invocation's deadline (epoch ms), 0 outside Lambda: idempotency
     /// locks last until then, so a timed-out attempt frees its orders when it dies.
@@ -156,6 +158,7 @@ impl OrderWriter {
             channels: parts.channels,
             metrics: parts.metrics,
             config: parts.config,
+            contact_locks: super::contacts::ContactLocks::default(),
             report: Mutex::new(OrderReport::default()),
             deadline_ms: AtomicI64::new(0),
         }
