@@ -105,6 +105,9 @@ impl LazyLocal {
 
 #[async_trait]
 impl StateStore for LazyLocal {
+    fn held_by_this_process_alone(&self) -> bool {
+        true
+    }
     async fn get(&self, key: &Key) -> Result<Option<Item>> {
         self.store().await?.get(key).await
     }

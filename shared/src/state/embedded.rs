@@ -97,6 +97,10 @@ fn live(item: Item, now: i64) -> Option<Item> {
 
 #[async_trait]
 impl StateStore for EmbeddedStore {
+    fn held_by_this_process_alone(&self) -> bool {
+        true
+    }
+
     async fn get(&self, key: &Key) -> Result<Option<Item>> {
         let k = encode_key(&key.pk, &key.sk);
         self.blocking(move |db| {

@@ -29,6 +29,15 @@ struct Record {
     payload_hash: String,
     #[serde(default)]
     result: Option<serde_json::Value>,
+    /// The process that took the lock (see [`process_id`]).
+    #[serde(default)]
+    holder: Option<String>,
+}
+
+/// This process, for lock records: its pid, start time and a random part, fixed at first use.
+fn process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| format!("{}-{}-{:08x}", std::process::id(), now_epoch_millis(), fastrand::u32(..)))
 }
 
 /// What `begin` found.
@@ -100,6 +109,7 @@ impl Idempotency {
             lock_expires_at,
             payload_hash: hash.clone(),
             result: None,
+            holder: Some(process_id().to_string()),
         };
         for _ in 0..CLAIM_ATTEMPTS {
             let current = match self.store.put(self.item(key, &fresh, 1)?, Condition::Absent).await? {
@@ -123,7 +133,13 @@ impl Idempotency {
                 RecordStatus::Complete => {
                     return Ok(Claim::Completed(record.result.unwrap_or(serde_json::Value::Null)));
                 }
-                RecordStatus::InProgress if record.lock_expires_at > now_epoch_millis() => {
+                // A lock of another process in a store only one process can hold: that process
+                // died (a killed `serve`), so its lock is taken over now, not at its expiry.
+                RecordStatus::InProgress
+                    if record.lock_expires_at > now_epoch_millis()
+                        && !(self.store.held_by_this_process_alone()
+                            && record.holder.as_deref().is_some_and(|h| h != process_id())) =>
+                {
                     return Ok(Claim::InProgress { lock_expires_at: record.lock_expires_at });
                 }
                 RecordStatus::InProgress => {
@@ -158,6 +174,7 @@ impl Idempotency {
             lock_expires_at: 0,
             payload_hash: lease.payload_hash.clone(),
             result: Some(result.clone()),
+            holder: None,
         };
         let item = self.item(&lease.key, &record, lease.version + 1)?;
         match self.store.put(item, Condition::VersionIs(lease.version)).await? {
@@ -199,4 +216,69 @@ pub async fn run_exclusively<T>(
         tracing::warn!(run = name, error = %e, "run lease not released; it expires by itself");
     }
     outcome.map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::embedded::EmbeddedStore;
+    use async_trait::async_trait;
+
+    /// The embedded store posing as a shared one (as DynamoDB is).
+    struct Shared(EmbeddedStore);
+
+    #[async_trait]
+    impl StateStore for Shared {
+        async fn get(&self, key: &Key) -> Result<Option<Item>> {
+            self.0.get(key).await
+        }
+        async fn put(&self, item: Item, condition: Condition) -> Result<PutOutcome> {
+            self.0.put(item, condition).await
+        }
+        async fn delete(&self, key: &Key, condition: Condition) -> Result<bool> {
+            self.0.delete(key, condition).await
+        }
+        async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<Item>> {
+            self.0.query(pk, sk_prefix).await
+        }
+        async fn batch_get(&self, keys: &[Key]) -> Result<Vec<Item>> {
+            self.0.batch_get(keys).await
+        }
+        async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
+            self.0.batch_put(items).await
+        }
+    }
+
+    /// `begin` on a key whose live lock (a minute left) was taken by `holder`.
+    async fn begin_over_a_lock_of(store: Arc<dyn StateStore>, holder: &str) -> Claim {
+        let idem = Idempotency::new(Arc::clone(&store), Duration::from_secs(3600));
+        let payload = serde_json::json!({"order": 1});
+        let left = Record {
+            status: RecordStatus::InProgress,
+            lock_expires_at: now_epoch_millis() + 60_000,
+            payload_hash: payload_hash(&payload),
+            result: None,
+            holder: Some(holder.to_string()),
+        };
+        let written = store.put(idem.item("order-1", &left, 1).unwrap(), Condition::Absent).await.unwrap();
+        assert_eq!(written, PutOutcome::Written);
+        idem.begin("order-1", &payload, now_epoch_millis() + 60_000).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dead_processs_lock_in_a_one_process_store_is_taken_over_at_once() {
+        let store: Arc<dyn StateStore> = Arc::new(EmbeddedStore::in_memory().unwrap());
+        let claim = begin_over_a_lock_of(store, "1-0-killed").await;
+        assert!(matches!(claim, Claim::Acquired(_)), "{claim:?}");
+    }
+
+    #[tokio::test]
+    async fn a_live_lock_stands_in_a_shared_store_and_for_this_process() {
+        let shared: Arc<dyn StateStore> = Arc::new(Shared(EmbeddedStore::in_memory().unwrap()));
+        let claim = begin_over_a_lock_of(shared, "1-0-another-lambda").await;
+        assert!(matches!(claim, Claim::InProgress { .. }), "{claim:?}");
+        let own: Arc<dyn StateStore> = Arc::new(EmbeddedStore::in_memory().unwrap());
+        let claim = begin_over_a_lock_of(own, process_id()).await;
+        assert!(matches!(claim, Claim::InProgress { .. }), "{claim:?}");
+    }
 }

@@ -94,6 +94,13 @@ pub trait StateStore: Send + Sync {
 
     /// Unconditional writes of many items, retried until every item is stored.
     async fn batch_put(&self, items: Vec<Item>) -> Result<()>;
+
+    /// True when no other process can use this store while this one has it open (the embedded
+    /// redb file is locked to one process): whatever another process left in it, that process
+    /// is gone. Shared stores (DynamoDB) say false.
+    fn held_by_this_process_alone(&self) -> bool {
+        false
+    }
 }
 
 pub fn now_epoch_seconds() -> i64 {
