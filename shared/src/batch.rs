@@ -67,7 +67,7 @@ impl Default for BatchOptions {
 pub const RETRY_MIN_TIME_LEFT: Duration = Duration::from_secs(5);
 
 impl BatchOptions {
-    /// The order writer's setting: 2 lanes (a batch of 10 groups as two waves of 5, so a
+    /// The order writer's setting (`[orders] lanes`, `retries_in_invocation`), by default 2 lanes (a batch of 10 groups as two waves of 5, so a
     /// multi-message still carries 5 orders: each further lane costs about 4 requests a batch)
     /// and 2 retries, 50–100 ms then 100–200 ms after the failure.
     ///
@@ -76,8 +76,8 @@ impl BatchOptions {
     /// the second consumer hardly any; but without them p99 is 43 s. Retrying failed groups
     /// together first shares the writes again yet makes as many requests (more checks) and
     /// p99 30 s; 1 retry gives 2.0 and p99 11.5 s.
-    pub fn concurrent_groups(deadline: Option<Instant>) -> Self {
-        BatchOptions { lanes: 2, retries: 2, retry_pause: Duration::from_millis(100), deadline }
+    pub fn concurrent_groups(lanes: usize, retries: u32, deadline: Option<Instant>) -> Self {
+        BatchOptions { lanes: lanes.max(1), retries, retry_pause: Duration::from_millis(100), deadline }
     }
 
     fn may_retry(&self, attempts: u32) -> bool {

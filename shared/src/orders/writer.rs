@@ -406,7 +406,7 @@ impl WaveHandler for OrderWriter {
         let left = self.deadline_ms.load(Ordering::Relaxed) - now_epoch_millis();
         let deadline = (self.deadline_ms.load(Ordering::Relaxed) > 0)
             .then(|| Instant::now() + Duration::from_millis(u64::try_from(left).unwrap_or(0)));
-        BatchOptions::concurrent_groups(deadline)
+        BatchOptions::concurrent_groups(self.config.lanes, self.config.retries_in_invocation, deadline)
     }
 
     /// Kept with its raw body and reason, never dropped (`pearlsync failures show`).
