@@ -12,6 +12,21 @@ const SERIES: [RGBColor; 4] =
     [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
 const LIMIT: RGBColor = RGBColor(214, 39, 40);
 
+/// The series labels, in one style for every chart.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 14))
+        .draw()
+        .map_err(err)
+}
+
 fn err(e: impl std::fmt::Display) -> String {
     format!("chart: {e}")
 }
@@ -74,14 +89,7 @@ pub fn latency_distribution(
             )))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 14))
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(err)
 }
 
@@ -142,14 +150,7 @@ pub fn init_against_baseline(path: &Path, bars: &[InitBar], baseline_ms: f64) ->
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 14))
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(err)
 }
 
@@ -201,14 +202,7 @@ pub fn inventory_scaling(path: &Path, points: &[InventoryPoint], cpu_limit_ms: f
         .map_err(err)?
         .label("minimum, ceil(N/200)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], LIMIT.stroke_width(1)));
-    requests
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()
-        .map_err(err)?;
+    legend(&mut requests, SeriesLabelPosition::UpperLeft)?;
     let cpu_max = points.iter().map(|p| p.cpu_ms).fold(cpu_limit_ms, f64::max);
     let mut cpu = ChartBuilder::on(&right)
         .margin(16)
@@ -232,13 +226,7 @@ pub fn inventory_scaling(path: &Path, points: &[InventoryPoint], cpu_limit_ms: f
         .map_err(err)?
         .label(format!("target {:.0} s", cpu_limit_ms / 1000.0))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], LIMIT.stroke_width(1)));
-    cpu.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()
-        .map_err(err)?;
+    legend(&mut cpu, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(err)
 }
 

@@ -139,6 +139,19 @@ pub fn sandbox_brightpearl(
     }
 }
 
+/// A JSON fixture under `tests/fixtures/` (e.g. `orders/shopify/…`), which must name its
+/// `_source` (the vendor's docs or the recording it was taken from).
+pub fn fixture(path: &str) -> serde_json::Value {
+    let full = format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
+    let value: serde_json::Value = serde_json::from_str(&text).expect("fixture is JSON");
+    assert!(
+        value.get("_source").and_then(serde_json::Value::as_str).is_some_and(|s| !s.is_empty()),
+        "{path} names its source"
+    );
+    value
+}
+
 /// The channel order id inside a sales order's `externalRef` (`{store}:{order id}`).
 pub fn channel_order_id(external_ref: &Option<String>) -> String {
     let r = external_ref.as_deref().unwrap_or_default();

@@ -9,19 +9,9 @@ use axum::response::{IntoResponse, Response};
 use pearlsync::Error;
 use pearlsync::brightpearl::*;
 use pearlsync::secret::Secret;
+use pearlsync_tests::fixture;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/fixtures/brightpearl/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).expect("fixture exists");
-    let v: Value = serde_json::from_str(&text).expect("fixture is JSON");
-    assert!(
-        v.get("_source").and_then(Value::as_str).is_some_and(|s| !s.is_empty()),
-        "{name} names its source"
-    );
-    v
-}
 
 /// One request the stub saw.
 #[derive(Debug, Clone)]
@@ -106,7 +96,7 @@ fn answer_of(v: &Value) -> (u16, Value) {
 
 #[tokio::test]
 async fn a_401_message_is_read_from_the_response_string() {
-    let expired = fixture("401_expired.json");
+    let expired = fixture("brightpearl/401_expired.json");
     let (url, _) = stub(move |_, _| answer_of(&expired)).await;
     let bp = BrightpearlClient::new(config(&url)).expect("client");
     match bp.warehouses().await {
@@ -117,7 +107,7 @@ async fn a_401_message_is_read_from_the_response_string() {
 
 #[tokio::test]
 async fn a_refused_search_filter_is_a_permanent_error_and_is_not_retried() {
-    let bad = fixture("search_bad_filter.json");
+    let bad = fixture("brightpearl/search_bad_filter.json");
     let (url, seen) = stub(move |_, _| answer_of(&bad)).await;
     let bp = BrightpearlClient::new(config(&url)).expect("client");
     match bp.find_contact_by_email("ann@example.test").await {
@@ -132,7 +122,7 @@ async fn a_refused_search_filter_is_a_permanent_error_and_is_not_retried() {
 
 #[tokio::test]
 async fn searches_page_on_more_pages_available_not_on_the_counts() {
-    let pages = fixture("product_search_pages.json");
+    let pages = fixture("brightpearl/product_search_pages.json");
     let (url, seen) = stub(move |_, n| answer_of(&pages["pages"][(n - 1).min(1)])).await;
     let bp = BrightpearlClient::new(config(&url)).expect("client");
     // resultsAvailable says 2, but morePagesAvailable says there is more: three products.
@@ -144,8 +134,8 @@ async fn searches_page_on_more_pages_available_not_on_the_counts() {
 
 #[tokio::test]
 async fn the_oauth_token_answer_gives_the_access_token_and_the_instance_for_writes() {
-    let token = fixture("oauth_refresh.json");
-    let expired = fixture("401_expired.json");
+    let token = fixture("brightpearl/oauth_refresh.json");
+    let expired = fixture("brightpearl/401_expired.json");
     let (url, seen) = stub(move |s, _| {
         if s.path.starts_with("/token") {
             answer_of(&token)
@@ -200,7 +190,7 @@ async fn the_oauth_token_answer_gives_the_access_token_and_the_instance_for_writ
 
 #[tokio::test]
 async fn a_repeat_answered_without_an_id_is_resolved_by_the_external_ref_search() {
-    let repeat = fixture("sales_order_repeat.json");
+    let repeat = fixture("brightpearl/sales_order_repeat.json");
     let (url, seen) = stub(move |s, _| {
         if s.path.ends_with("/sales-order-search") {
             answer_of(&repeat["search"])

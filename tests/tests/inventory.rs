@@ -796,3 +796,23 @@ async fn a_scheduled_run_leaves_the_budget_it_saw_for_pearlsync_status() {
     let again = pearlsync::freshness::read_budget(rig.state.as_ref()).await.unwrap().expect("still there");
     assert_eq!(again.at_ms, seen.at_ms);
 }
+
+#[tokio::test]
+async fn the_sweep_schedule_sample_sweeps_and_an_unknown_mode_is_refused_before_any_request() {
+    let sb = sandbox(10, 1).await;
+    let skus: Vec<String> = catalogue(&sb).into_iter().map(|(_, s)| s).collect();
+    seed_channel(&sb, ChannelKind::Shopify, &skus);
+    let stores = vec![store(&sb, ChannelKind::Shopify, vec![], BufferRules::default())];
+    let rig = rig(sb, stores).await;
+    let sample: serde_json::Value =
+        serde_json::from_str(include_str!("../../events/inventory-poll/sweep-schedule.json")).unwrap();
+    let answer = rig.poll.handle_event(sample).await.unwrap();
+    assert_eq!(answer["mode"], "full", "{answer}");
+
+    reset_counters(&rig.sb);
+    let refused =
+        rig.poll.handle_event(serde_json::json!({"pearlsync": "poll-inventory", "mode": "everything"})).await;
+    let error = refused.expect_err("an unknown mode is bad input");
+    assert!(!error.is_retryable() && error.to_string().contains("\"everything\""), "{error}");
+    assert_eq!(rig.sb.brightpearl.counters().requests, 0, "nothing read for a refused event");
+}

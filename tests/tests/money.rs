@@ -7,22 +7,12 @@ use pearlsync::channels::{ChannelOrder, StoreConfig, bigcommerce, shopify, wooco
 use pearlsync::money::{Decimal, SkuLessLines};
 use pearlsync::orders::{Refusal, row_totals, sales_order};
 use pearlsync_sandbox::brightpearl::validation;
+use pearlsync_tests::fixture;
 use serde_json::Value;
 use std::collections::HashMap;
 
 fn d(s: &str) -> Decimal {
     s.parse().expect("a decimal")
-}
-
-fn fixture(path: &str) -> Value {
-    let full = format!("{}/fixtures/orders/{path}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
-    let value: Value = serde_json::from_str(&text).expect("fixture is JSON");
-    assert!(
-        value.get("_source").and_then(Value::as_str).is_some_and(|s| !s.is_empty()),
-        "{path} names its source"
-    );
-    value
 }
 
 /// A store with every money setting set, so each row's nominal code shows its kind.
@@ -81,7 +71,8 @@ fn written(
 
 #[test]
 fn woo_docs_order_727_rows_and_totals() {
-    let order = woocommerce::normalise("s", &fixture("woocommerce/docs-retrieve-order-727.json")).unwrap();
+    let order =
+        woocommerce::normalise("s", &fixture("orders/woocommerce/docs-retrieve-order-727.json")).unwrap();
     let so = written(&order, &store(), &products(&["Bar3"]));
     // Line 315 has sku "": a named custom-item row. 6.00 + 0.45, 12.00 + 0.90, shipping 10.00.
     assert_eq!(
@@ -102,8 +93,8 @@ fn woo_docs_order_727_rows_and_totals() {
 
 #[test]
 fn woo_tax_inclusive_store_is_not_taxed_twice_and_fees_are_rows() {
-    let order =
-        woocommerce::normalise("s", &fixture("woocommerce/tax-inclusive-gbp-fee-coupon.json")).unwrap();
+    let order = woocommerce::normalise("s", &fixture("orders/woocommerce/tax-inclusive-gbp-fee-coupon.json"))
+        .unwrap();
     assert!(order.prices_include_tax);
     let so = written(&order, &store(), &products(&["HOOD-1"]));
     // Woo totals are ex tax even in a tax-inclusive store: the line is 45.00 net (50.00 less
@@ -124,7 +115,7 @@ fn woo_tax_inclusive_store_is_not_taxed_twice_and_fees_are_rows() {
 
 #[test]
 fn woo_kwd_keeps_three_decimals_on_the_wire() {
-    let order = woocommerce::normalise("s", &fixture("woocommerce/kwd-three-decimals.json")).unwrap();
+    let order = woocommerce::normalise("s", &fixture("orders/woocommerce/kwd-three-decimals.json")).unwrap();
     let so = written(&order, &store(), &products(&["OUD-3"]));
     assert_eq!(
         shape(&so.rows),
@@ -140,7 +131,8 @@ fn woo_kwd_keeps_three_decimals_on_the_wire() {
 
 #[test]
 fn shopify_recorded_order_with_line_discounts() {
-    let order = shopify::normalise("s", &fixture("shopify/recorded-hkd-line-discounts-1071.json")).unwrap();
+    let order =
+        shopify::normalise("s", &fixture("orders/shopify/recorded-hkd-line-discounts-1071.json")).unwrap();
     let so = written(&order, &store(), &HashMap::new());
     // 99.00 − 14.10 − 5.00 = 79.90; 100.00 − 15.00 = 85.00; both lines have sku "".
     assert_eq!(
@@ -158,7 +150,7 @@ fn shopify_recorded_order_with_line_discounts() {
 
 #[test]
 fn shopify_order_level_tax_is_spread_over_the_rows() {
-    let order = shopify::normalise("s", &fixture("shopify/order-level-tax-only.json")).unwrap();
+    let order = shopify::normalise("s", &fixture("orders/shopify/order-level-tax-only.json")).unwrap();
     let so = written(&order, &store(), &products(&["MUG-RED", "COASTER"]));
     // 2.25 over 20.00 : 5.00 : 5.00 = 1.50, 0.375, 0.375; the spare cent of the two equal
     // remainders goes to the earlier row.
@@ -178,7 +170,8 @@ fn shopify_presentment_currency_tip_gift_card_and_discounts() {
     let mut store = store();
     store.money.brightpearl_base_currency = Some("USD".into());
     let order =
-        shopify::normalise("s", &fixture("shopify/presentment-cad-tip-gift-card-discounts.json")).unwrap();
+        shopify::normalise("s", &fixture("orders/shopify/presentment-cad-tip-gift-card-discounts.json"))
+            .unwrap();
     assert_eq!((order.currency.as_str(), order.shop_currency.as_deref()), ("CAD", Some("USD")));
     let so = written(&order, &store, &products(&["TENT-2P"]));
     // CAD (presentment): tent 40.00 − 4.00 = 36.00 + 1.80 GST; gift card 25.00; tip 5.00;
@@ -206,7 +199,7 @@ fn shopify_presentment_currency_tip_gift_card_and_discounts() {
 
 #[test]
 fn shopify_jpy_has_no_minor_unit() {
-    let order = shopify::normalise("s", &fixture("shopify/jpy-tax-inclusive.json")).unwrap();
+    let order = shopify::normalise("s", &fixture("orders/shopify/jpy-tax-inclusive.json")).unwrap();
     let so = written(&order, &store(), &products(&["TEA-MATCHA"]));
     // Tax-inclusive: 2 × 1980 = 3960 of which 360 tax → 3600 net; shipping 770 − 70 = 700.
     assert_eq!(
@@ -220,7 +213,7 @@ fn shopify_jpy_has_no_minor_unit() {
 
 #[test]
 fn bigcommerce_docs_order_218_does_not_add_up_and_is_parked() {
-    let order = bigcommerce::normalise("s", &fixture("bigcommerce/docs-order-218.json")).unwrap();
+    let order = bigcommerce::normalise("s", &fixture("orders/bigcommerce/docs-order-218.json")).unwrap();
     // Both of the docs' fee spellings are read: A Fee `cost_exc_tax` 12.30, B Fee `cost_ex_tax` 4.00 + 8.00.
     let fees: Vec<(Decimal, Decimal)> = order.charges.iter().take(2).map(|c| (c.net, c.tax)).collect();
     assert_eq!(fees, vec![(d("12.30"), d("0")), (d("4.00"), d("8.00"))]);
@@ -238,7 +231,7 @@ fn bigcommerce_docs_order_218_does_not_add_up_and_is_parked() {
 
 #[test]
 fn bigcommerce_sixty_lines_with_handling_and_wrapping() {
-    let payload = fixture("bigcommerce/sixty-lines-handling-wrapping.json");
+    let payload = fixture("orders/bigcommerce/sixty-lines-handling-wrapping.json");
     let order = bigcommerce::normalise("s", &payload).unwrap();
     assert_eq!(order.lines.len(), 60);
     let skus: Vec<String> = (1..=60).map(|i| format!("SEED-{i:02}")).collect();
@@ -274,7 +267,8 @@ fn bigcommerce_sixty_lines_with_handling_and_wrapping() {
 fn sku_less_lines_park_when_the_store_says_so() {
     let mut store = store();
     store.money.sku_less_lines = SkuLessLines::Park;
-    let order = woocommerce::normalise("s", &fixture("woocommerce/docs-retrieve-order-727.json")).unwrap();
+    let order =
+        woocommerce::normalise("s", &fixture("orders/woocommerce/docs-retrieve-order-727.json")).unwrap();
     let refusal = sales_order(&order, &store, &products(&["Bar3"]), None).expect_err("parked");
     assert_eq!(refusal.code(), Some("no_sku"));
     assert!(refusal.text().starts_with("no_sku: line 315"), "{}", refusal.text());
@@ -282,7 +276,7 @@ fn sku_less_lines_park_when_the_store_says_so() {
 
 #[test]
 fn a_tampered_total_is_parked_with_both_figures() {
-    let mut payload = fixture("shopify/jpy-tax-inclusive.json");
+    let mut payload = fixture("orders/shopify/jpy-tax-inclusive.json");
     payload["total_price"] = Value::String("4731".into());
     let order = shopify::normalise("s", &payload).unwrap();
     let refusal = sales_order(&order, &store(), &products(&["TEA-MATCHA"]), None).expect_err("parked");
@@ -294,7 +288,7 @@ fn a_tampered_total_is_parked_with_both_figures() {
 
 #[test]
 fn long_names_and_address_lines_are_cut_with_the_full_text_in_a_note() {
-    let mut payload = fixture("woocommerce/docs-retrieve-order-727.json");
+    let mut payload = fixture("orders/woocommerce/docs-retrieve-order-727.json");
     let street = "Flat 12, The Old Granary Building, 969 Market Street Between Fifth and Sixth Avenue";
     payload["shipping"]["address_1"] = Value::String(street.into());
     let order = woocommerce::normalise("s", &payload).unwrap();
@@ -318,7 +312,7 @@ mod over_http {
 
     /// The CAD Shopify fixture, its tent mapped to a SKU the sandbox holds.
     fn cad_job(order_id: &str, total: Option<&str>) -> Job {
-        let mut payload = fixture("shopify/presentment-cad-tip-gift-card-discounts.json");
+        let mut payload = fixture("orders/shopify/presentment-cad-tip-gift-card-discounts.json");
         payload["id"] = Value::from(order_id.parse::<u64>().expect("numeric id"));
         payload["line_items"][0]["sku"] = Value::String("SKU-00001".into());
         if let Some(t) = total {
@@ -362,7 +356,7 @@ mod over_http {
         use pearlsync::brightpearl::BrightpearlApi;
         let read = env.app.brightpearl.sales_orders(&[so]).await.expect("sales order GET");
         assert_eq!(read[0].total_value, Some(d("67.8")));
-        let mut payload = fixture("shopify/presentment-cad-tip-gift-card-discounts.json");
+        let mut payload = fixture("orders/shopify/presentment-cad-tip-gift-card-discounts.json");
         payload["line_items"][0]["sku"] = Value::String("SKU-00001".into());
         let order = shopify::normalise("shopify-main", &payload).unwrap();
         let sent = written(&order, &super::store(), &products(&["SKU-00001"]));

@@ -9,19 +9,9 @@ use pearlsync::money::Decimal;
 use pearlsync::queue::{ChannelKind, Job, OrderEvent};
 use pearlsync_sandbox::channels::Channel;
 use pearlsync_sandbox::faults::Fault;
+use pearlsync_tests::fixture;
 use pearlsync_tests::orders_env::*;
 use serde_json::{Value, json};
-
-fn fixture(path: &str) -> Value {
-    let full = format!("{}/fixtures/refunds/{path}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
-    let value: Value = serde_json::from_str(&text).expect("fixture is JSON");
-    assert!(
-        value.get("_source").and_then(Value::as_str).is_some_and(|s| !s.is_empty()),
-        "{path} names its source"
-    );
-    value
-}
 
 fn d(s: &str) -> Decimal {
     s.parse().expect("decimal")
@@ -29,7 +19,7 @@ fn d(s: &str) -> Decimal {
 
 #[test]
 fn a_recorded_shopify_refund_is_one_restocked_row_meeting_its_transaction() {
-    let v = fixture("shopify/recorded-refunds-create-cad.json");
+    let v = fixture("refunds/shopify/recorded-refunds-create-cad.json");
     let r = shopify::refund::refund(&v, false).expect("parses");
     assert_eq!(r.id, "975224602904");
     assert_eq!(r.lines.len(), 1);
@@ -46,7 +36,7 @@ fn a_recorded_shopify_refund_is_one_restocked_row_meeting_its_transaction() {
 
 #[test]
 fn woocommerce_docs_refunds_itemise_what_they_itemise_and_the_rest_is_a_row() {
-    let v = fixture("woocommerce/docs-list-refunds-723.json");
+    let v = fixture("refunds/woocommerce/docs-list-refunds-723.json");
     let refunds = woocommerce::refund::refunds(&v["refunds"]).expect("parses");
     assert_eq!(refunds.len(), 2);
     // 726: an amount-only refund of 10.00: one non-stock row for all of it.
@@ -73,7 +63,7 @@ fn woocommerce_docs_refunds_itemise_what_they_itemise_and_the_rest_is_a_row() {
 
 #[test]
 fn a_bigcommerce_docs_refund_prices_its_product_from_the_order_and_spreads_its_tax() {
-    let v = fixture("bigcommerce/docs-refund-12.json");
+    let v = fixture("refunds/bigcommerce/docs-refund-12.json");
     // Order 180 as the docs' refund names it: order product 87, two units of 20.00 + 5.00 tax.
     let order: ChannelOrder = serde_json::from_value(json!({
         "channel": "bigcommerce", "store": "bc", "id": "180", "number": "180", "email": null,
@@ -381,6 +371,27 @@ async fn a_refund_topic_on_a_body_with_no_refund_credits_nothing() {
 }
 
 /// Receives the orders queue until it is empty, handing each batch to the writer.
+/// The shop's signed webhook for `topic` on order `id`, as the ingress receives it.
+fn signed_delivery(
+    env: &Env,
+    kind: ChannelKind,
+    id: &str,
+    topic: pearlsync_sandbox::channels::OrderTopic,
+) -> pearlsync::ingress::IngressRequest {
+    let (mut headers, body) = env
+        .sb
+        .channels
+        .webhook_request(channel_of(kind), id, topic, "hook-secret", 0)
+        .expect("the order exists");
+    headers.push(("Content-Type".into(), "application/json".into()));
+    pearlsync::ingress::IngressRequest {
+        method: "POST".into(),
+        path: format!("/webhooks/{kind}/{}", store_of(kind)),
+        headers,
+        body: body.into_bytes(),
+    }
+}
+
 async fn drain(env: &Env) -> (usize, Vec<(String, String)>) {
     use pearlsync::queue::QueueName;
     let (mut done, mut parked) = (0, Vec::new());
@@ -408,7 +419,7 @@ async fn drain(env: &Env) -> (usize, Vec<(String, String)>) {
 
 #[tokio::test]
 async fn setup_registers_the_refund_webhooks_and_each_shops_refund_webhook_credits_once() {
-    use pearlsync::ingress::{Ingress, IngressRequest};
+    use pearlsync::ingress::Ingress;
     use pearlsync_sandbox::channels::OrderTopic;
     let env = setup().await;
     let ingress = Ingress::from_app(&env.app);
@@ -436,20 +447,7 @@ async fn setup_registers_the_refund_webhooks_and_each_shops_refund_webhook_credi
 
     for kind in ALL {
         let channel = channel_of(kind);
-        let post = |topic: OrderTopic, id: &str| {
-            let (mut headers, body) = env
-                .sb
-                .channels
-                .webhook_request(channel, id, topic, "hook-secret", 0)
-                .expect("the order exists");
-            headers.push(("Content-Type".into(), "application/json".into()));
-            IngressRequest {
-                method: "POST".into(),
-                path: format!("/webhooks/{kind}/{}", store_of(kind)),
-                headers,
-                body: body.into_bytes(),
-            }
-        };
+        let post = |topic: OrderTopic, id: &str| signed_delivery(&env, kind, id, topic);
         let (id, _) =
             env.sb.channels.create_order(channel, new_order("hook@example.test", &[("SKU-00006", 2)]));
         assert_eq!(ingress.handle(post(OrderTopic::Created, &id)).await.status, 200, "{kind}");
@@ -891,25 +889,12 @@ async fn a_lost_refund_webhook_is_credited_once_by_the_reconciliation_and_not_ag
 
 #[tokio::test]
 async fn two_bigcommerce_refund_webhooks_for_one_order_are_two_credits() {
-    use pearlsync::ingress::{Ingress, IngressRequest};
+    use pearlsync::ingress::Ingress;
     use pearlsync_sandbox::channels::OrderTopic;
     let env = setup().await;
     let ingress = Ingress::from_app(&env.app);
     let kind = ChannelKind::Bigcommerce;
-    let post = |topic: OrderTopic, id: &str| {
-        let (mut headers, body) = env
-            .sb
-            .channels
-            .webhook_request(Channel::Bigcommerce, id, topic, "hook-secret", 0)
-            .expect("the order exists");
-        headers.push(("Content-Type".into(), "application/json".into()));
-        IngressRequest {
-            method: "POST".into(),
-            path: format!("/webhooks/{kind}/{}", store_of(kind)),
-            headers,
-            body: body.into_bytes(),
-        }
-    };
+    let post = |topic: OrderTopic, id: &str| signed_delivery(&env, kind, id, topic);
     let (id, _) = env
         .sb
         .channels
@@ -935,25 +920,12 @@ async fn two_bigcommerce_refund_webhooks_for_one_order_are_two_credits() {
 
 #[tokio::test]
 async fn a_bigcommerce_cancel_after_an_earlier_update_webhook_still_cancels() {
-    use pearlsync::ingress::{Ingress, IngressRequest};
+    use pearlsync::ingress::Ingress;
     use pearlsync_sandbox::channels::OrderTopic;
     let env = setup().await;
     let ingress = Ingress::from_app(&env.app);
     let kind = ChannelKind::Bigcommerce;
-    let post = |topic: OrderTopic, id: &str| {
-        let (mut headers, body) = env
-            .sb
-            .channels
-            .webhook_request(Channel::Bigcommerce, id, topic, "hook-secret", 0)
-            .expect("the order exists");
-        headers.push(("Content-Type".into(), "application/json".into()));
-        IngressRequest {
-            method: "POST".into(),
-            path: format!("/webhooks/{kind}/{}", store_of(kind)),
-            headers,
-            body: body.into_bytes(),
-        }
-    };
+    let post = |topic: OrderTopic, id: &str| signed_delivery(&env, kind, id, topic);
     let (id, _) = env
         .sb
         .channels
